@@ -1,0 +1,340 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The CEL rules below convert a Duration string to seconds with this expression (months count as 30 days and years as 365 days; exact calendar arithmetic happens in the controller, these rules only bound input):
+//
+//	int(X.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[X.find('[a-z]+$')]
+
+// Duration is a length of time written as a whole number and one unit: s (seconds), m (minutes), h (hours), d (days), w (weeks), mo (calendar months) or y (calendar years). Examples: 90d, 12h, 6mo, 1y.
+// +kubebuilder:validation:Pattern=`^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$`
+// +kubebuilder:validation:MaxLength=8
+type Duration string
+
+// RotationPolicy says whether Keyward replaces a key before it expires.
+// +kubebuilder:validation:Enum=Auto;Disabled
+type RotationPolicy string
+
+const (
+	// RotationPolicyAuto mints a new key at the renewal time; the previous key stays valid until its own expiry.
+	RotationPolicyAuto RotationPolicy = "Auto"
+	// RotationPolicyDisabled never mints a replacement: the key expires and the APIKey becomes Ready=False.
+	RotationPolicyDisabled RotationPolicy = "Disabled"
+)
+
+// WebhookEvent names a lifecycle event that Keyward can deliver to a webhook endpoint.
+// +kubebuilder:validation:Enum=key.created;key.rotated;key.expiring;key.expired;key.disabled;key.enabled;key.deleted
+type WebhookEvent string
+
+// The lifecycle events a webhook can subscribe to.
+const (
+	WebhookEventKeyCreated  WebhookEvent = "key.created"
+	WebhookEventKeyRotated  WebhookEvent = "key.rotated"
+	WebhookEventKeyExpiring WebhookEvent = "key.expiring"
+	WebhookEventKeyExpired  WebhookEvent = "key.expired"
+	WebhookEventKeyDisabled WebhookEvent = "key.disabled"
+	WebhookEventKeyEnabled  WebhookEvent = "key.enabled"
+	WebhookEventKeyDeleted  WebhookEvent = "key.deleted"
+)
+
+// Scope is one permission granted to a key, such as orders:read. Segments are separated by colons and a segment of "*" is a wildcard: orders:* grants orders:read, and "*" alone grants everything.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=128
+// +kubebuilder:validation:Pattern=`^(\*|[A-Za-z0-9][A-Za-z0-9_.-]*)(:(\*|[A-Za-z0-9][A-Za-z0-9_.-]*))*$`
+type Scope string
+
+// APIKeySpec is the desired state of an APIKey.
+//
+// +kubebuilder:validation:XValidation:rule="!(has(self.validity) && has(self.expiresAt))",message="validity and expiresAt are mutually exclusive: set one of them",fieldPath=".expiresAt"
+// +kubebuilder:validation:XValidation:rule="!has(self.expiresAt) || !has(self.rotation) || !has(self.rotation.renewBefore)",message="renewBefore cannot be combined with expiresAt: a key with a fixed expiry is never renewed",fieldPath=".rotation.renewBefore"
+// +kubebuilder:validation:XValidation:rule="has(self.expiresAt) || !has(self.rotation) || !has(self.rotation.renewBefore) || int(self.rotation.renewBefore.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.rotation.renewBefore.find('[a-z]+$')] < (has(self.validity) ? int(self.validity.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.validity.find('[a-z]+$')] : 7776000)",message="renewBefore must be shorter than validity (90d when validity is not set)",fieldPath=".rotation.renewBefore"
+type APIKeySpec struct {
+	// DisplayName is a human-readable name for the key, shown in dashboards and webhook payloads.
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	DisplayName string `json:"displayName,omitempty"`
+
+	// Description says what the key is for and who uses it.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Description string `json:"description,omitempty"`
+
+	// SecretName is the name of the Secret, in the APIKey's namespace, that receives the key under data api-key (with key-id and expires-at beside it). Defaults to the APIKey's own name. Immutable: to move a key to another Secret, create a new APIKey. Keyward never overwrites a Secret it does not own.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// SecretTemplate holds labels and annotations that Keyward applies to the generated Secret, for example to let a reloader restart workloads when the key rotates. Keys under keyward.dev/ are reserved.
+	// +optional
+	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
+
+	// Prefix is the public, human-readable start of every key, before the underscore (for example "ord" gives ord_…). Lowercase letters and digits, starting with a letter, 2 to 16 characters. Defaults to "kw".
+	// +kubebuilder:validation:Pattern=`^[a-z][a-z0-9]{1,15}$`
+	// +kubebuilder:default=kw
+	// +optional
+	Prefix string `json:"prefix,omitempty"`
+
+	// Validity is how long each key is valid after it is minted, from 1h to 10y, for example 30d, 90d, 6mo or 1y. Months and years follow the calendar. Defaults to 90d. Mutually exclusive with expiresAt.
+	// +kubebuilder:validation:XValidation:rule="int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] >= 3600",message="validity must be at least 1h"
+	// +kubebuilder:validation:XValidation:rule="int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] <= 315360000",message="validity must be at most 10y"
+	// +optional
+	Validity Duration `json:"validity,omitempty"`
+
+	// ExpiresAt is a fixed instant at which the key expires, instead of a validity period. A key with a fixed expiry is never rotated: at that instant the APIKey becomes Ready=False with reason Expired. Mutually exclusive with validity.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// Rotation controls when Keyward replaces the key and how long the replaced key keeps working.
+	// +optional
+	Rotation *RotationSpec `json:"rotation,omitempty"`
+
+	// Disabled, when true, makes every key of this APIKey (current and previous) rejected at once, without deleting anything. Setting it back to false restores the same key.
+	// +optional
+	Disabled bool `json:"disabled,omitempty"`
+
+	// Scopes are the permissions granted to the key, as a set (for example orders:read, orders:write). A segment of "*" is a wildcard and ["*"] grants everything; an empty list grants no scopes. Editing scopes never rotates the key. At most 256.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	Scopes []Scope `json:"scopes,omitempty"`
+
+	// RateLimit caps how many requests the verifier accepts for this APIKey (current and previous keys together) per period.
+	// +optional
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+
+	// Webhook is an HTTPS endpoint that receives signed notifications (Standard Webhooks) about the key's lifecycle. Payloads never contain the key itself.
+	// +optional
+	Webhook *WebhookSpec `json:"webhook,omitempty"`
+}
+
+// SecretTemplate holds metadata that Keyward copies onto the generated Secret.
+type SecretTemplate struct {
+	// Labels added to the Secret. Keys under keyward.dev/ are reserved for Keyward.
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule=`self.all(k, !k.matches('^([a-z0-9.-]*\\.)?keyward\\.dev/'))`,message="label keys under keyward.dev/ are reserved for Keyward"
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// Annotations added to the Secret. Keys under keyward.dev/ are reserved for Keyward.
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule=`self.all(k, !k.matches('^([a-z0-9.-]*\\.)?keyward\\.dev/'))`,message="annotation keys under keyward.dev/ are reserved for Keyward"
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// RotationSpec controls automatic and manual rotation.
+type RotationSpec struct {
+	// Policy is Auto (mint a new key at the renewal time) or Disabled (let the key expire). Defaults to Auto.
+	// +kubebuilder:default=Auto
+	// +optional
+	Policy RotationPolicy `json:"policy,omitempty"`
+
+	// RenewBefore is how long before expiry an Auto rotation mints the next key. The previous key stays valid until its own expiry, so workloads have this long to pick up the new one. Must be shorter than validity. Defaults to a third of the validity.
+	// +optional
+	RenewBefore Duration `json:"renewBefore,omitempty"`
+
+	// GracePeriod is how long the previous key stays valid after a manual rotation (the keyward.dev/rotate annotation). 0s revokes it at once, which is what you want for a leaked key. Defaults to 1h.
+	// +kubebuilder:validation:XValidation:rule="int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] <= 2592000",message="gracePeriod must be at most 30d"
+	// +optional
+	GracePeriod Duration `json:"gracePeriod,omitempty"`
+}
+
+// RateLimit is a request budget per period, enforced by the verifier as a token bucket.
+type RateLimit struct {
+	// Requests is how many requests are allowed per period.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000
+	// +required
+	Requests int32 `json:"requests"`
+
+	// Period is the window that requests refers to, from 1s to 1d, for example 1s, 1m or 1h.
+	// +kubebuilder:validation:XValidation:rule="int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] >= 1",message="period must be at least 1s"
+	// +kubebuilder:validation:XValidation:rule="int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] <= 86400",message="period must be at most 1d"
+	// +required
+	Period Duration `json:"period"`
+}
+
+// WebhookSpec is where and how Keyward notifies an endpoint about lifecycle events.
+type WebhookSpec struct {
+	// URL receives a POST per event. It must be https://, except for in-cluster Services (hosts ending in .svc or .svc.cluster.local), which may use http://.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self)",message="url must be an absolute URL"
+	// +kubebuilder:validation:XValidation:rule="!isURL(self) || url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname().endsWith('.svc') || url(self).getHostname().endsWith('.svc.cluster.local')))",message="url must use https (http is allowed only for in-cluster *.svc hosts)"
+	// +required
+	URL string `json:"url"`
+
+	// SigningSecretRef names the Secret key, in the APIKey's namespace, that holds the whsec_… signing secret used to sign every delivery (Standard Webhooks).
+	// +required
+	SigningSecretRef SecretKeyRef `json:"signingSecretRef"`
+
+	// Events limits delivery to these event types. Empty means all of them.
+	// +listType=set
+	// +optional
+	Events []WebhookEvent `json:"events,omitempty"`
+
+	// ExpiringBefore is how long before expiry the key.expiring event is sent. Defaults to 7d.
+	// +optional
+	ExpiringBefore Duration `json:"expiringBefore,omitempty"`
+}
+
+// SecretKeyRef points at one key of a Secret in the same namespace.
+type SecretKeyRef struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +required
+	Name string `json:"name"`
+
+	// Key within the Secret's data. Defaults to "secret".
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	// +kubebuilder:default=secret
+	// +optional
+	Key string `json:"key,omitempty"`
+}
+
+// APIKeyStatus is the observed state of an APIKey. It never holds key material: only the key's SHA-256 hash, its public ID and a short hint.
+type APIKeyStatus struct {
+	// ObservedGeneration is the metadata.generation that this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions follow kstatus: Ready is always present; Reconciling and Stalled only while they are true.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// SecretName is the Secret that holds the current key (spec.secretName or the APIKey's name).
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// KeyID is the public identifier of the current key, derived from its hash (kid_…).
+	// +optional
+	KeyID string `json:"keyID,omitempty"`
+
+	// KeyHint is the prefix and the last four characters of the current key, for recognising it (ord_…x9Z2).
+	// +optional
+	KeyHint string `json:"keyHint,omitempty"`
+
+	// KeyHash is sha256:<hex> of the full current key.
+	// +optional
+	KeyHash string `json:"keyHash,omitempty"`
+
+	// Revision counts the keys minted for this APIKey; it goes up by one for every new key.
+	// +optional
+	Revision int64 `json:"revision,omitempty"`
+
+	// IssuedAt is when the current key was minted.
+	// +optional
+	IssuedAt *metav1.Time `json:"issuedAt,omitempty"`
+
+	// ExpiresAt is when the current key stops being valid.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// RenewalTime is when Keyward will mint the next key (policy Auto only).
+	// +optional
+	RenewalTime *metav1.Time `json:"renewalTime,omitempty"`
+
+	// PreviousKeys are replaced keys that are still accepted until their validUntil.
+	// +listType=atomic
+	// +optional
+	PreviousKeys []PreviousKey `json:"previousKeys,omitempty"`
+
+	// LastRotationReason is why the current key was minted: Initial, Expiring, Manual, SecretMissing or SecretTampered.
+	// +optional
+	LastRotationReason string `json:"lastRotationReason,omitempty"`
+
+	// LastHandledRotateToken is the value of the keyward.dev/rotate annotation that the last manual rotation answered. A different annotation value asks for another rotation.
+	// +optional
+	LastHandledRotateToken string `json:"lastHandledRotateToken,omitempty"`
+
+	// Webhook reports delivery of lifecycle events to spec.webhook.
+	// +optional
+	Webhook *WebhookStatus `json:"webhook,omitempty"`
+
+	// Usage is reported by the verifier in batches.
+	// +optional
+	Usage *UsageStatus `json:"usage,omitempty"`
+}
+
+// PreviousKey is a replaced key that is still accepted until ValidUntil.
+type PreviousKey struct {
+	// KeyID is the public identifier of the replaced key.
+	KeyID string `json:"keyID"`
+	// KeyHash is sha256:<hex> of the replaced key.
+	KeyHash string `json:"keyHash"`
+	// ValidUntil is when the replaced key stops being accepted.
+	ValidUntil metav1.Time `json:"validUntil"`
+}
+
+// WebhookStatus reports webhook delivery.
+type WebhookStatus struct {
+	// LastDeliveredRevision is the key revision of the last event the endpoint accepted.
+	// +optional
+	LastDeliveredRevision int64 `json:"lastDeliveredRevision,omitempty"`
+	// LastDeliveryTime is when the endpoint last accepted an event.
+	// +optional
+	LastDeliveryTime *metav1.Time `json:"lastDeliveryTime,omitempty"`
+	// LastError describes the last failed delivery, empty after a success.
+	// +optional
+	LastError string `json:"lastError,omitempty"`
+	// ConsecutiveFailures counts failed deliveries since the last success.
+	// +optional
+	ConsecutiveFailures int32 `json:"consecutiveFailures,omitempty"`
+}
+
+// UsageStatus is what the verifier observed of the key's use.
+type UsageStatus struct {
+	// LastUsedAt is when a key of this APIKey was last accepted.
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
+	// Requests counts the verifications of this APIKey's keys.
+	// +optional
+	Requests int64 `json:"requests,omitempty"`
+}
+
+// APIKey declares an API key that Keyward mints into a Secret, hashes, expires, rotates and announces.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ak,categories=keyward
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Key ID",type=string,JSONPath=`.status.keyID`
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiresAt`
+// +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`,priority=1
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="(has(self.spec.secretName) ? self.spec.secretName : self.metadata.name) == (has(oldSelf.spec.secretName) ? oldSelf.spec.secretName : oldSelf.metadata.name)",message="secretName is immutable: create a new APIKey to use another Secret",fieldPath=".spec.secretName"
+type APIKey struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is the desired key: validity, rotation, scopes, rate limit and webhook.
+	// +required
+	Spec APIKeySpec `json:"spec"`
+
+	// Status is the observed key: its hash and ID, expiry and renewal, conditions.
+	// +optional
+	Status APIKeyStatus `json:"status,omitempty"`
+}
+
+// APIKeyList is a list of APIKeys.
+//
+// +kubebuilder:object:root=true
+type APIKeyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// Items are the APIKeys.
+	Items []APIKey `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&APIKey{}, &APIKeyList{})
+}
