@@ -1,0 +1,110 @@
+// Command runlocal starts a local control plane (etcd and kube-apiserver from the cache that
+// hack/controlplane.sh fills), installs Keyward's CRDs, writes an admin kubeconfig and runs the manager in
+// the foreground. Ctrl-C stops the manager, then the control plane. The control plane's data lives in a
+// temporary directory and is gone when it stops.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "run-local:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	dir := flag.String("dir", ".local", "Directory for the kubeconfig and the kubectl link.")
+	manager := flag.String("manager", "bin/manager", "Manager binary to run.")
+	flag.Parse()
+
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		return errors.New("KUBEBUILDER_ASSETS is not set; start this through `make run-local`")
+	}
+	absDir, err := filepath.Abs(*dir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(absDir, "bin"), 0o755); err != nil {
+		return err
+	}
+
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		CRDDirectoryPaths:     []string{filepath.Join("config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	fmt.Fprintln(os.Stderr, "run-local: starting etcd and kube-apiserver from", assets)
+	if _, err := env.Start(); err != nil {
+		return fmt.Errorf("starting the control plane: %w", err)
+	}
+	defer func() {
+		fmt.Fprintln(os.Stderr, "run-local: stopping the control plane")
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "run-local: stopping the control plane:", err)
+		}
+	}()
+
+	user, err := env.AddUser(envtest.User{Name: "local-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return fmt.Errorf("creating the admin user: %w", err)
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return fmt.Errorf("writing the kubeconfig: %w", err)
+	}
+	kubeconfigPath := filepath.Join(absDir, "kubeconfig")
+	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
+		return err
+	}
+	kubectlLink := filepath.Join(absDir, "bin", "kubectl")
+	_ = os.Remove(kubectlLink)
+	if err := os.Symlink(filepath.Join(assets, "kubectl"), kubectlLink); err != nil {
+		return err
+	}
+
+	fmt.Fprintf(os.Stderr, `run-local: the control plane is up and the APIKey CRD is installed. In another shell:
+
+    export KUBECONFIG=%s PATH=%s:$PATH
+    kubectl apply -f config/samples/
+    kubectl get apikeys
+
+run-local: starting the manager (metrics on http://127.0.0.1:8080/metrics); Ctrl-C stops everything
+`, kubeconfigPath, filepath.Dir(kubectlLink))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd := exec.Command(*manager, "--metrics-bind-address=127.0.0.1:8080", "--metrics-secure=false",
+		"--health-probe-bind-address=127.0.0.1:8081")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfigPath)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	// The manager gets its own process group so that Ctrl-C reaches it once, through us, after which we
+	// stop the control plane it depends on.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting the manager %s: %w", *manager, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("the manager exited: %w", err)
+	case <-ctx.Done():
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		<-done
+		return nil
+	}
+}
