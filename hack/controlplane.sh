@@ -90,7 +90,9 @@ ensure() {
 	mkdir -p "$ASSETS_DIR"
 	local work
 	work=$(mktemp -d)
-	trap 'rm -rf "$work"' EXIT
+	# Expanded now: the local variable is gone by the time the shell exits.
+	# shellcheck disable=SC2064
+	trap "rm -rf '$work'" EXIT
 	(prepare_module "$work")
 	local kflags
 	kflags=$(ldflags)
