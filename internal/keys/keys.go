@@ -1,0 +1,201 @@
+// Package keys mints, parses, checks and hashes Keyward API keys.
+//
+// A key is <prefix>_<32 base62 characters of randomness><6 base62 characters of CRC-32>. The checksum, as in
+// GitHub and npm tokens, lets anyone reject a mistyped or made-up key offline and lets secret scanners find
+// keys with few false positives. The underscore keeps the whole key selectable with a double click.
+package keys
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+)
+
+const (
+	// RandomLength is the number of random base62 characters: 32 × log2(62) ≈ 190 bits.
+	RandomLength = 32
+	// ChecksumLength is the number of base62 characters of the CRC-32 (62^6 > 2^32).
+	ChecksumLength = 6
+	// BodyLength is the length after the underscore.
+	BodyLength = RandomLength + ChecksumLength
+	// MinPrefixLength and MaxPrefixLength bound the public prefix, as the APIKey CRD does.
+	MinPrefixLength, MaxPrefixLength = 2, 16
+	// MaxLength is the longest well-formed key.
+	MaxLength = MaxPrefixLength + 1 + BodyLength
+
+	// HashPrefix starts every key hash.
+	HashPrefix = "sha256:"
+	// IDPrefix starts every public key ID.
+	IDPrefix = "kid_"
+	// idHexLength is how many hex characters of the hash form the key ID (48 bits: unique enough to name a
+	// key in logs and dashboards, far too short to say anything about the key).
+	idHexLength = 12
+)
+
+const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// Errors returned by Parse. They never contain the key.
+var (
+	ErrMalformed   = errors.New("key is malformed")
+	ErrBadChecksum = errors.New("key checksum does not match")
+)
+
+// Generate mints a key with the given prefix, reading randomness from random (crypto/rand.Reader in
+// production). It uses rejection sampling so that every character is uniformly distributed.
+func Generate(prefix string, random io.Reader) (string, error) {
+	if !validPrefix(prefix) {
+		return "", fmt.Errorf("prefix %q must be %d to %d lowercase letters or digits starting with a letter", prefix, MinPrefixLength, MaxPrefixLength)
+	}
+	key := make([]byte, 0, len(prefix)+1+BodyLength)
+	key = append(key, prefix...)
+	key = append(key, '_')
+	var buf [64]byte
+	for len(key) < len(prefix)+1+RandomLength {
+		if _, err := io.ReadFull(random, buf[:]); err != nil {
+			return "", fmt.Errorf("reading randomness: %w", err)
+		}
+		for _, b := range buf {
+			// 248 = 4 × 62: bytes at or above it would make the first characters more likely.
+			if b >= 248 {
+				continue
+			}
+			key = append(key, alphabet[b%62])
+			if len(key) == len(prefix)+1+RandomLength {
+				break
+			}
+		}
+	}
+	key = appendChecksum(key, crc32.ChecksumIEEE(key))
+	return string(key), nil
+}
+
+func appendChecksum(dst []byte, sum uint32) []byte {
+	var digits [ChecksumLength]byte
+	for i := ChecksumLength - 1; i >= 0; i-- {
+		digits[i] = alphabet[sum%62]
+		sum /= 62
+	}
+	return append(dst, digits[:]...)
+}
+
+// Parsed is a well-formed key split into its parts.
+type Parsed struct {
+	// Prefix is the part before the underscore.
+	Prefix string
+}
+
+// Parse checks a key offline: shape, character set, length and checksum. It does not allocate.
+func Parse(key string) (Parsed, error) {
+	sep := -1
+	for i := 0; i < len(key) && i <= MaxPrefixLength; i++ {
+		if key[i] == '_' {
+			sep = i
+			break
+		}
+	}
+	if sep < MinPrefixLength || len(key) != sep+1+BodyLength {
+		return Parsed{}, ErrMalformed
+	}
+	if !validPrefix(key[:sep]) {
+		return Parsed{}, ErrMalformed
+	}
+	body := key[sep+1:]
+	for i := 0; i < len(body); i++ {
+		if base62Value(body[i]) < 0 {
+			return Parsed{}, ErrMalformed
+		}
+	}
+	var sum uint64
+	for i := RandomLength; i < BodyLength; i++ {
+		sum = sum*62 + uint64(base62Value(body[i]))
+	}
+	if sum > 0xFFFFFFFF || uint32(sum) != checksumString(key[:sep+1+RandomLength]) {
+		return Parsed{}, ErrBadChecksum
+	}
+	return Parsed{Prefix: key[:sep]}, nil
+}
+
+var ieeeTable = crc32.MakeTable(crc32.IEEE)
+
+// checksumString is crc32.ChecksumIEEE over a string without converting it to a byte slice, which would
+// allocate on the verifier's hot path.
+func checksumString(s string) uint32 {
+	crc := ^uint32(0)
+	for i := 0; i < len(s); i++ {
+		crc = ieeeTable[byte(crc)^s[i]] ^ (crc >> 8)
+	}
+	return ^crc
+}
+
+func base62Value(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'A' && c <= 'Z':
+		return int(c-'A') + 10
+	case c >= 'a' && c <= 'z':
+		return int(c-'a') + 36
+	}
+	return -1
+}
+
+func validPrefix(p string) bool {
+	if len(p) < MinPrefixLength || len(p) > MaxPrefixLength || p[0] < 'a' || p[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(p); i++ {
+		if (p[i] < 'a' || p[i] > 'z') && (p[i] < '0' || p[i] > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// Digest is the SHA-256 of a full key, the form in which the verifier indexes keys.
+type Digest [sha256.Size]byte
+
+// Sum returns the SHA-256 digest of the full key string.
+func Sum(key string) Digest { return sha256.Sum256([]byte(key)) }
+
+// String returns the digest as stored in status: sha256:<hex>.
+func (d Digest) String() string { return HashPrefix + hex.EncodeToString(d[:]) }
+
+// ID returns the public key ID derived from the digest: kid_<first 12 hex characters>.
+func (d Digest) ID() string { return IDPrefix + hex.EncodeToString(d[:idHexLength/2]) }
+
+// Hash returns sha256:<hex> of the full key.
+func Hash(key string) string { return Sum(key).String() }
+
+// ParseHash turns sha256:<hex> back into a Digest.
+func ParseHash(h string) (Digest, error) {
+	var d Digest
+	if len(h) != len(HashPrefix)+2*sha256.Size || h[:len(HashPrefix)] != HashPrefix {
+		return d, fmt.Errorf("hash must be %s followed by %d hex characters", HashPrefix, 2*sha256.Size)
+	}
+	if _, err := hex.Decode(d[:], []byte(h[len(HashPrefix):])); err != nil {
+		return d, fmt.Errorf("hash is not hex: %w", err)
+	}
+	return d, nil
+}
+
+// IDFromHash returns the key ID for a sha256:<hex> hash, or "" when the hash is malformed.
+func IDFromHash(h string) string {
+	d, err := ParseHash(h)
+	if err != nil {
+		return ""
+	}
+	return d.ID()
+}
+
+// Hint returns the prefix and the last four characters, for recognising a key without revealing it:
+// ord_…x9Z2. The last four characters are checksum, so the hint gives away no randomness.
+func Hint(key string) string {
+	p, err := Parse(key)
+	if err != nil {
+		return ""
+	}
+	return p.Prefix + "_…" + key[len(key)-4:]
+}
