@@ -2,6 +2,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"crypto/tls"
 	"flag"
 	"os"
@@ -9,9 +10,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -53,8 +57,10 @@ func main() {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
+	ctx := ctrl.SetupSignalHandler()
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 scheme,
+		Cache:                  controllers.CacheOptions(),
 		Metrics:                metricsOpts,
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
@@ -65,8 +71,19 @@ func main() {
 		os.Exit(1)
 	}
 
-	if err := (&controllers.APIKeyReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	reconciler := &controllers.APIKeyReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Clock:     clock.RealClock{},
+		Random:    rand.Reader,
+		Events:    mgr.GetEventRecorder("keyward"),
+	}
+	if err := reconciler.SetupWithManager(ctx, mgr, controller.Options{}); err != nil {
 		setupLog.Error(err, "Unable to set up the APIKey controller")
+		os.Exit(1)
+	}
+	if err := metrics.Registry.Register(controllers.StatusCollector{Reader: mgr.GetCache()}); err != nil {
+		setupLog.Error(err, "Unable to register the APIKey metrics")
 		os.Exit(1)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -79,7 +96,7 @@ func main() {
 	}
 
 	setupLog.Info("Starting the manager")
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "The manager stopped with an error")
 		os.Exit(1)
 	}

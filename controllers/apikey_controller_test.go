@@ -1,0 +1,491 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/keys"
+	"github.com/keyward-dev/keyward/internal/keysecret"
+)
+
+func TestMintsTheFirstKeyIntoAnOwnedSecretAndRecordsOnlyItsHash(t *testing.T) {
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("orders", `
+secretName: orders-key
+prefix: ord
+secretTemplate:
+  labels: {team: billing}
+  annotations: {reloader.stakater.com/match: "true"}
+scopes: [orders:read]`)
+	ak := h.waitReady("orders")
+	s := h.secret("orders-key")
+	key := string(s.Data[keysecret.DataAPIKey])
+
+	if p, err := keys.Parse(key); err != nil || p.Prefix != "ord" {
+		t.Fatalf("the Secret holds no valid ord_ key: %v", err)
+	}
+	st := ak.Status
+	if st.KeyHash != keys.Hash(key) || st.KeyID != keys.Sum(key).ID() || st.KeyHint != keys.Hint(key) {
+		t.Errorf("status hash/id/hint do not describe the Secret's key: %+v", st)
+	}
+	if st.Revision != 1 || st.LastRotationReason != "Initial" || st.SecretName != "orders-key" {
+		t.Errorf("revision %d reason %q secret %q; want 1, Initial, orders-key", st.Revision, st.LastRotationReason, st.SecretName)
+	}
+	wantExpiry, wantRenewal := t0.Add(90*24*time.Hour), t0.Add(60*24*time.Hour)
+	if !st.IssuedAt.Time.Equal(t0) || !st.ExpiresAt.Time.Equal(wantExpiry) || !st.RenewalTime.Time.Equal(wantRenewal) {
+		t.Errorf("issued %v expires %v renews %v; want %v, %v, %v", st.IssuedAt, st.ExpiresAt, st.RenewalTime, t0, wantExpiry, wantRenewal)
+	}
+	if got := string(s.Data[keysecret.DataKeyID]); got != st.KeyID {
+		t.Errorf("Secret key-id %q, status keyID %q", got, st.KeyID)
+	}
+	if got := string(s.Data[keysecret.DataExpiresAt]); got != wantExpiry.Format(time.RFC3339) {
+		t.Errorf("Secret expires-at %q", got)
+	}
+	if s.Labels["team"] != "billing" || s.Annotations["reloader.stakater.com/match"] != "true" ||
+		s.Labels[keywardv1alpha1.APIKeyNameLabel] != "orders" {
+		t.Errorf("Secret metadata %v %v", s.Labels, s.Annotations)
+	}
+	if ref := metav1.GetControllerOf(s); ref == nil || ref.UID != ak.UID {
+		t.Errorf("the Secret is not controlled by the APIKey: %+v", s.OwnerReferences)
+	}
+	for _, c := range []string{keywardv1alpha1.ConditionReconciling, keywardv1alpha1.ConditionStalled} {
+		if meta.FindStatusCondition(st.Conditions, c) != nil {
+			t.Errorf("condition %s is present while false", c)
+		}
+	}
+	if ready := meta.FindStatusCondition(st.Conditions, keywardv1alpha1.ConditionReady); !ready.LastTransitionTime.Time.Equal(t0) {
+		t.Errorf("Ready transition time %v does not come from the injected clock", ready.LastTransitionTime)
+	}
+	if evs := h.waitForEvent(EventKeyCreated, 1); !strings.Contains(evs[0].Note, st.KeyID) {
+		t.Errorf("KeyCreated event %q does not name the key ID", evs[0].Note)
+	}
+}
+
+func TestEditsThatAreNoRotationReasonNeverMintAKey(t *testing.T) {
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("orders", "secretTemplate: {labels: {team: billing, tier: gold}}")
+	before := h.waitReady("orders")
+	key := h.key("orders")
+
+	h.update("orders", func(ak *keywardv1alpha1.APIKey) {
+		ak.Spec.Description = "now with a description"
+		ak.Spec.DisplayName = "Orders"
+		ak.Spec.Scopes = []keywardv1alpha1.Scope{"orders:*"}
+		ak.Spec.RateLimit = &keywardv1alpha1.RateLimit{Requests: 5, Period: "1s"}
+		ak.Spec.Webhook = &keywardv1alpha1.WebhookSpec{URL: "https://hooks.example.com", SigningSecretRef: keywardv1alpha1.SecretKeyRef{Name: "hook"}}
+		ak.Spec.SecretTemplate = &keywardv1alpha1.SecretTemplate{Labels: map[string]string{"team": "payments"}}
+	})
+	after := h.waitFor("orders", "the edit is observed", func(ak *keywardv1alpha1.APIKey) bool {
+		return ak.Status.ObservedGeneration == ak.Generation && ak.Generation > before.Generation
+	})
+	if after.Status.Revision != 1 || after.Status.KeyHash != before.Status.KeyHash || h.key("orders") != key {
+		t.Fatalf("an edit of description, scopes, rate limit, webhook or template minted a new key")
+	}
+	s := h.secret("orders")
+	if s.Labels["team"] != "payments" || s.Labels["tier"] != "" {
+		t.Errorf("the Secret's template labels were not updated: %v", s.Labels)
+	}
+}
+
+func TestRenewsAtTheRenewalInstantAndKeepsThePreviousKeyUntilItsExpiry(t *testing.T) {
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("orders", "validity: 3h\nrotation: {renewBefore: 1h}")
+	first := h.waitReady("orders")
+	oldKey := h.key("orders")
+
+	h.clock.Step(2*time.Hour - time.Second)
+	h.settle()
+	if ak := h.get("orders"); ak.Status.Revision != 1 {
+		t.Fatalf("rotated one second before the renewal time")
+	}
+	h.clock.Step(time.Second)
+	ak := h.waitFor("orders", "revision 2", revisionIs(2))
+	if ak.Status.LastRotationReason != "Expiring" || !ak.Status.IssuedAt.Time.Equal(t0.Add(2*time.Hour)) {
+		t.Errorf("reason %q issued %v", ak.Status.LastRotationReason, ak.Status.IssuedAt)
+	}
+	if len(ak.Status.PreviousKeys) != 1 || ak.Status.PreviousKeys[0].KeyHash != first.Status.KeyHash ||
+		!ak.Status.PreviousKeys[0].ValidUntil.Time.Equal(t0.Add(3*time.Hour)) {
+		t.Fatalf("previous keys %+v; want the first key until its own expiry", ak.Status.PreviousKeys)
+	}
+	if newKey := h.key("orders"); newKey == oldKey || keys.Hash(newKey) != ak.Status.KeyHash {
+		t.Fatal("the Secret does not hold the new key")
+	}
+	h.waitForEvent(EventKeyRotated, 1)
+
+	h.clock.Step(time.Hour)
+	h.waitFor("orders", "the previous key is pruned at its expiry", func(ak *keywardv1alpha1.APIKey) bool {
+		return len(ak.Status.PreviousKeys) == 0
+	})
+	if ak := h.get("orders"); ak.Status.Revision != 2 {
+		t.Errorf("revision %d after pruning; pruning must not mint", ak.Status.Revision)
+	}
+}
+
+func TestManualRotationKeepsThePreviousKeyForTheGracePeriodOnly(t *testing.T) {
+	for _, tc := range []struct {
+		name, grace string
+		keepFor     time.Duration
+	}{
+		{"default grace period of one hour", "", time.Hour},
+		{"zero grace period revokes at once", "rotation: {gracePeriod: 0s}", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.startManager(managerOptions{})
+			h.create("orders", tc.grace)
+			first := h.waitReady("orders")
+			h.clock.Step(10 * time.Minute)
+
+			h.update("orders", func(ak *keywardv1alpha1.APIKey) {
+				ak.Annotations = map[string]string{keywardv1alpha1.RotateAnnotation: "leak-2026-11-24"}
+			})
+			ak := h.waitFor("orders", "revision 2", revisionIs(2))
+			if ak.Status.LastRotationReason != "Manual" || ak.Status.LastHandledRotateToken != "leak-2026-11-24" {
+				t.Errorf("reason %q token %q", ak.Status.LastRotationReason, ak.Status.LastHandledRotateToken)
+			}
+			if tc.keepFor == 0 {
+				if len(ak.Status.PreviousKeys) != 0 {
+					t.Errorf("previous keys %+v; want none with a zero grace period", ak.Status.PreviousKeys)
+				}
+			} else if len(ak.Status.PreviousKeys) != 1 || ak.Status.PreviousKeys[0].KeyHash != first.Status.KeyHash ||
+				!ak.Status.PreviousKeys[0].ValidUntil.Time.Equal(t0.Add(10*time.Minute+tc.keepFor)) {
+				t.Errorf("previous keys %+v; want the first key for %v", ak.Status.PreviousKeys, tc.keepFor)
+			}
+
+			// The annotation stays (GitOps keeps applying it): touching anything else must not rotate again.
+			h.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Annotations["unrelated"] = "x" })
+			h.settle()
+			if got := h.get("orders").Status.Revision; got != 2 {
+				t.Errorf("revision %d: the same rotate token rotated twice", got)
+			}
+			if got := h.get("orders").Annotations[keywardv1alpha1.RotateAnnotation]; got != "leak-2026-11-24" {
+				t.Errorf("the rotate annotation was changed to %q", got)
+			}
+		})
+	}
+}
+
+func TestKeysThatAreNotRenewedExpireWithoutANewKey(t *testing.T) {
+	for _, tc := range []struct{ name, spec string }{
+		{"fixed expiresAt", `expiresAt: "2026-11-24T12:00:00Z"`},
+		{"rotation policy Disabled", "validity: 2h\nrotation: {policy: Disabled}"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.startManager(managerOptions{})
+			h.create("trial", tc.spec)
+			ak := h.waitReady("trial")
+			if ak.Status.RenewalTime != nil {
+				t.Errorf("renewal time %v for a key that is never renewed", ak.Status.RenewalTime)
+			}
+			h.clock.Step(2 * time.Hour)
+			ak = h.waitFor("trial", "Ready=False Expired", readyIs(metav1.ConditionFalse, keywardv1alpha1.ReasonExpired))
+			if ak.Status.Revision != 1 {
+				t.Errorf("revision %d: an expired key was replaced", ak.Status.Revision)
+			}
+			if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionStalled); c == nil || c.Status != metav1.ConditionTrue {
+				t.Errorf("Stalled is not True for an expired key that only a person can renew")
+			}
+			h.waitForEvent(EventKeyExpired, 1)
+		})
+	}
+}
+
+func TestDisablingRejectsAndReenablingRestoresTheSameKey(t *testing.T) {
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("orders", "")
+	before := h.waitReady("orders")
+
+	h.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Disabled = true })
+	h.waitFor("orders", "Ready=False Disabled", readyIs(metav1.ConditionFalse, keywardv1alpha1.ReasonDisabled))
+	h.waitForEvent(EventKeyDisabled, 1)
+
+	h.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Disabled = false })
+	after := h.waitReady("orders")
+	if after.Status.KeyHash != before.Status.KeyHash || after.Status.Revision != 1 {
+		t.Error("re-enabling minted a new key")
+	}
+	h.waitForEvent(EventKeyEnabled, 1)
+}
+
+func TestADeletedSecretIsRecreatedWithANewKey(t *testing.T) {
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("orders", "")
+	first := h.waitReady("orders")
+	h.key("orders")
+	h.clock.Step(time.Minute)
+
+	if err := env.Client.Delete(context.Background(), h.secret("orders")); err != nil {
+		t.Fatal(err)
+	}
+	ak := h.waitFor("orders", "revision 2", revisionIs(2))
+	if ak.Status.LastRotationReason != "SecretMissing" || keys.Hash(h.key("orders")) != ak.Status.KeyHash {
+		t.Errorf("reason %q; the recreated Secret must hold the new key", ak.Status.LastRotationReason)
+	}
+	if len(ak.Status.PreviousKeys) != 1 || ak.Status.PreviousKeys[0].KeyHash != first.Status.KeyHash {
+		t.Errorf("previous keys %+v; the lost key stays valid for the grace period", ak.Status.PreviousKeys)
+	}
+	h.waitForEvent(EventSecretRecreated, 1)
+}
+
+func TestEditedSecretDataIsReplacedAsTampered(t *testing.T) {
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("orders", "")
+	h.waitReady("orders")
+
+	s := h.secret("orders")
+	s.Data[keysecret.DataAPIKey] = []byte("hunter2")
+	if err := env.Client.Update(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	ak := h.waitFor("orders", "revision 2", revisionIs(2))
+	if ak.Status.LastRotationReason != "SecretTampered" || keys.Hash(h.key("orders")) != ak.Status.KeyHash {
+		t.Errorf("reason %q; the Secret must hold a fresh key", ak.Status.LastRotationReason)
+	}
+	h.waitForEvent(EventSecretRecreated, 1)
+}
+
+func TestACrashBetweenSecretAndStatusMintsNoSecondKey(t *testing.T) {
+	h := newHarness(t)
+	// The first manager writes the Secret, then "crashes": its status patch fails and it stops.
+	crashed := make(chan struct{})
+	h.startManager(managerOptions{wrapClient: func(c client.Client, stop context.CancelFunc) client.Client {
+		return crashingStatusClient{Client: c, crash: func() {
+			select {
+			case <-crashed:
+			default:
+				close(crashed)
+				stop()
+			}
+		}}
+	}})
+	h.create("orders", "")
+	select {
+	case <-crashed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the manager never reached the status patch")
+	}
+	h.stopManager()
+	key := h.key("orders")
+	if ak := h.get("orders"); ak.Status.Revision != 0 || ak.Status.KeyHash != "" {
+		t.Fatalf("status was written despite the crash: %+v", ak.Status)
+	}
+
+	h.startManager(managerOptions{})
+	ak := h.waitReady("orders")
+	if h.key("orders") != key || ak.Status.KeyHash != keys.Hash(key) || ak.Status.Revision != 1 {
+		t.Errorf("after the restart: revision %d; the Secret's key must be kept and recorded, not replaced", ak.Status.Revision)
+	}
+	if ak.Status.LastRotationReason != "Initial" {
+		t.Errorf("reason %q, want Initial from the Secret", ak.Status.LastRotationReason)
+	}
+}
+
+func TestRestartingTheManagerFiveTimesNeverRotates(t *testing.T) {
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("orders", "")
+	first := h.waitReady("orders")
+	key := h.key("orders")
+	for i := range 5 {
+		h.startManager(managerOptions{}) // stops the running one first
+		h.clock.Step(time.Hour)
+		h.settle()
+		ak := h.get("orders")
+		if ak.Status.Revision != 1 || ak.Status.KeyHash != first.Status.KeyHash || h.key("orders") != key {
+			t.Fatalf("restart %d changed the key: revision %d", i+1, ak.Status.Revision)
+		}
+	}
+}
+
+func TestReapplyingADeletedAPIKeyAdoptsItsSecret(t *testing.T) {
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("orders", "")
+	first := h.waitReady("orders")
+	key := h.key("orders")
+
+	// envtest runs no garbage collector: the Secret outlives its APIKey, as it does with --cascade=orphan
+	// or while the collector is behind.
+	if err := env.Client.Delete(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	h.waitForDeletion("orders")
+	h.create("orders", "")
+	ak := h.waitReady("orders")
+	if ak.Status.KeyHash != first.Status.KeyHash || ak.Status.Revision != 1 || h.key("orders") != key {
+		t.Fatalf("re-applying the APIKey minted a new key (revision %d)", ak.Status.Revision)
+	}
+	if ref := metav1.GetControllerOf(h.secret("orders")); ref == nil || ref.UID != ak.UID {
+		t.Errorf("the Secret was not adopted by the new APIKey: %+v", ref)
+	}
+}
+
+func (h *harness) waitForDeletion(name string) {
+	h.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: h.ns, Name: name}, &keywardv1alpha1.APIKey{})
+		if client.IgnoreNotFound(err) == nil && err != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("APIKey %s was not deleted", name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestASecretKeywardDoesNotOwnIsNeverTouchedAndTheConflictClearsByItself(t *testing.T) {
+	h := newHarness(t)
+	foreign := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: h.ns, Labels: map[string]string{"owner": "someone"}},
+		Data:       map[string][]byte{"password": []byte("theirs")},
+	}
+	if err := env.Client.Create(context.Background(), foreign); err != nil {
+		t.Fatal(err)
+	}
+	h.startManager(managerOptions{})
+	h.create("orders", "")
+	ak := h.waitFor("orders", "Stalled SecretConflict", readyIs(metav1.ConditionFalse, keywardv1alpha1.ReasonSecretConflict))
+	if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionStalled); c == nil || c.Status != metav1.ConditionTrue ||
+		!strings.Contains(c.Message, "Keyward does not own it") {
+		t.Errorf("Stalled condition %+v", c)
+	}
+	h.waitForEvent(EventSecretConflict, 1)
+	if s := h.secret("orders"); s.ResourceVersion != foreign.ResourceVersion {
+		t.Fatalf("the foreign Secret was modified")
+	}
+
+	if err := env.Client.Delete(context.Background(), foreign); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Step(DefaultConflictRecheckInterval)
+	ak = h.waitReady("orders")
+	if ak.Status.Revision != 1 || meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionStalled) != nil {
+		t.Errorf("after the conflict cleared: revision %d, conditions %+v", ak.Status.Revision, ak.Status.Conditions)
+	}
+}
+
+func TestASecondAPIKeyNamingTheSameSecretConflictsWhileTheFirstKeepsWorking(t *testing.T) {
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("first", "secretName: shared")
+	first := h.waitReady("first")
+	h.create("second", "secretName: shared")
+	second := h.waitFor("second", "SecretConflict", readyIs(metav1.ConditionFalse, keywardv1alpha1.ReasonSecretConflict))
+	if c := meta.FindStatusCondition(second.Status.Conditions, keywardv1alpha1.ConditionReady); !strings.Contains(c.Message, "belongs to APIKey first") {
+		t.Errorf("conflict message %q does not name the other APIKey", c.Message)
+	}
+	h.settle()
+	if ak := h.get("first"); ak.Status.KeyHash != first.Status.KeyHash || ak.Status.Revision != 1 {
+		t.Fatal("the first APIKey's key changed because of the second")
+	}
+
+	// Once the first APIKey and its Secret are gone, the second takes over without waiting for a recheck.
+	if err := env.Client.Delete(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Delete(context.Background(), h.secret("shared")); err != nil {
+		t.Fatal(err)
+	}
+	ak := h.waitReady("second")
+	if owner := keysecret.Owner(h.secret("shared")); owner != "second" {
+		t.Errorf("the shared Secret belongs to %q", owner)
+	}
+	if ak.Status.Revision != 1 {
+		t.Errorf("revision %d", ak.Status.Revision)
+	}
+}
+
+func TestAReconcileThatChangesNothingWritesNothing(t *testing.T) {
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("orders", "")
+	h.waitReady("orders")
+	h.settle()
+	before := h.writes.snapshot()
+	if before["secrets"] != 1 || before["apikeys/status"] != 1 {
+		t.Errorf("writes for a new key: %v; want one Secret create and one status patch", before)
+	}
+	// An annotation edit triggers a reconcile that has nothing to do.
+	h.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Annotations = map[string]string{"touched": "1"} })
+	h.clock.Step(time.Hour)
+	h.settle()
+	after := h.writes.snapshot()
+	for _, r := range []string{"secrets", "apikeys/status"} {
+		if after[r] != before[r] {
+			t.Errorf("idle reconciles wrote %s: %d → %d", r, before[r], after[r])
+		}
+	}
+}
+
+func TestEditingTheValidityMovesTheExpiryWithoutANewKey(t *testing.T) {
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("orders", "validity: 90d")
+	h.waitReady("orders")
+	key := h.key("orders")
+	h.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Validity = "30d" })
+	ak := h.waitFor("orders", "expiry moved", func(ak *keywardv1alpha1.APIKey) bool {
+		return ak.Status.ExpiresAt != nil && ak.Status.ExpiresAt.Time.Equal(t0.Add(30*24*time.Hour))
+	})
+	if ak.Status.Revision != 1 || h.key("orders") != key {
+		t.Errorf("a validity edit minted a new key")
+	}
+	if got := string(h.secret("orders").Data[keysecret.DataExpiresAt]); got != t0.Add(30*24*time.Hour).Format(time.RFC3339) {
+		t.Errorf("the Secret's expires-at is %q", got)
+	}
+}
+
+func TestASpecOnlyTheCalendarCanRejectStallsAsInvalid(t *testing.T) {
+	h := newHarness(t)
+	h.clock.SetTime(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)) // 1 February + 1mo = 28 days
+	h.startManager(managerOptions{})
+	h.create("orders", "validity: 1mo\nrotation: {renewBefore: 4w}")
+	ak := h.waitFor("orders", "InvalidSpec", readyIs(metav1.ConditionFalse, keywardv1alpha1.ReasonInvalidSpec))
+	if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionStalled); c == nil || !strings.Contains(c.Message, "spec.rotation.renewBefore") {
+		t.Errorf("Stalled %+v does not explain the field", c)
+	}
+	if ak.Status.Revision != 0 {
+		t.Error("a key was minted for an invalid spec")
+	}
+	h.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Rotation.RenewBefore = "1w" })
+	h.waitReady("orders")
+}
+
+// crashingStatusClient fails every status patch after calling crash, like a process that dies between
+// writing the Secret and writing status.
+type crashingStatusClient struct {
+	client.Client
+	crash func()
+}
+
+func (c crashingStatusClient) Status() client.SubResourceWriter {
+	return crashingStatusWriter{SubResourceWriter: c.Client.Status(), crash: c.crash}
+}
+
+type crashingStatusWriter struct {
+	client.SubResourceWriter
+	crash func()
+}
+
+func (w crashingStatusWriter) Patch(context.Context, client.Object, client.Patch, ...client.SubResourcePatchOption) error {
+	w.crash()
+	return errors.New("simulated crash before the status patch")
+}

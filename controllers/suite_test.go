@@ -1,0 +1,351 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/workqueue"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/yaml"
+
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/keysecret"
+	"github.com/keyward-dev/keyward/internal/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) { testenv.Run(m, &env) }
+
+// t0 is where every test's fake clock starts.
+var t0 = time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+
+// harness runs managers against the shared control plane for one test, in the test's own namespace, on a
+// fake clock, capturing their logs; at the end it scans logs, events and status for every key it saw.
+type harness struct {
+	t     *testing.T
+	ns    string
+	clock *clocktesting.FakeClock
+	logs  *syncBuffer
+	// writes counts write requests of the running manager by resource ("secrets", "apikeys", "events").
+	writes *writeCounter
+	keys   map[string]bool
+	stop   func()
+}
+
+func newHarness(t *testing.T) *harness {
+	h := &harness{t: t, ns: env.Namespace(t), clock: clocktesting.NewFakeClock(t0), logs: &syncBuffer{},
+		writes: &writeCounter{}, keys: map[string]bool{}}
+	t.Cleanup(func() {
+		h.stopManager()
+		h.assertNoKeyMaterialLeaked()
+	})
+	return h
+}
+
+// managerOptions tweak one manager start.
+type managerOptions struct {
+	// wrapClient wraps the reconciler's client (to simulate a crash between writes).
+	wrapClient func(client.Client, context.CancelFunc) client.Client
+}
+
+func (h *harness) startManager(opts managerOptions) {
+	h.t.Helper()
+	h.stopManager()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.WrapTransport = h.writes.wrap
+	cacheOpts := CacheOptions()
+	cacheOpts.DefaultNamespaces = map[string]cache.Config{h.ns: {}}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 testenv.Scheme,
+		Cache:                  cacheOpts,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Logger:                 zap.New(zap.WriteTo(h.logs), zap.UseDevMode(true)),
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		h.t.Fatalf("creating a manager: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := mgr.GetClient()
+	if opts.wrapClient != nil {
+		c = opts.wrapClient(c, cancel)
+	}
+	r := &APIKeyReconciler{
+		Client: c, APIReader: mgr.GetAPIReader(), Clock: h.clock, Random: rand.Reader,
+		Events: mgr.GetEventRecorder("keyward"), ConflictRecheckInterval: 30 * time.Second,
+	}
+	err = r.SetupWithManager(ctx, mgr, controller.Options{
+		// The queue's delays run on the fake clock, so stepping the clock fires requeues at exact instants.
+		NewQueue: func(name string, _ workqueue.TypedRateLimiter[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
+			return workqueue.NewTypedRateLimitingQueueWithConfig(
+				workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](0, 0),
+				workqueue.TypedRateLimitingQueueConfig[reconcile.Request]{Name: name, Clock: h.clock})
+		},
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			h.logs.Write([]byte("manager stopped with error: " + err.Error() + "\n"))
+		}
+	}()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		h.t.Fatal("the manager's cache did not sync")
+	}
+	h.stop = func() { cancel(); <-done }
+}
+
+func (h *harness) stopManager() {
+	if h.stop != nil {
+		h.stop()
+		h.stop = nil
+	}
+}
+
+func (h *harness) create(name, specYAML string, mutate ...func(*keywardv1alpha1.APIKey)) *keywardv1alpha1.APIKey {
+	h.t.Helper()
+	ak := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: h.ns}}
+	if specYAML != "" {
+		if err := yamlToSpec(specYAML, &ak.Spec); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	for _, m := range mutate {
+		m(ak)
+	}
+	if err := env.Client.Create(context.Background(), ak); err != nil {
+		h.t.Fatalf("creating APIKey %s: %v", name, err)
+	}
+	return ak
+}
+
+func (h *harness) get(name string) *keywardv1alpha1.APIKey {
+	h.t.Helper()
+	ak := &keywardv1alpha1.APIKey{}
+	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: h.ns, Name: name}, ak); err != nil {
+		h.t.Fatalf("getting APIKey %s: %v", name, err)
+	}
+	return ak
+}
+
+// update re-reads the APIKey, applies change and writes it, retrying on conflicts.
+func (h *harness) update(name string, change func(*keywardv1alpha1.APIKey)) {
+	h.t.Helper()
+	for range 10 {
+		ak := h.get(name)
+		change(ak)
+		err := env.Client.Update(context.Background(), ak)
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "the object has been modified") {
+			h.t.Fatalf("updating APIKey %s: %v", name, err)
+		}
+	}
+	h.t.Fatalf("updating APIKey %s: too many conflicts", name)
+}
+
+// waitFor polls the API server (not the manager's cache) until cond holds.
+func (h *harness) waitFor(name, what string, cond func(*keywardv1alpha1.APIKey) bool) *keywardv1alpha1.APIKey {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ak := h.get(name)
+		if cond(ak) {
+			return ak
+		}
+		if time.Now().After(deadline) {
+			status, _ := json.MarshalIndent(ak.Status, "", "  ")
+			h.t.Fatalf("APIKey %s: timed out waiting until %s; status:\n%s", name, what, status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// settle gives the manager time to act on something that must not change anything.
+func (h *harness) settle() { time.Sleep(700 * time.Millisecond) }
+
+func readyIs(status metav1.ConditionStatus, reason string) func(*keywardv1alpha1.APIKey) bool {
+	return func(ak *keywardv1alpha1.APIKey) bool {
+		c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady)
+		return c != nil && c.Status == status && c.Reason == reason && c.ObservedGeneration == ak.Generation &&
+			ak.Status.ObservedGeneration == ak.Generation
+	}
+}
+
+func (h *harness) waitReady(name string) *keywardv1alpha1.APIKey {
+	h.t.Helper()
+	return h.waitFor(name, "Ready=True", readyIs(metav1.ConditionTrue, keywardv1alpha1.ReasonKeyReady))
+}
+
+func revisionIs(rev int64) func(*keywardv1alpha1.APIKey) bool {
+	return func(ak *keywardv1alpha1.APIKey) bool { return ak.Status.Revision == rev }
+}
+
+func (h *harness) secret(name string) *corev1.Secret {
+	h.t.Helper()
+	s := &corev1.Secret{}
+	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: h.ns, Name: name}, s); err != nil {
+		h.t.Fatalf("getting Secret %s: %v", name, err)
+	}
+	if k := string(s.Data[keysecret.DataAPIKey]); k != "" {
+		h.keys[k] = true
+	}
+	return s
+}
+
+func (h *harness) key(secretName string) string {
+	h.t.Helper()
+	return string(h.secret(secretName).Data[keysecret.DataAPIKey])
+}
+
+// events returns the events in the test's namespace, by reason.
+func (h *harness) events() map[string][]eventsv1.Event {
+	h.t.Helper()
+	var list eventsv1.EventList
+	if err := env.Client.List(context.Background(), &list, client.InNamespace(h.ns)); err != nil {
+		h.t.Fatal(err)
+	}
+	out := map[string][]eventsv1.Event{}
+	for _, e := range list.Items {
+		out[e.Reason] = append(out[e.Reason], e)
+	}
+	return out
+}
+
+// waitForEvent waits until count events with the reason exist.
+func (h *harness) waitForEvent(reason string, count int) []eventsv1.Event {
+	h.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		evs := h.events()[reason]
+		if len(evs) >= count {
+			return evs
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %d %s events; have %d", count, reason, len(evs))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// assertNoKeyMaterialLeaked scans the manager logs, the events and every APIKey's status for each key the
+// test read from a Secret, and for its random part alone.
+func (h *harness) assertNoKeyMaterialLeaked() {
+	var haystack strings.Builder
+	haystack.WriteString(h.logs.String())
+	var evs eventsv1.EventList
+	_ = env.Client.List(context.Background(), &evs, client.InNamespace(h.ns))
+	for _, e := range evs.Items {
+		haystack.WriteString(e.Note + e.Reason + e.Action + "\n")
+	}
+	var aks keywardv1alpha1.APIKeyList
+	_ = env.Client.List(context.Background(), &aks, client.InNamespace(h.ns))
+	for _, ak := range aks.Items {
+		b, _ := json.Marshal(ak)
+		haystack.Write(b)
+	}
+	text := haystack.String()
+	for k := range h.keys {
+		random := k[strings.IndexByte(k, '_')+1:]
+		random = random[:min(len(random), 32)]
+		if strings.Contains(text, k) || (len(random) >= 16 && strings.Contains(text, random)) {
+			h.t.Errorf("key material of a minted key appears in logs, events or status")
+		}
+	}
+}
+
+// writeCounter counts write requests by resource.
+type writeCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+	total  atomic.Int64
+}
+
+func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		if req.Method != http.MethodGet {
+			parts := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
+			resource := ""
+			for i, p := range parts {
+				if p == "namespaces" && i+2 < len(parts) {
+					resource = parts[i+2]
+					if i+4 < len(parts) {
+						resource += "/" + parts[i+4]
+					}
+				}
+			}
+			w.mu.Lock()
+			if w.counts == nil {
+				w.counts = map[string]int{}
+			}
+			w.counts[resource]++
+			w.mu.Unlock()
+			w.total.Add(1)
+		}
+		return rt.RoundTrip(req)
+	})
+}
+
+func (w *writeCounter) snapshot() map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range w.counts {
+		out[k] = v
+	}
+	return out
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func yamlToSpec(s string, spec *keywardv1alpha1.APIKeySpec) error {
+	return yaml.Unmarshal([]byte(s), spec)
+}
