@@ -157,8 +157,16 @@ func validPrefix(p string) bool {
 // Digest is the SHA-256 of a full key, the form in which the verifier indexes keys.
 type Digest [sha256.Size]byte
 
-// Sum returns the SHA-256 digest of the full key string.
-func Sum(key string) Digest { return sha256.Sum256([]byte(key)) }
+// Sum returns the SHA-256 digest of the full key string. Keys of well-formed length are copied to the stack
+// first, because converting a string longer than 32 bytes to a slice allocates on the verifier's hot path.
+func Sum(key string) Digest {
+	if len(key) <= MaxLength {
+		var buf [MaxLength]byte
+		n := copy(buf[:], key)
+		return sha256.Sum256(buf[:n])
+	}
+	return sha256.Sum256([]byte(key))
+}
 
 // String returns the digest as stored in status: sha256:<hex>.
 func (d Digest) String() string { return HashPrefix + hex.EncodeToString(d[:]) }

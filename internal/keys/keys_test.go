@@ -3,6 +3,7 @@ package keys
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"hash/crc32"
 	"strings"
@@ -132,10 +133,16 @@ func TestHashIDAndHint(t *testing.T) {
 	}
 }
 
-func TestParseAllocatesNothing(t *testing.T) {
-	key, _ := Generate("kw", rand.Reader)
+func TestParseAndSumAllocateNothing(t *testing.T) {
+	key, _ := Generate("abcdefghijklmnop", rand.Reader) // the longest prefix
 	if n := testing.AllocsPerRun(100, func() { _, _ = Parse(key) }); n != 0 {
 		t.Errorf("Parse allocates %.0f times per call", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = Sum(key) }); n != 0 {
+		t.Errorf("Sum allocates %.0f times per call", n)
+	}
+	if Sum(key) != sha256.Sum256([]byte(key)) || Sum(key+"x") != sha256.Sum256([]byte(key+"x")) {
+		t.Error("Sum differs from sha256.Sum256")
 	}
 }
 
@@ -161,3 +168,30 @@ func FuzzParse(f *testing.F) {
 }
 
 func crc32IEEE(b []byte) uint32 { return crc32.ChecksumIEEE(b) }
+
+func BenchmarkGenerate(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Generate("kw", rand.Reader); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkParse(b *testing.B) {
+	key, _ := Generate("kw", rand.Reader)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(key); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSum(b *testing.B) {
+	key, _ := Generate("kw", rand.Reader)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = Sum(key)
+	}
+}
