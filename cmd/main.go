@@ -29,6 +29,7 @@ func main() {
 		metricsSecure bool
 		probeAddr     string
 		leaderElect   bool
+		concurrency   int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address the metrics endpoint binds to, for example :8443 (HTTPS) or :8080 (HTTP). 0 disables it.")
@@ -37,6 +38,8 @@ func main() {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
 	flag.BoolVar(&leaderElect, "leader-elect", false,
 		"Elect a leader so that only one of several replicas reconciles at a time.")
+	flag.IntVar(&concurrency, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles,
+		"How many APIKeys are reconciled at once.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -78,7 +81,7 @@ func main() {
 		Random:    rand.Reader,
 		Events:    mgr.GetEventRecorder("keyward"),
 	}
-	if err := reconciler.SetupWithManager(ctx, mgr, controller.Options{}); err != nil {
+	if err := reconciler.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		setupLog.Error(err, "Unable to set up the APIKey controller")
 		os.Exit(1)
 	}

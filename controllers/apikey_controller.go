@@ -45,6 +45,10 @@ const (
 // Foreign Secrets are not in the cache (it holds only Keyward's), so their removal sends no event.
 const DefaultConflictRecheckInterval = 30 * time.Second
 
+// DefaultMaxConcurrentReconciles is how many APIKeys the manager reconciles at once. Each reconcile is a
+// couple of API round trips, so a few workers keep a burst of new APIKeys from queueing behind each other.
+const DefaultMaxConcurrentReconciles = 4
+
 // APIKeyReconciler mints keys into Secrets and keeps them valid through time: renewal, manual rotation,
 // recovery of deleted or edited Secrets, expiry and disabling.
 type APIKeyReconciler struct {

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -46,7 +47,7 @@ var t0 = time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
 // harness runs managers against the shared control plane for one test, in the test's own namespace, on a
 // fake clock, capturing their logs; at the end it scans logs, events and status for every key it saw.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	ns    string
 	clock *clocktesting.FakeClock
 	logs  *syncBuffer
@@ -56,7 +57,7 @@ type harness struct {
 	stop   func()
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	h := &harness{t: t, ns: env.Namespace(t), clock: clocktesting.NewFakeClock(t0), logs: &syncBuffer{},
 		writes: &writeCounter{}, keys: map[string]bool{}}
 	t.Cleanup(func() {
@@ -70,12 +71,15 @@ func newHarness(t *testing.T) *harness {
 type managerOptions struct {
 	// wrapClient wraps the reconciler's client (to simulate a crash between writes).
 	wrapClient func(client.Client, context.CancelFunc) client.Client
+	// production runs on the real clock with the production controller options, for benchmarks.
+	production bool
 }
 
 func (h *harness) startManager(opts managerOptions) {
 	h.t.Helper()
 	h.stopManager()
 	cfg := rest.CopyConfig(env.Config)
+	cfg.QPS = -1 // as in production: no client-side throttling, the API server's fairness applies
 	cfg.WrapTransport = h.writes.wrap
 	cacheOpts := CacheOptions()
 	cacheOpts.DefaultNamespaces = map[string]cache.Config{h.ns: {}}
@@ -99,14 +103,19 @@ func (h *harness) startManager(opts managerOptions) {
 		Client: c, APIReader: mgr.GetAPIReader(), Clock: h.clock, Random: rand.Reader,
 		Events: mgr.GetEventRecorder("keyward"), ConflictRecheckInterval: 30 * time.Second,
 	}
-	err = r.SetupWithManager(ctx, mgr, controller.Options{
+	ctrlOpts := controller.Options{
 		// The queue's delays run on the fake clock, so stepping the clock fires requeues at exact instants.
 		NewQueue: func(name string, _ workqueue.TypedRateLimiter[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
 			return workqueue.NewTypedRateLimitingQueueWithConfig(
 				workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](0, 0),
 				workqueue.TypedRateLimitingQueueConfig[reconcile.Request]{Name: name, Clock: h.clock})
 		},
-	})
+	}
+	if opts.production {
+		r.Clock = clock.RealClock{}
+		ctrlOpts = controller.Options{MaxConcurrentReconciles: DefaultMaxConcurrentReconciles}
+	}
+	err = r.SetupWithManager(ctx, mgr, ctrlOpts)
 	if err != nil {
 		h.t.Fatal(err)
 	}
