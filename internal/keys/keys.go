@@ -102,15 +102,15 @@ func Parse(key string) (Parsed, error) {
 	if !validPrefix(key[:sep]) {
 		return Parsed{}, ErrMalformed
 	}
-	body := key[sep+1:]
-	for i := 0; i < len(body); i++ {
-		if base62Value(body[i]) < 0 {
+	var sum uint64
+	for i := sep + 1; i < len(key); i++ {
+		v := base62Values[key[i]]
+		if v < 0 {
 			return Parsed{}, ErrMalformed
 		}
-	}
-	var sum uint64
-	for i := RandomLength; i < BodyLength; i++ {
-		sum = sum*62 + uint64(base62Value(body[i]))
+		if i >= sep+1+RandomLength {
+			sum = sum*62 + uint64(v)
+		}
 	}
 	if sum > 0xFFFFFFFF || uint32(sum) != checksumString(key[:sep+1+RandomLength]) {
 		return Parsed{}, ErrBadChecksum
@@ -118,29 +118,44 @@ func Parse(key string) (Parsed, error) {
 	return Parsed{Prefix: key[:sep]}, nil
 }
 
-var ieeeTable = crc32.MakeTable(crc32.IEEE)
+// crcTables are the slicing-by-4 tables of CRC-32 (IEEE).
+var crcTables = func() (t [4][256]uint32) {
+	t[0] = *crc32.MakeTable(crc32.IEEE)
+	for i := range 256 {
+		c := t[0][i]
+		for j := 1; j < 4; j++ {
+			c = t[0][c&0xFF] ^ (c >> 8)
+			t[j][i] = c
+		}
+	}
+	return t
+}()
 
-// checksumString is crc32.ChecksumIEEE over a string without converting it to a byte slice, which would
-// allocate on the verifier's hot path.
+// checksumString is crc32.ChecksumIEEE over a string. Converting the string to a slice, or passing a stack
+// copy to the crc32 package (whose argument escapes), would allocate on the verifier's hot path.
 func checksumString(s string) uint32 {
 	crc := ^uint32(0)
+	for len(s) >= 4 {
+		crc ^= uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+		crc = crcTables[3][crc&0xFF] ^ crcTables[2][(crc>>8)&0xFF] ^ crcTables[1][(crc>>16)&0xFF] ^ crcTables[0][crc>>24]
+		s = s[4:]
+	}
 	for i := 0; i < len(s); i++ {
-		crc = ieeeTable[byte(crc)^s[i]] ^ (crc >> 8)
+		crc = crcTables[0][byte(crc)^s[i]] ^ (crc >> 8)
 	}
 	return ^crc
 }
 
-func base62Value(c byte) int {
-	switch {
-	case c >= '0' && c <= '9':
-		return int(c - '0')
-	case c >= 'A' && c <= 'Z':
-		return int(c-'A') + 10
-	case c >= 'a' && c <= 'z':
-		return int(c-'a') + 36
+// base62Values maps a byte to its base62 value, or -1.
+var base62Values = func() (t [256]int8) {
+	for i := range t {
+		t[i] = -1
 	}
-	return -1
-}
+	for i := 0; i < len(alphabet); i++ {
+		t[alphabet[i]] = int8(i)
+	}
+	return t
+}()
 
 func validPrefix(p string) bool {
 	if len(p) < MinPrefixLength || len(p) > MaxPrefixLength || p[0] < 'a' || p[0] > 'z' {

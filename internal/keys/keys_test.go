@@ -195,3 +195,12 @@ func BenchmarkSum(b *testing.B) {
 		_ = Sum(key)
 	}
 }
+
+func TestChecksumStringMatchesTheStandardLibrary(t *testing.T) {
+	for n := range 64 {
+		s := strings.Repeat("aZ9_", 16)[:n]
+		if got, want := checksumString(s), crc32.ChecksumIEEE([]byte(s)); got != want {
+			t.Errorf("length %d: %08x, want %08x", n, got, want)
+		}
+	}
+}
