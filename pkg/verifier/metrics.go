@@ -1,0 +1,44 @@
+package verifier
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Interfaces through which a verification arrives, the "interface" label of the metrics.
+const (
+	InterfaceForwardAuth = "forward_auth"
+	InterfaceJSON        = "json"
+	InterfaceExtAuthz    = "ext_authz"
+)
+
+// Metrics counts verifications by code and interface. Labels never hold key material or key IDs.
+type Metrics struct {
+	vec *prometheus.CounterVec
+	// counters are resolved once so the hot path does no label lookup.
+	counters map[string]map[Code]prometheus.Counter
+}
+
+// NewMetrics creates the counters and registers them with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		vec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyward_verifier_verifications_total",
+			Help: "Verifications of presented keys, by result code and by interface (forward_auth, json, ext_authz).",
+		}, []string{"interface", "code"}),
+		counters: map[string]map[Code]prometheus.Counter{},
+	}
+	for _, iface := range []string{InterfaceForwardAuth, InterfaceJSON, InterfaceExtAuthz} {
+		m.counters[iface] = map[Code]prometheus.Counter{}
+		for _, c := range append(Codes, CodeMissing) {
+			m.counters[iface][c] = m.vec.WithLabelValues(iface, string(c))
+		}
+	}
+	if reg != nil {
+		reg.MustRegister(m.vec)
+	}
+	return m
+}
+
+func (m *Metrics) observe(iface string, c Code) {
+	if m != nil {
+		m.counters[iface][c].Inc()
+	}
+}

@@ -1,0 +1,152 @@
+package verifier
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+)
+
+func serverFixture(t *testing.T) (*HTTPServer, *ExtAuthzServer, string, *prometheus.Registry) {
+	key := mintKey(t, "ord")
+	ix := NewIndex()
+	ix.Upsert(apiKey("billing", "orders", key, t0.Add(time.Hour), nil, withScopes("orders:*"),
+		func(ak *keywardv1alpha1.APIKey) { ak.Spec.RateLimit = &keywardv1alpha1.RateLimit{Requests: 3, Period: "1m"} }))
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	clk := clocktesting.NewFakePassiveClock(t0)
+	return &HTTPServer{Index: ix, Clock: clk, Metrics: m}, &ExtAuthzServer{Index: ix, Clock: clk, Metrics: m}, key, reg
+}
+
+func TestForwardAuthAnswersAndPassesIdentityUpstream(t *testing.T) {
+	srv, _, key, reg := serverFixture(t)
+	h := srv.Handler()
+	cases := []struct {
+		name, target string
+		headers      map[string]string
+		want         int
+		code         Code
+	}{
+		{"bearer", "/v1/auth?scope=orders:read", map[string]string{"Authorization": "Bearer " + key}, 200, CodeValid},
+		{"x-api-key scheme with scopes list", "/v1/auth?scopes=orders:read,orders:write", map[string]string{"Authorization": "x-api-key " + key}, 200, CodeValid},
+		{"X-API-Key header, Envoy path suffix, scope header", "/v1/auth/orders/42", map[string]string{"X-API-Key": key, HeaderRequiredScopes: "orders:read"}, 200, CodeValid},
+		{"missing key", "/v1/auth", nil, 401, CodeMissing},
+		{"malformed", "/v1/auth", map[string]string{"Authorization": "Bearer nope"}, 401, CodeMalformed},
+		{"wrong scope", "/v1/auth?scope=invoices:read", map[string]string{"Authorization": "Bearer " + key}, 403, CodeInsufficientScope},
+		{"rate limited on the fourth", "/v1/auth", map[string]string{"Authorization": "Bearer " + key}, 429, CodeRateLimited},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, tc.target, nil)
+			for k, v := range tc.headers {
+				req.Header.Set(k, v)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tc.want || rec.Header().Get(HeaderCode) != string(tc.code) {
+				t.Fatalf("status %d code %q, want %d %s", rec.Code, rec.Header().Get(HeaderCode), tc.want, tc.code)
+			}
+			if tc.want == 200 && (rec.Header().Get(HeaderName) != "orders" || rec.Header().Get(HeaderNamespace) != "billing" ||
+				rec.Header().Get(HeaderScopes) != "orders:*" || !strings.HasPrefix(rec.Header().Get(HeaderKeyID), "kid_")) {
+				t.Errorf("upstream headers %v", rec.Header())
+			}
+			if tc.want == 429 && rec.Header().Get("Retry-After") != "20" {
+				t.Errorf("Retry-After %q, want 20 (3 per minute)", rec.Header().Get("Retry-After"))
+			}
+			if strings.Contains(rec.Body.String(), key) {
+				t.Error("the response contains the key")
+			}
+		})
+	}
+	if got := testutil.ToFloat64(srv.Metrics.counters[InterfaceForwardAuth][CodeValid]); got != 3 {
+		t.Errorf("verifications_total{code=VALID} = %v", got)
+	}
+	if n, err := testutil.GatherAndCount(reg, "keyward_verifier_verifications_total"); err != nil || n != 3*8 {
+		t.Errorf("series: %d, %v", n, err)
+	}
+}
+
+func TestJSONVerify(t *testing.T) {
+	srv, _, key, _ := serverFixture(t)
+	h := srv.Handler()
+	post := func(body string) (int, VerifyResponse) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/verify", strings.NewReader(body)))
+		var out VerifyResponse
+		_ = json.Unmarshal(rec.Body.Bytes(), &out)
+		return rec.Code, out
+	}
+	status, out := post(`{"key":"` + key + `","scopes":["orders:read"]}`)
+	if status != 200 || !out.Valid || out.Code != CodeValid || out.Name != "orders" || out.Namespace != "billing" ||
+		out.ExpiresAt == nil || !out.ExpiresAt.Equal(t0.Add(time.Hour)) || out.RateLimit == nil ||
+		out.RateLimit.Limit != 3 || out.RateLimit.Remaining != 2 || out.RateLimit.Reset != 20 {
+		t.Errorf("valid: %d %+v %+v", status, out, out.RateLimit)
+	}
+	if _, out := post(`{"key":"kw_nope"}`); out.Valid || out.Code != CodeMalformed {
+		t.Errorf("malformed: %+v", out)
+	}
+	if status, _ := post(`not json`); status != 400 {
+		t.Errorf("bad body: %d", status)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/verify", nil))
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("GET /v1/verify: %d", rec.Code)
+	}
+}
+
+func TestExtAuthzCheckMakesTheSameDecisions(t *testing.T) {
+	_, ext, key, _ := serverFixture(t)
+	req := func(headers, extensions map[string]string) *authv3.CheckRequest {
+		return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			ContextExtensions: extensions,
+			Request:           &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Headers: headers}},
+		}}
+	}
+	cases := []struct {
+		name       string
+		headers    map[string]string
+		extensions map[string]string
+		grpc       codes.Code
+		http       int
+	}{
+		{"bearer with route scopes", map[string]string{"authorization": "Bearer " + key}, map[string]string{ContextExtensionScopes: "orders:read"}, codes.OK, 200},
+		{"x-api-key header", map[string]string{"x-api-key": key}, nil, codes.OK, 200},
+		{"missing", map[string]string{}, nil, codes.Unauthenticated, 401},
+		{"unknown", map[string]string{"x-api-key": mintKey(t, "ord")}, nil, codes.Unauthenticated, 401},
+		{"scope", map[string]string{"x-api-key": key, "x-keyward-required-scopes": "invoices:read"}, nil, codes.PermissionDenied, 403},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := ext.Check(context.Background(), req(tc.headers, tc.extensions))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if codes.Code(resp.GetStatus().GetCode()) != tc.grpc {
+				t.Fatalf("gRPC status %v, want %v", codes.Code(resp.GetStatus().GetCode()), tc.grpc)
+			}
+			if tc.http == 200 {
+				got := map[string]string{}
+				for _, h := range resp.GetOkResponse().GetHeaders() {
+					got[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+				}
+				if got[HeaderName] != "orders" || got[HeaderNamespace] != "billing" || got[HeaderScopes] != "orders:*" {
+					t.Errorf("upstream headers %v", got)
+				}
+			} else if int(resp.GetDeniedResponse().GetStatus().GetCode()) != tc.http {
+				t.Errorf("denied HTTP status %v, want %d", resp.GetDeniedResponse().GetStatus().GetCode(), tc.http)
+			}
+		})
+	}
+}

@@ -1,0 +1,264 @@
+package verifier
+
+import (
+	"crypto/rand"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/keys"
+)
+
+var t0 = time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+
+func mintKey(t testing.TB, prefix string) string {
+	t.Helper()
+	k, err := keys.Generate(prefix, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// apiKey builds an APIKey whose status names current as its key until expires, with previous keys.
+func apiKey(ns, name, current string, expires time.Time, previous map[string]time.Time, mutate ...func(*keywardv1alpha1.APIKey)) *keywardv1alpha1.APIKey {
+	exp := metav1.NewTime(expires)
+	ak := &keywardv1alpha1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Status:     keywardv1alpha1.APIKeyStatus{KeyHash: keys.Hash(current), ExpiresAt: &exp},
+	}
+	for k, until := range previous {
+		ak.Status.PreviousKeys = append(ak.Status.PreviousKeys, keywardv1alpha1.PreviousKey{
+			KeyID: keys.Sum(k).ID(), KeyHash: keys.Hash(k), ValidUntil: metav1.NewTime(until)})
+	}
+	for _, m := range mutate {
+		m(ak)
+	}
+	return ak
+}
+
+func withScopes(s ...keywardv1alpha1.Scope) func(*keywardv1alpha1.APIKey) {
+	return func(ak *keywardv1alpha1.APIKey) { ak.Spec.Scopes = s }
+}
+
+func TestVerifyChecksInTheDocumentedOrder(t *testing.T) {
+	current, previous, stranger := mintKey(t, "ord"), mintKey(t, "ord"), mintKey(t, "ord")
+	expires := t0.Add(24 * time.Hour)
+	prevUntil := t0.Add(time.Hour)
+	build := func(mutate ...func(*keywardv1alpha1.APIKey)) *Index {
+		ix := NewIndex()
+		ix.Upsert(apiKey("billing", "orders", current, expires, map[string]time.Time{previous: prevUntil}, mutate...))
+		return ix
+	}
+	disabled := func(ak *keywardv1alpha1.APIKey) { ak.Spec.Disabled = true }
+	limited := func(ak *keywardv1alpha1.APIKey) {
+		ak.Spec.RateLimit = &keywardv1alpha1.RateLimit{Requests: 1, Period: "1m"}
+	}
+	cases := []struct {
+		name   string
+		ix     *Index
+		key    string
+		scopes []string
+		now    time.Time
+		want   Code
+	}{
+		{"current key", build(withScopes("orders:read")), current, []string{"orders:read"}, t0, CodeValid},
+		{"previous key before its validUntil", build(), previous, nil, prevUntil.Add(-time.Second), CodeValid},
+		{"previous key at its validUntil", build(), previous, nil, prevUntil, CodeExpired},
+		{"current key at its expiry", build(), current, nil, expires, CodeExpired},
+		{"garbage", build(), "hello", nil, t0, CodeMalformed},
+		{"bad checksum", build(), current[:len(current)-1] + flipChar(current[len(current)-1]), nil, t0, CodeMalformed},
+		{"valid format, unknown", build(), stranger, nil, t0, CodeNotFound},
+		{"disabled wins over expired", build(disabled), current, nil, expires.Add(time.Hour), CodeDisabled},
+		{"disabled applies to previous keys", build(disabled), previous, nil, t0, CodeDisabled},
+		{"expired wins over scope", build(), current, []string{"orders:write"}, expires, CodeExpired},
+		{"missing scope", build(withScopes("orders:read")), current, []string{"orders:write"}, t0, CodeInsufficientScope},
+		{"no scopes grant nothing", build(), current, []string{"orders:read"}, t0, CodeInsufficientScope},
+		{"scope wins over rate limit", build(limited), current, []string{"x"}, t0, CodeInsufficientScope},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.ix.Verify(tc.key, tc.scopes, tc.now)
+			if got.Code != tc.want {
+				t.Fatalf("Verify = %s, want %s", got.Code, tc.want)
+			}
+			if tc.want != CodeMalformed && tc.want != CodeNotFound && (got.Name != "orders" || got.Namespace != "billing" || got.KeyID != keys.Sum(tc.key).ID()) {
+				t.Errorf("result does not identify the key: %+v", got)
+			}
+		})
+	}
+}
+
+func flipChar(c byte) string {
+	if c == 'a' {
+		return "b"
+	}
+	return "a"
+}
+
+func TestScopeWildcards(t *testing.T) {
+	cases := []struct {
+		granted  []string
+		required string
+		want     bool
+	}{
+		{[]string{"*"}, "anything:at:all", true},
+		{[]string{"orders:*"}, "orders:read", true},
+		{[]string{"orders:*"}, "orders:read:own", true},
+		{[]string{"orders:*"}, "orders", false},
+		{[]string{"orders:*"}, "invoices:read", false},
+		{[]string{"*:read"}, "orders:read", true},
+		{[]string{"*:read"}, "orders:write", false},
+		{[]string{"*:read"}, "orders:read:own", false},
+		{[]string{"orders:read"}, "orders:read", true},
+		{[]string{"orders:read"}, "orders:readx", false},
+		{[]string{"orders:*:own"}, "orders:read:own", true},
+		{[]string{"orders:*:own"}, "orders:read:all", false},
+		{nil, "orders:read", false},
+	}
+	for _, tc := range cases {
+		if got := newScopeSet(tc.granted).grants(tc.required); got != tc.want {
+			t.Errorf("%v grants %q = %v, want %v", tc.granted, tc.required, got, tc.want)
+		}
+	}
+	if !newScopeSet(nil).grantsAll(nil) {
+		t.Error("requiring no scopes must pass")
+	}
+}
+
+func TestRateLimitIsSharedByCurrentAndPreviousKeysAndRefills(t *testing.T) {
+	current, previous := mintKey(t, "kw"), mintKey(t, "kw")
+	ix := NewIndex()
+	ix.Upsert(apiKey("ns", "limited", current, t0.Add(24*time.Hour), map[string]time.Time{previous: t0.Add(time.Hour)},
+		func(ak *keywardv1alpha1.APIKey) { ak.Spec.RateLimit = &keywardv1alpha1.RateLimit{Requests: 2, Period: "1m"} }))
+
+	if r := ix.Verify(current, nil, t0); r.Code != CodeValid || r.RateLimit.Remaining != 1 || r.RateLimit.Limit != 2 {
+		t.Fatalf("first: %+v %+v", r.Code, r.RateLimit)
+	}
+	if r := ix.Verify(previous, nil, t0); r.Code != CodeValid || r.RateLimit.Remaining != 0 {
+		t.Fatalf("second, with the previous key: %+v %+v", r.Code, r.RateLimit)
+	}
+	r := ix.Verify(current, nil, t0)
+	if r.Code != CodeRateLimited || r.RateLimit.RetryAfter != 30*time.Second {
+		t.Fatalf("third: %s, retry after %v; want RATE_LIMITED after 30s (2 per minute)", r.Code, r.RateLimit.RetryAfter)
+	}
+	if r := ix.Verify(current, nil, t0.Add(30*time.Second)); r.Code != CodeValid {
+		t.Errorf("after 30s one token is back: %s", r.Code)
+	}
+	// A status update (say, the usage flush) must not refill the bucket.
+	ix.Upsert(apiKey("ns", "limited", current, t0.Add(24*time.Hour), nil,
+		func(ak *keywardv1alpha1.APIKey) { ak.Spec.RateLimit = &keywardv1alpha1.RateLimit{Requests: 2, Period: "1m"} }))
+	if r := ix.Verify(current, nil, t0.Add(30*time.Second)); r.Code != CodeRateLimited {
+		t.Errorf("an update refilled the bucket: %s", r.Code)
+	}
+}
+
+func TestUpdatesAndDeletesChangeAnswersAtOnce(t *testing.T) {
+	k1, k2 := mintKey(t, "kw"), mintKey(t, "kw")
+	ix := NewIndex()
+	ix.Upsert(apiKey("ns", "a", k1, t0.Add(time.Hour), nil))
+	if ix.Verify(k1, nil, t0).Code != CodeValid {
+		t.Fatal("k1 not valid")
+	}
+	ix.Upsert(apiKey("ns", "a", k2, t0.Add(time.Hour), nil)) // rotated with a zero grace period
+	if got := ix.Verify(k1, nil, t0).Code; got != CodeNotFound {
+		t.Errorf("replaced key without grace: %s", got)
+	}
+	if ix.Verify(k2, nil, t0).Code != CodeValid || ix.Len() != 1 {
+		t.Errorf("new key not valid or stale entries left (%d keys)", ix.Len())
+	}
+	ix.Delete("ns", "a")
+	if got := ix.Verify(k2, nil, t0).Code; got != CodeNotFound || ix.Len() != 0 {
+		t.Errorf("after delete: %s, %d keys", got, ix.Len())
+	}
+}
+
+func TestUsageCountsValidVerificationsAndDrains(t *testing.T) {
+	k := mintKey(t, "kw")
+	ix := NewIndex()
+	ix.Upsert(apiKey("ns", "a", k, t0.Add(time.Hour), nil))
+	ix.Upsert(apiKey("ns", "unused", mintKey(t, "kw"), t0.Add(time.Hour), nil))
+	for i := range 3 {
+		ix.Verify(k, nil, t0.Add(time.Duration(i)*time.Second))
+	}
+	ix.Verify(k, []string{"nope"}, t0.Add(time.Minute)) // denied: not counted
+	u := ix.DrainUsage()
+	if len(u) != 1 || u[0].Name != "a" || u[0].Requests != 3 || !u[0].LastUsed.Equal(t0.Add(2*time.Second)) {
+		t.Fatalf("usage %+v", u)
+	}
+	if again := ix.DrainUsage(); len(again) != 0 {
+		t.Errorf("drained twice: %+v", again)
+	}
+	ix.RestoreUsage(u[0])
+	if again := ix.DrainUsage(); len(again) != 1 || again[0].Requests != 3 {
+		t.Errorf("restored usage: %+v", again)
+	}
+}
+
+func TestKeyFromHeaders(t *testing.T) {
+	cases := []struct {
+		headers map[string]string
+		want    string
+	}{
+		{map[string]string{"Authorization": "Bearer kw_abc"}, "kw_abc"},
+		{map[string]string{"Authorization": "bearer kw_abc"}, "kw_abc"},
+		{map[string]string{"Authorization": "x-api-key kw_abc"}, "kw_abc"},
+		{map[string]string{"X-Api-Key": " kw_abc "}, "kw_abc"},
+		{map[string]string{"Authorization": "Basic dXNlcg==", "X-Api-Key": "kw_abc"}, "kw_abc"},
+		{map[string]string{"Authorization": "Basic dXNlcg=="}, ""},
+		{map[string]string{}, ""},
+	}
+	for _, tc := range cases {
+		if got := KeyFromHeaders(func(k string) string { return tc.headers[k] }); got != tc.want {
+			t.Errorf("%v → %q, want %q", tc.headers, got, tc.want)
+		}
+	}
+}
+
+func TestAnswers(t *testing.T) {
+	a := Answerer{}
+	cases := []struct {
+		res  Result
+		want int
+	}{
+		{Result{Code: CodeValid, KeyID: "kid_1", Name: "n", Namespace: "ns", ScopesHeader: "a,b"}, 200},
+		{Result{Code: CodeMalformed}, 401},
+		{Result{Code: CodeNotFound}, 401},
+		{Result{Code: CodeExpired}, 401},
+		{Result{Code: CodeDisabled}, 401},
+		{Result{Code: CodeInsufficientScope}, 403},
+		{Result{Code: CodeRateLimited, RateLimit: &RateLimitState{RetryAfter: 1500 * time.Millisecond}}, 429},
+	}
+	for _, tc := range cases {
+		ans := a.Answer(tc.res)
+		if ans.Status != tc.want {
+			t.Errorf("%s → %d, want %d", tc.res.Code, ans.Status, tc.want)
+		}
+		h := map[string]string{}
+		for _, kv := range ans.Headers {
+			h[kv[0]] = kv[1]
+		}
+		if h[HeaderCode] != string(tc.res.Code) {
+			t.Errorf("%s: code header %q", tc.res.Code, h[HeaderCode])
+		}
+		switch tc.res.Code {
+		case CodeValid:
+			if h[HeaderKeyID] != "kid_1" || h[HeaderName] != "n" || h[HeaderNamespace] != "ns" || h[HeaderScopes] != "a,b" {
+				t.Errorf("upstream headers %v", h)
+			}
+		case CodeRateLimited:
+			if h["Retry-After"] != "2" {
+				t.Errorf("Retry-After %q, want 2 (rounded up)", h["Retry-After"])
+			}
+		}
+	}
+	if got := (Answerer{RateLimitedStatus: 403}).Answer(Result{Code: CodeRateLimited}).Status; got != 403 {
+		t.Errorf("rate limited with the 403 mapping: %d", got)
+	}
+	if strings.Contains(a.Answer(Result{Code: CodeMalformed}).Headers[1][1], "kw_") {
+		t.Error("answer leaks key material")
+	}
+}

@@ -1,0 +1,42 @@
+package verifier
+
+import (
+	"context"
+	"fmt"
+
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+)
+
+// Watch feeds the index from the informer of APIKeys in informers. It returns a function that reports
+// whether the initial list has been indexed; serve "ready" only after it says true.
+func (ix *Index) Watch(ctx context.Context, informers cache.Informers) (synced func() bool, err error) {
+	inf, err := informers.GetInformer(ctx, &keywardv1alpha1.APIKey{})
+	if err != nil {
+		return nil, fmt.Errorf("getting the APIKey informer: %w", err)
+	}
+	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { ix.upsertObject(obj) },
+		UpdateFunc: func(_, obj any) { ix.upsertObject(obj) },
+		DeleteFunc: func(obj any) {
+			if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			if ak, ok := obj.(*keywardv1alpha1.APIKey); ok {
+				ix.Delete(ak.Namespace, ak.Name)
+			}
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("watching APIKeys: %w", err)
+	}
+	return reg.HasSynced, nil
+}
+
+func (ix *Index) upsertObject(obj any) {
+	if ak, ok := obj.(*keywardv1alpha1.APIKey); ok {
+		ix.Upsert(ak)
+	}
+}
