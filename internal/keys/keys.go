@@ -118,12 +118,12 @@ func Parse(key string) (Parsed, error) {
 	return Parsed{Prefix: key[:sep]}, nil
 }
 
-// crcTables are the slicing-by-4 tables of CRC-32 (IEEE).
-var crcTables = func() (t [4][256]uint32) {
+// crcTables are the slicing-by-8 tables of CRC-32 (IEEE).
+var crcTables = func() (t [8][256]uint32) {
 	t[0] = *crc32.MakeTable(crc32.IEEE)
 	for i := range 256 {
 		c := t[0][i]
-		for j := 1; j < 4; j++ {
+		for j := 1; j < 8; j++ {
 			c = t[0][c&0xFF] ^ (c >> 8)
 			t[j][i] = c
 		}
@@ -131,14 +131,15 @@ var crcTables = func() (t [4][256]uint32) {
 	return t
 }()
 
-// checksumString is crc32.ChecksumIEEE over a string. Converting the string to a slice, or passing a stack
+// checksumString is crc32.ChecksumIEEE over a string, eight bytes per step. Converting the string to a slice, or passing a stack
 // copy to the crc32 package (whose argument escapes), would allocate on the verifier's hot path.
 func checksumString(s string) uint32 {
 	crc := ^uint32(0)
-	for len(s) >= 4 {
+	for len(s) >= 8 {
 		crc ^= uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
-		crc = crcTables[3][crc&0xFF] ^ crcTables[2][(crc>>8)&0xFF] ^ crcTables[1][(crc>>16)&0xFF] ^ crcTables[0][crc>>24]
-		s = s[4:]
+		crc = crcTables[7][crc&0xFF] ^ crcTables[6][(crc>>8)&0xFF] ^ crcTables[5][(crc>>16)&0xFF] ^ crcTables[4][crc>>24] ^
+			crcTables[3][s[4]] ^ crcTables[2][s[5]] ^ crcTables[1][s[6]] ^ crcTables[0][s[7]]
+		s = s[8:]
 	}
 	for i := 0; i < len(s); i++ {
 		crc = crcTables[0][byte(crc)^s[i]] ^ (crc >> 8)
