@@ -21,6 +21,7 @@ generate: ## Regenerate deepcopy code from the API types.
 manifests: ## Regenerate the CRD and RBAC YAML from markers.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths=./api/... paths=./controllers/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=verifier-role paths=./pkg/verifier/... output:rbac:artifacts:config=config/verifier
 
 .PHONY: verify
 verify: ## Fail when generated files are stale, Go code is not gofmt'ed, or go vet complains.
@@ -33,8 +34,9 @@ controlplane: ## Build kube-apiserver, etcd and kubectl into the cache (once; la
 	@$(CONTROLPLANE) ensure
 
 .PHONY: build
-build: ## Build the manager binary into bin/.
+build: ## Build the manager and verifier binaries into bin/.
 	go build -o bin/manager ./cmd
+	go build -o bin/verifier ./cmd/verifier
 
 .PHONY: test
 test: verify ## Run unit and envtest tests against a real kube-apiserver and etcd.
@@ -42,10 +44,12 @@ test: verify ## Run unit and envtest tests against a real kube-apiserver and etc
 	KUBEBUILDER_ASSETS="$$assets" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: ## Run the micro-benchmarks, then the control plane benchmark (1,000 APIKeys, then 60 s idle).
+bench: ## Run every benchmark: keys, verifier (Verify, memory, HTTP), control plane (1,000 APIKeys, revoke latency).
 	go test -run '^$$' -bench . -benchmem -count=1 ./internal/...
-	assets=$$($(CONTROLPLANE) ensure); \
-	KUBEBUILDER_ASSETS="$$assets" go test -run '^$$' -bench ThousandAPIKeys -benchtime 1x -count=1 ./controllers
+	assets=$$($(CONTROLPLANE) ensure); export KUBEBUILDER_ASSETS="$$assets"; \
+	go test -run '^$$' -bench 'Verify|Memory' -benchmem -count=1 ./pkg/verifier && \
+	go test -run '^$$' -bench 'HTTPForwardAuth|RevokeToReject' -benchtime 1x -count=1 ./pkg/verifier && \
+	go test -run '^$$' -bench ThousandAPIKeys -benchtime 1x -count=1 ./controllers
 
 .PHONY: run-local
 run-local: build ## Start etcd + kube-apiserver, install the CRDs and run the manager in the foreground.

@@ -236,6 +236,7 @@ func (r *APIKeyReconciler) writeSecret(ctx context.Context, ak *keywardv1alpha1.
 		if err := controllerutil.SetControllerReference(ak, s, r.Client.Scheme()); err != nil {
 			return false, fmt.Errorf("setting the owner of Secret %s: %w", s.Name, err)
 		}
+		r.ownWrites.record(s)
 		err := r.Client.Create(ctx, s)
 		if apierrors.IsAlreadyExists(err) {
 			return false, r.explainExisting(ctx, ak, s.Name)
@@ -243,7 +244,6 @@ func (r *APIKeyReconciler) writeSecret(ctx context.Context, ak *keywardv1alpha1.
 		if err != nil {
 			return false, fmt.Errorf("creating Secret %s: %w", s.Name, err)
 		}
-		r.ownWrites.record(s)
 		return true, nil
 	}
 	s := existing.DeepCopy()
@@ -254,10 +254,10 @@ func (r *APIKeyReconciler) writeSecret(ctx context.Context, ak *keywardv1alpha1.
 	if equality.Semantic.DeepEqual(existing, s) {
 		return false, nil
 	}
+	r.ownWrites.record(s)
 	if err := r.Client.Update(ctx, s); err != nil {
 		return false, fmt.Errorf("updating Secret %s: %w", s.Name, err)
 	}
-	r.ownWrites.record(s)
 	return true, nil
 }
 

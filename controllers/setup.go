@@ -2,7 +2,10 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -112,30 +115,63 @@ func (r *APIKeyReconciler) apiKeysUsing(ctx context.Context, secret client.Objec
 	return reqs
 }
 
-// writeLog remembers the resourceVersion of each Secret the reconciler last wrote.
+// writeLog remembers a fingerprint of the content of each Secret the reconciler last wrote. It is recorded
+// before the write, so the echo is recognised even when the watch event overtakes the write's response; and
+// it compares content, so an event is skipped only when the Secret is exactly what we wrote.
 type writeLog struct {
-	mu       sync.Mutex
-	versions map[types.NamespacedName]string
+	mu           sync.Mutex
+	fingerprints map[types.NamespacedName][sha256.Size]byte
 }
 
-func (w *writeLog) record(o client.Object) {
+func (w *writeLog) record(s *corev1.Secret) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.versions == nil {
-		w.versions = map[types.NamespacedName]string{}
+	if w.fingerprints == nil {
+		w.fingerprints = map[types.NamespacedName][sha256.Size]byte{}
 	}
-	w.versions[client.ObjectKeyFromObject(o)] = o.GetResourceVersion()
+	w.fingerprints[client.ObjectKeyFromObject(s)] = fingerprint(s)
 }
 
 func (w *writeLog) isEcho(o client.Object) bool {
+	s, ok := o.(*corev1.Secret)
+	if !ok {
+		return false
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	rv, ok := w.versions[client.ObjectKeyFromObject(o)]
-	return ok && rv == o.GetResourceVersion()
+	fp, ok := w.fingerprints[client.ObjectKeyFromObject(s)]
+	return ok && fp == fingerprint(s)
 }
 
 func (w *writeLog) forget(o client.Object) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	delete(w.versions, client.ObjectKeyFromObject(o))
+	delete(w.fingerprints, client.ObjectKeyFromObject(o))
+}
+
+// fingerprint hashes what the reconciler controls in a Secret: type, labels, annotations, data, owners.
+func fingerprint(s *corev1.Secret) [sha256.Size]byte {
+	h := sha256.New()
+	write := func(parts ...string) {
+		for _, p := range parts {
+			fmt.Fprintf(h, "%d:%s", len(p), p)
+		}
+	}
+	write(string(s.Type))
+	for _, m := range []map[string]string{s.Labels, s.Annotations} {
+		write("map")
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			write(k, m[k])
+		}
+	}
+	write("data")
+	for _, k := range slices.Sorted(maps.Keys(s.Data)) {
+		write(k, string(s.Data[k]))
+	}
+	for _, ref := range s.OwnerReferences {
+		write("owner", ref.Kind, ref.Name, string(ref.UID))
+	}
+	var out [sha256.Size]byte
+	h.Sum(out[:0])
+	return out
 }

@@ -10,6 +10,10 @@ import (
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 )
 
+// The verifier reads APIKeys and writes only their status.usage; it has no access to Secrets.
+// +kubebuilder:rbac:groups=keyward.dev,resources=apikeys,verbs=get;list;watch
+// +kubebuilder:rbac:groups=keyward.dev,resources=apikeys/status,verbs=get;patch
+
 // Watch feeds the index from the informer of APIKeys in informers. It returns a function that reports
 // whether the initial list has been indexed; serve "ready" only after it says true.
 func (ix *Index) Watch(ctx context.Context, informers cache.Informers) (synced func() bool, err error) {

@@ -1,0 +1,42 @@
+package controllers
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestWriteLogRecognisesOnlyTheContentItWrote(t *testing.T) {
+	written := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s", Labels: map[string]string{"a": "1"},
+			Annotations: map[string]string{"b": "2"}, OwnerReferences: []metav1.OwnerReference{{Kind: "APIKey", Name: "k", UID: "u1"}}},
+		Data: map[string][]byte{"api-key": []byte("kw_x")},
+	}
+	var w writeLog
+	w.record(written)
+
+	echo := written.DeepCopy()
+	echo.ResourceVersion, echo.UID = "42", "server-set"
+	echo.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "keyward"}}
+	if !w.isEcho(echo) {
+		t.Error("the Secret as written, with server-set fields, is not recognised as the echo")
+	}
+	for name, change := range map[string]func(*corev1.Secret){
+		"data edited":       func(s *corev1.Secret) { s.Data["api-key"] = []byte("kw_y") },
+		"label added":       func(s *corev1.Secret) { s.Labels["c"] = "3" },
+		"annotation edited": func(s *corev1.Secret) { s.Annotations["b"] = "x" },
+		"owner changed":     func(s *corev1.Secret) { s.OwnerReferences[0].UID = "u2" },
+		"another Secret":    func(s *corev1.Secret) { s.Name = "t" },
+	} {
+		other := written.DeepCopy()
+		change(other)
+		if w.isEcho(other) {
+			t.Errorf("%s: treated as our own echo", name)
+		}
+	}
+	w.forget(written)
+	if w.isEcho(written) {
+		t.Error("a forgotten Secret is still recognised")
+	}
+}

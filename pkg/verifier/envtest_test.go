@@ -1,0 +1,296 @@
+package verifier_test
+
+import (
+	"context"
+	"crypto/rand"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/controllers"
+	"github.com/keyward-dev/keyward/internal/keysecret"
+	"github.com/keyward-dev/keyward/internal/testenv"
+	"github.com/keyward-dev/keyward/pkg/verifier"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) { testenv.Run(m, &env) }
+
+// cluster runs the Keyward controller and a verifier (each with its own manager, as in production) in one
+// namespace of the shared control plane.
+type cluster struct {
+	t      testing.TB
+	ns     string
+	index  *verifier.Index
+	client client.Client // the verifier's cache-backed client
+	synced func() bool
+}
+
+func startCluster(t testing.TB) *cluster {
+	c := &cluster{t: t, ns: env.Namespace(t), index: verifier.NewIndex()}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stops []chan struct{}
+	t.Cleanup(func() {
+		cancel()
+		for _, s := range stops {
+			<-s
+		}
+	})
+	start := func(mgr ctrl.Manager) {
+		done := make(chan struct{})
+		stops = append(stops, done)
+		go func() { defer close(done); _ = mgr.Start(ctx) }()
+	}
+	newManager := func(cacheOpts cache.Options) ctrl.Manager {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{c.ns: {}}
+		mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+			Scheme: testenv.Scheme, Cache: cacheOpts, Metrics: metricsserver.Options{BindAddress: "0"},
+			Logger:     zap.New(zap.WriteTo(t.Output())),
+			Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mgr
+	}
+
+	ctrlMgr := newManager(controllers.CacheOptions())
+	r := &controllers.APIKeyReconciler{Client: ctrlMgr.GetClient(), APIReader: ctrlMgr.GetAPIReader(),
+		Clock: clock.RealClock{}, Random: rand.Reader}
+	if err := r.SetupWithManager(ctx, ctrlMgr, controller.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	start(ctrlMgr)
+
+	verMgr := newManager(cache.Options{})
+	synced, err := c.index.Watch(ctx, verMgr.GetCache())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.synced, c.client = synced, verMgr.GetClient()
+	start(verMgr)
+	deadline := time.Now().Add(30 * time.Second)
+	for !synced() {
+		if time.Now().After(deadline) {
+			t.Fatal("the verifier's index never synced")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return c
+}
+
+func (c *cluster) get(name string) *keywardv1alpha1.APIKey {
+	c.t.Helper()
+	ak := &keywardv1alpha1.APIKey{}
+	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: c.ns, Name: name}, ak); err != nil {
+		c.t.Fatal(err)
+	}
+	return ak
+}
+
+func (c *cluster) update(name string, change func(*keywardv1alpha1.APIKey)) {
+	c.t.Helper()
+	for range 10 {
+		ak := c.get(name)
+		change(ak)
+		if err := env.Client.Update(context.Background(), ak); err == nil {
+			return
+		}
+	}
+	c.t.Fatalf("could not update APIKey %s", name)
+}
+
+func (c *cluster) waitReadyRevision(name string, rev int64) string {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ak := c.get(name)
+		if ak.Status.Revision == rev && meta.IsStatusConditionTrue(ak.Status.Conditions, keywardv1alpha1.ConditionReady) {
+			s := &corev1.Secret{}
+			if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: c.ns, Name: name}, s); err != nil {
+				c.t.Fatal(err)
+			}
+			return string(s.Data[keysecret.DataAPIKey])
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("APIKey %s never reached revision %d Ready", name, rev)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitCode polls the verifier until key gets the code and returns how long that took from since.
+func (c *cluster) waitCode(key string, scopes []string, want verifier.Code, since time.Time) time.Duration {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := c.index.Verify(key, scopes, time.Now())
+		if got.Code == want {
+			return time.Since(since)
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("the verifier still says %s, want %s", got.Code, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestVerifierAnswersFollowAPIKeyChangesThroughTheAPIServer(t *testing.T) {
+	c := startCluster(t)
+	scopes := []string{"orders:read"}
+	t0 := time.Now()
+	if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: c.ns},
+		Spec:       keywardv1alpha1.APIKeySpec{Prefix: "ord", Scopes: []keywardv1alpha1.Scope{"orders:*"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	k1 := c.waitReadyRevision("orders", 1)
+	t.Logf("create → key accepted: %v", c.waitCode(k1, scopes, verifier.CodeValid, t0))
+	if got := c.index.Verify(k1, []string{"invoices:read"}, time.Now()).Code; got != verifier.CodeInsufficientScope {
+		t.Errorf("a scope the key lacks: %s", got)
+	}
+
+	// A manual rotation: the new key works, the old one keeps working for the grace period (1h).
+	start := time.Now()
+	c.update("orders", func(ak *keywardv1alpha1.APIKey) {
+		ak.Annotations = map[string]string{keywardv1alpha1.RotateAnnotation: "one"}
+	})
+	k2 := c.waitReadyRevision("orders", 2)
+	t.Logf("rotate → new key accepted: %v", c.waitCode(k2, scopes, verifier.CodeValid, start))
+	if got := c.index.Verify(k1, scopes, time.Now()).Code; got != verifier.CodeValid {
+		t.Errorf("the previous key during its grace period: %s", got)
+	}
+
+	// With a zero grace period, the replaced key stops working as soon as the rotation is seen.
+	c.update("orders", func(ak *keywardv1alpha1.APIKey) {
+		ak.Spec.Rotation = &keywardv1alpha1.RotationSpec{GracePeriod: "0s"}
+		ak.Annotations[keywardv1alpha1.RotateAnnotation] = "two"
+	})
+	start = time.Now()
+	k3 := c.waitReadyRevision("orders", 3)
+	c.waitCode(k3, scopes, verifier.CodeValid, start)
+	if got := c.index.Verify(k2, scopes, time.Now()).Code; got != verifier.CodeNotFound {
+		t.Errorf("the key replaced with no grace period: %s", got)
+	}
+	if got := c.index.Verify(k1, scopes, time.Now()).Code; got != verifier.CodeValid {
+		t.Errorf("the first key is still inside its own grace period: %s", got)
+	}
+
+	start = time.Now()
+	c.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Disabled = true })
+	t.Logf("disable → key rejected: %v", c.waitCode(k3, scopes, verifier.CodeDisabled, start))
+	if got := c.index.Verify(k1, scopes, time.Now()).Code; got != verifier.CodeDisabled {
+		t.Errorf("a previous key of a disabled APIKey: %s", got)
+	}
+	start = time.Now()
+	c.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Disabled = false })
+	t.Logf("enable → key accepted: %v", c.waitCode(k3, scopes, verifier.CodeValid, start))
+
+	start = time.Now()
+	if err := env.Client.Delete(context.Background(), c.get("orders")); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("delete → key rejected: %v", c.waitCode(k3, scopes, verifier.CodeNotFound, start))
+}
+
+func TestUsageIsWrittenToStatusInOneBatchWithoutRotating(t *testing.T) {
+	c := startCluster(t)
+	if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Name: "used", Namespace: c.ns},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Name: "unused", Namespace: c.ns},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	key := c.waitReadyRevision("used", 1)
+	c.waitReadyRevision("unused", 1)
+	c.waitCode(key, nil, verifier.CodeValid, time.Now())
+	for range 4 {
+		c.index.Verify(key, nil, time.Now())
+	}
+	reporter := &verifier.UsageReporter{Index: c.index, Client: c.client}
+	// The verifier's cache must show the controller's status before the optimistic patch can succeed.
+	var patched int
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := reporter.Flush(context.Background())
+		patched += n
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("flushing usage: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if patched != 1 {
+		t.Errorf("patched %d APIKeys; want only the used one", patched)
+	}
+	ak := c.get("used")
+	if ak.Status.Usage == nil || ak.Status.Usage.Requests != 5 || ak.Status.Usage.LastUsedAt == nil {
+		t.Fatalf("status.usage = %+v; want 5 requests and a last-used time", ak.Status.Usage)
+	}
+	if c.get("unused").Status.Usage != nil {
+		t.Error("an unused APIKey got a usage patch")
+	}
+	if n, err := reporter.Flush(context.Background()); n != 0 || err != nil {
+		t.Errorf("a flush with nothing new patched %d (%v)", n, err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if ak := c.get("used"); ak.Status.Revision != 1 {
+		t.Errorf("the usage patch made the controller mint (revision %d)", ak.Status.Revision)
+	}
+}
+
+// BenchmarkRevokeToReject measures, on the local control plane, the time from the API write that disables an
+// APIKey to the verifier rejecting its key, over 100 disable/enable rounds, and reports p50 and p99.
+func BenchmarkRevokeToReject(b *testing.B) {
+	for b.Loop() {
+		c := startCluster(b)
+		if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{
+			ObjectMeta: metav1.ObjectMeta{Name: "revoked", Namespace: c.ns},
+		}); err != nil {
+			b.Fatal(err)
+		}
+		key := c.waitReadyRevision("revoked", 1)
+		c.waitCode(key, nil, verifier.CodeValid, time.Now())
+		var lat []time.Duration
+		for i := range 100 {
+			start := time.Now()
+			c.update("revoked", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Disabled = i%2 == 0 })
+			want := verifier.CodeDisabled
+			if i%2 == 1 {
+				want = verifier.CodeValid
+			}
+			d := c.waitCode(key, nil, want, start)
+			if want == verifier.CodeDisabled {
+				lat = append(lat, d)
+			}
+		}
+		slices.Sort(lat)
+		p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
+		b.ReportMetric(float64(p(0.5).Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(p(0.99).Microseconds())/1000, "p99-ms")
+		b.Logf("revoke → reject over %d revocations: p50 %v, p99 %v, max %v", len(lat), p(0.5), p(0.99), lat[len(lat)-1])
+	}
+}
