@@ -52,7 +52,7 @@ bench: ## Run every benchmark: keys, verifier (Verify, memory, HTTP), control pl
 	go test -run '^$$' -bench ThousandAPIKeys -benchtime 1x -count=1 ./controllers
 
 .PHONY: run-local
-run-local: build ## Start etcd + kube-apiserver, install the CRDs and run the manager in the foreground.
+run-local: build ## Start etcd + kube-apiserver, install the CRDs, run the manager and the verifier in the foreground.
 	go build -o bin/runlocal ./hack/runlocal
 	assets=$$($(CONTROLPLANE) ensure); \
-	KUBEBUILDER_ASSETS="$$assets" exec bin/runlocal --dir "$(LOCAL_DIR)" --manager bin/manager
+	KUBEBUILDER_ASSETS="$$assets" exec bin/runlocal --dir "$(LOCAL_DIR)" --manager bin/manager --verifier bin/verifier

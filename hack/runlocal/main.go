@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -28,6 +29,7 @@ func main() {
 func run() error {
 	dir := flag.String("dir", ".local", "Directory for the kubeconfig and the kubectl link.")
 	manager := flag.String("manager", "bin/manager", "Manager binary to run.")
+	verifierBin := flag.String("verifier", "bin/verifier", "Verifier binary to run; empty to skip it.")
 	flag.Parse()
 
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
@@ -81,30 +83,55 @@ func run() error {
     export KUBECONFIG=%s PATH=%s:$PATH
     kubectl apply -f config/samples/
     kubectl get apikeys
+    key=$(kubectl get secret example -o jsonpath='{.data.api-key}' | base64 -d)
+    curl -i -H "Authorization: Bearer $key" http://127.0.0.1:8090/v1/auth
 
-run-local: starting the manager (metrics on http://127.0.0.1:8080/metrics); Ctrl-C stops everything
+run-local: starting the manager (metrics on http://127.0.0.1:8080/metrics) and the verifier (forward auth and
+JSON on http://127.0.0.1:8090, ext_authz on 127.0.0.1:9001, metrics on http://127.0.0.1:8091/metrics);
+Ctrl-C stops everything
 `, kubeconfigPath, filepath.Dir(kubectlLink))
 
+	procs := []*exec.Cmd{exec.Command(*manager, "--metrics-bind-address=127.0.0.1:8080", "--metrics-secure=false",
+		"--health-probe-bind-address=127.0.0.1:8081")}
+	if *verifierBin != "" {
+		procs = append(procs, exec.Command(*verifierBin, "--http-bind-address=127.0.0.1:8090",
+			"--grpc-bind-address=127.0.0.1:9001", "--metrics-bind-address=127.0.0.1:8091", "--metrics-secure=false",
+			"--health-probe-bind-address=127.0.0.1:8092", "--usage-flush-interval=10s"))
+	}
+	return runUntilSignal(procs, kubeconfigPath)
+}
+
+// runUntilSignal runs the processes until Ctrl-C or until one of them exits, then stops the others.
+func runUntilSignal(procs []*exec.Cmd, kubeconfigPath string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cmd := exec.Command(*manager, "--metrics-bind-address=127.0.0.1:8080", "--metrics-secure=false",
-		"--health-probe-bind-address=127.0.0.1:8081")
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfigPath)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	// The manager gets its own process group so that Ctrl-C reaches it once, through us, after which we
-	// stop the control plane it depends on.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting the manager %s: %w", *manager, err)
+	exited := make(chan error, len(procs))
+	var started []*exec.Cmd
+	defer func() {
+		for _, p := range started {
+			_ = p.Process.Signal(syscall.SIGTERM)
+		}
+		for range started {
+			<-exited
+		}
+	}()
+	for _, p := range procs {
+		p.Env = append(os.Environ(), "KUBECONFIG="+kubeconfigPath)
+		p.Stdout, p.Stderr = os.Stdout, os.Stderr
+		// Each child gets its own process group so that Ctrl-C reaches it once, through us, after which we
+		// stop the control plane it depends on.
+		p.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := p.Start(); err != nil {
+			return fmt.Errorf("starting %s: %w", p.Path, err)
+		}
+		started = append(started, p)
+		go func() { exited <- fmt.Errorf("%s exited: %w", p.Path, p.Wait()) }()
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	select {
-	case err := <-done:
-		return fmt.Errorf("the manager exited: %w", err)
+	case err := <-exited:
+		started = slices.DeleteFunc(started, func(p *exec.Cmd) bool { return p.ProcessState != nil })
+		return err
 	case <-ctx.Done():
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		<-done
 		return nil
 	}
 }
