@@ -3,6 +3,7 @@ package verifier
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,7 +13,9 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
@@ -148,5 +151,32 @@ func TestExtAuthzCheckMakesTheSameDecisions(t *testing.T) {
 				t.Errorf("denied HTTP status %v, want %d", resp.GetDeniedResponse().GetStatus().GetCode(), tc.http)
 			}
 		})
+	}
+}
+
+func TestExtAuthzServesOverGRPC(t *testing.T) {
+	_, ext, key, _ := serverFixture(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(g, ext)
+	go func() { _ = g.Serve(ln) }()
+	defer g.Stop()
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), &authv3.CheckRequest{
+		Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Headers: map[string]string{"authorization": "Bearer " + key}}}},
+	})
+	if err != nil {
+		t.Fatalf("Check over gRPC: %v", err)
+	}
+	if codes.Code(resp.GetStatus().GetCode()) != codes.OK || resp.GetOkResponse() == nil {
+		t.Errorf("Check over gRPC = %v", resp)
 	}
 }
