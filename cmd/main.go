@@ -3,7 +3,6 @@ package main
 
 import (
 	"crypto/rand"
-	"crypto/tls"
 	"flag"
 	"os"
 
@@ -16,25 +15,20 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/controllers"
+	"github.com/keyward-dev/keyward/internal/serving"
 )
 
 func main() {
 	var (
-		metricsAddr   string
-		metricsSecure bool
-		probeAddr     string
-		leaderElect   bool
-		concurrency   int
+		metricsFlags serving.MetricsFlags
+		probeAddr    string
+		leaderElect  bool
+		concurrency  int
 	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
-		"Address the metrics endpoint binds to, for example :8443 (HTTPS) or :8080 (HTTP). 0 disables it.")
-	flag.BoolVar(&metricsSecure, "metrics-secure", true,
-		"Serve metrics over HTTPS, authenticated and authorized by the API server.")
+	metricsFlags.Bind(flag.CommandLine)
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
 	flag.BoolVar(&leaderElect, "leader-elect", false,
 		"Elect a leader so that only one of several replicas reconciles at a time.")
@@ -50,21 +44,11 @@ func main() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(keywardv1alpha1.AddToScheme(scheme))
 
-	metricsOpts := metricsserver.Options{
-		BindAddress:   metricsAddr,
-		SecureServing: metricsSecure,
-		// HTTP/2 is disabled because of the HTTP/2 Stream Cancellation and Rapid Reset CVEs.
-		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
-	}
-	if metricsSecure {
-		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
-	}
-
 	ctx := ctrl.SetupSignalHandler()
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 scheme,
 		Cache:                  controllers.CacheOptions(),
-		Metrics:                metricsOpts,
+		Metrics:                metricsFlags.Options(),
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "keyward-manager.keyward.dev",

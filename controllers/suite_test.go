@@ -158,28 +158,12 @@ func (h *harness) create(name, specYAML string, mutate ...func(*keywardv1alpha1.
 
 func (h *harness) get(name string) *keywardv1alpha1.APIKey {
 	h.t.Helper()
-	ak := &keywardv1alpha1.APIKey{}
-	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: h.ns, Name: name}, ak); err != nil {
-		h.t.Fatalf("getting APIKey %s: %v", name, err)
-	}
-	return ak
+	return env.APIKey(h.t, h.ns, name)
 }
 
-// update re-reads the APIKey, applies change and writes it, retrying on conflicts.
 func (h *harness) update(name string, change func(*keywardv1alpha1.APIKey)) {
 	h.t.Helper()
-	for range 10 {
-		ak := h.get(name)
-		change(ak)
-		err := env.Client.Update(context.Background(), ak)
-		if err == nil {
-			return
-		}
-		if !strings.Contains(err.Error(), "the object has been modified") {
-			h.t.Fatalf("updating APIKey %s: %v", name, err)
-		}
-	}
-	h.t.Fatalf("updating APIKey %s: too many conflicts", name)
+	env.UpdateAPIKey(h.t, h.ns, name, change)
 }
 
 // waitFor polls the API server (not the manager's cache) until cond holds.

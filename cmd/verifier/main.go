@@ -23,24 +23,22 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/serving"
 	"github.com/keyward-dev/keyward/pkg/verifier"
 )
 
 func main() {
 	var (
-		httpAddr, grpcAddr, metricsAddr, probeAddr string
-		metricsSecure                              bool
-		flushInterval                              time.Duration
-		rateLimitedStatus                          int
+		httpAddr, grpcAddr, probeAddr string
+		metricsFlags                  serving.MetricsFlags
+		flushInterval                 time.Duration
+		rateLimitedStatus             int
 	)
 	flag.StringVar(&httpAddr, "http-bind-address", ":8080", "Address of forward auth (/v1/auth) and the JSON API (/v1/verify).")
 	flag.StringVar(&grpcAddr, "grpc-bind-address", ":9001", "Address of Envoy ext_authz (envoy.service.auth.v3.Authorization). Empty disables it.")
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address of /metrics. 0 disables it.")
-	flag.BoolVar(&metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, authenticated and authorized by the API server.")
+	metricsFlags.Bind(flag.CommandLine)
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
 	flag.DurationVar(&flushInterval, "usage-flush-interval", verifier.DefaultUsageFlushInterval, "How often usage is written to status.usage.")
 	flag.IntVar(&rateLimitedStatus, "rate-limited-status", http.StatusTooManyRequests,
@@ -49,25 +47,21 @@ func main() {
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-	if err := run(httpAddr, grpcAddr, metricsAddr, probeAddr, metricsSecure, flushInterval, rateLimitedStatus); err != nil {
+	if err := run(httpAddr, grpcAddr, probeAddr, metricsFlags, flushInterval, rateLimitedStatus); err != nil {
 		ctrl.Log.Error(err, "The verifier stopped with an error")
 		os.Exit(1)
 	}
 }
 
-func run(httpAddr, grpcAddr, metricsAddr, probeAddr string, metricsSecure bool, flushInterval time.Duration, rateLimitedStatus int) error {
+func run(httpAddr, grpcAddr, probeAddr string, metricsFlags serving.MetricsFlags, flushInterval time.Duration, rateLimitedStatus int) error {
 	if rateLimitedStatus != http.StatusTooManyRequests && rateLimitedStatus != http.StatusForbidden {
 		return fmt.Errorf("--rate-limited-status must be 429 or 403, not %d", rateLimitedStatus)
 	}
 	scheme := runtime.NewScheme()
 	utilruntime.Must(keywardv1alpha1.AddToScheme(scheme))
-	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: metricsSecure}
-	if metricsSecure {
-		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
-	}
 	ctx := ctrl.SetupSignalHandler()
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme: scheme, Metrics: metricsOpts, HealthProbeBindAddress: probeAddr,
+		Scheme: scheme, Metrics: metricsFlags.Options(), HealthProbeBindAddress: probeAddr,
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -129,4 +130,31 @@ func (e *Env) Namespace(t testing.TB) string {
 		t.Fatalf("creating a namespace for %s: %v", t.Name(), err)
 	}
 	return ns.Name
+}
+
+// APIKey reads an APIKey from the API server (not from any cache).
+func (e *Env) APIKey(t testing.TB, namespace, name string) *keywardv1alpha1.APIKey {
+	t.Helper()
+	ak := &keywardv1alpha1.APIKey{}
+	if err := e.Client.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, ak); err != nil {
+		t.Fatalf("getting APIKey %s/%s: %v", namespace, name, err)
+	}
+	return ak
+}
+
+// UpdateAPIKey re-reads the APIKey, applies change and writes it, retrying on conflicts with the controller.
+func (e *Env) UpdateAPIKey(t testing.TB, namespace, name string, change func(*keywardv1alpha1.APIKey)) {
+	t.Helper()
+	for range 10 {
+		ak := e.APIKey(t, namespace, name)
+		change(ak)
+		err := e.Client.Update(context.Background(), ak)
+		if err == nil {
+			return
+		}
+		if !apierrors.IsConflict(err) {
+			t.Fatalf("updating APIKey %s/%s: %v", namespace, name, err)
+		}
+	}
+	t.Fatalf("updating APIKey %s/%s: still conflicting after 10 tries", namespace, name)
 }

@@ -97,23 +97,12 @@ func startCluster(t testing.TB) *cluster {
 
 func (c *cluster) get(name string) *keywardv1alpha1.APIKey {
 	c.t.Helper()
-	ak := &keywardv1alpha1.APIKey{}
-	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: c.ns, Name: name}, ak); err != nil {
-		c.t.Fatal(err)
-	}
-	return ak
+	return env.APIKey(c.t, c.ns, name)
 }
 
 func (c *cluster) update(name string, change func(*keywardv1alpha1.APIKey)) {
 	c.t.Helper()
-	for range 10 {
-		ak := c.get(name)
-		change(ak)
-		if err := env.Client.Update(context.Background(), ak); err == nil {
-			return
-		}
-	}
-	c.t.Fatalf("could not update APIKey %s", name)
+	env.UpdateAPIKey(c.t, c.ns, name, change)
 }
 
 func (c *cluster) waitReadyRevision(name string, rev int64) string {

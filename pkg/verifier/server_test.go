@@ -25,7 +25,9 @@ func serverFixture(t *testing.T) (*HTTPServer, *ExtAuthzServer, string, *prometh
 	key := mintKey(t, "ord")
 	ix := NewIndex()
 	ix.Upsert(apiKey("billing", "orders", key, t0.Add(time.Hour), nil, withScopes("orders:*"),
-		func(ak *keywardv1alpha1.APIKey) { ak.Spec.RateLimit = &keywardv1alpha1.RateLimit{Requests: 3, Period: "1m"} }))
+		func(ak *keywardv1alpha1.APIKey) {
+			ak.Spec.RateLimit = &keywardv1alpha1.RateLimit{Requests: 3, Period: "1m"}
+		}))
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	clk := clocktesting.NewFakePassiveClock(t0)

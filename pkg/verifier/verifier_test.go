@@ -133,7 +133,9 @@ func TestRateLimitIsSharedByCurrentAndPreviousKeysAndRefills(t *testing.T) {
 	current, previous := mintKey(t, "kw"), mintKey(t, "kw")
 	ix := NewIndex()
 	ix.Upsert(apiKey("ns", "limited", current, t0.Add(24*time.Hour), map[string]time.Time{previous: t0.Add(time.Hour)},
-		func(ak *keywardv1alpha1.APIKey) { ak.Spec.RateLimit = &keywardv1alpha1.RateLimit{Requests: 2, Period: "1m"} }))
+		func(ak *keywardv1alpha1.APIKey) {
+			ak.Spec.RateLimit = &keywardv1alpha1.RateLimit{Requests: 2, Period: "1m"}
+		}))
 
 	if r := ix.Verify(current, nil, t0); r.Code != CodeValid || r.RateLimit.Remaining != 1 || r.RateLimit.Limit != 2 {
 		t.Fatalf("first: %+v %+v", r.Code, r.RateLimit)
@@ -150,7 +152,9 @@ func TestRateLimitIsSharedByCurrentAndPreviousKeysAndRefills(t *testing.T) {
 	}
 	// A status update (say, the usage flush) must not refill the bucket.
 	ix.Upsert(apiKey("ns", "limited", current, t0.Add(24*time.Hour), nil,
-		func(ak *keywardv1alpha1.APIKey) { ak.Spec.RateLimit = &keywardv1alpha1.RateLimit{Requests: 2, Period: "1m"} }))
+		func(ak *keywardv1alpha1.APIKey) {
+			ak.Spec.RateLimit = &keywardv1alpha1.RateLimit{Requests: 2, Period: "1m"}
+		}))
 	if r := ix.Verify(current, nil, t0.Add(30*time.Second)); r.Code != CodeRateLimited {
 		t.Errorf("an update refilled the bucket: %s", r.Code)
 	}
