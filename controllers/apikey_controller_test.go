@@ -10,11 +10,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/keysecret"
+	"github.com/keyward-dev/keyward/internal/testenv"
 )
 
 func TestMintsTheFirstKeyIntoAnOwnedSecretAndRecordsOnlyItsHash(t *testing.T) {
@@ -488,4 +490,47 @@ type crashingStatusWriter struct {
 func (w crashingStatusWriter) Patch(context.Context, client.Object, client.Patch, ...client.SubResourcePatchOption) error {
 	w.crash()
 	return errors.New("simulated crash before the status patch")
+}
+
+func TestTheManagerCachesOnlyKeywardSecrets(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opts := CacheOptions()
+	opts.DefaultNamespaces = map[string]cache.Config{ns: {}}
+	opts.Scheme = testenv.Scheme
+	c, err := cache.New(env.Config, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*corev1.Secret{
+		{ObjectMeta: metav1.ObjectMeta{Name: "ours", Namespace: ns, Labels: map[string]string{keywardv1alpha1.APIKeyNameLabel: "orders"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "unrelated", Namespace: ns}},
+	} {
+		if err := env.Client.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go func() { _ = c.Start(ctx) }()
+	if !c.WaitForCacheSync(ctx) {
+		t.Fatal("the cache did not sync")
+	}
+	var list corev1.SecretList
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Items) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(list.Items) != 1 || list.Items[0].Name != "ours" {
+		names := []string{}
+		for _, s := range list.Items {
+			names = append(names, s.Name)
+		}
+		t.Errorf("the cache holds Secrets %v; want only the Keyward-labelled one", names)
+	}
 }
