@@ -72,7 +72,7 @@ type APIKeyReconciler struct {
 // +kubebuilder:rbac:groups=keyward.dev,resources=apikeys,verbs=get;list;watch
 // +kubebuilder:rbac:groups=keyward.dev,resources=apikeys/status,verbs=get;patch;update
 // +kubebuilder:rbac:groups=keyward.dev,resources=apikeys/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // outcome is what the phases of one reconcile found.
@@ -261,11 +261,24 @@ func (r *APIKeyReconciler) writeSecret(ctx context.Context, ak *keywardv1alpha1.
 	return true, nil
 }
 
-// explainExisting asks the API server about a Secret that the cache did not show.
+// explainExisting asks the API server about a Secret that the cache did not show. A Secret this APIKey
+// controls but whose Keyward label someone removed is labelled again, so that the cache sees it.
 func (r *APIKeyReconciler) explainExisting(ctx context.Context, ak *keywardv1alpha1.APIKey, name string) error {
 	s := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ak.Namespace, Name: name}, s); err != nil {
 		return fmt.Errorf("reading Secret %s after it already existed: %w", name, err)
+	}
+	if ref := metav1.GetControllerOf(s); ref != nil && ref.UID == ak.UID && keysecret.Owner(s) == "" {
+		base := s.DeepCopy()
+		if s.Labels == nil {
+			s.Labels = map[string]string{}
+		}
+		s.Labels[keywardv1alpha1.APIKeyNameLabel] = ak.Name
+		if err := r.Client.Patch(ctx, s, client.MergeFrom(base)); err != nil {
+			return fmt.Errorf("restoring the %s label of Secret %s: %w", keywardv1alpha1.APIKeyNameLabel, name, err)
+		}
+		log.FromContext(ctx).Info("Restored the label that lets Keyward see its Secret", "secret", klog.KObj(s))
+		return errCacheLag
 	}
 	if keysecret.Owner(s) == "" {
 		return errForeignSecret

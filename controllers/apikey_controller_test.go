@@ -534,3 +534,29 @@ func TestTheManagerCachesOnlyKeywardSecrets(t *testing.T) {
 		t.Errorf("the cache holds Secrets %v; want only the Keyward-labelled one", names)
 	}
 }
+
+func TestASecretWhoseLabelWasRemovedIsRelabelledNotTreatedAsForeign(t *testing.T) {
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("orders", "")
+	first := h.waitReady("orders")
+	key := h.key("orders")
+
+	s := h.secret("orders")
+	delete(s.Labels, keywardv1alpha1.APIKeyNameLabel)
+	if err := env.Client.Update(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for keysecret.Owner(h.secret("orders")) != "orders" {
+		if time.Now().After(deadline) {
+			t.Fatal("the label was not restored")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.settle()
+	ak := h.waitReady("orders")
+	if ak.Status.KeyHash != first.Status.KeyHash || h.key("orders") != key {
+		t.Errorf("the key changed after its Secret lost a label (revision %d)", ak.Status.Revision)
+	}
+}
