@@ -283,3 +283,46 @@ func BenchmarkRevokeToReject(b *testing.B) {
 		b.Logf("revoke → reject over %d revocations: p50 %v, p99 %v, max %v", len(lat), p(0.5), p(0.99), lat[len(lat)-1])
 	}
 }
+
+func TestShutdownFlushesPendingUsage(t *testing.T) {
+	c := startCluster(t)
+	if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: c.ns},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	key := c.waitReadyRevision("late", 1)
+	c.waitCode(key, nil, verifier.CodeValid, time.Now())
+	// Let the verifier's cache catch up with the controller's last status write, as a running verifier's
+	// would have; the flush patches with that resourceVersion.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cached := &keywardv1alpha1.APIKey{}
+		if err := c.client.Get(context.Background(), types.NamespacedName{Namespace: c.ns, Name: "late"}, cached); err == nil &&
+			cached.ResourceVersion == c.get("late").ResourceVersion {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the verifier's cache never caught up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	reporter := &verifier.UsageReporter{Index: c.index, Client: c.client, Interval: time.Hour}
+	done := make(chan error, 1)
+	go func() { done <- reporter.Start(ctx) }()
+	c.index.Verify(key, nil, time.Now())
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reporter did not stop")
+	}
+	if u := c.get("late").Status.Usage; u == nil || u.Requests != 2 {
+		t.Errorf("status.usage after shutdown = %+v; want the 2 valid verifications flushed", u)
+	}
+}
