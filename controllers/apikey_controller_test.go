@@ -107,12 +107,13 @@ func TestRenewsAtTheRenewalInstantAndKeepsThePreviousKeyUntilItsExpiry(t *testin
 	first := h.waitReady("orders")
 	oldKey := h.key("orders")
 
+	h.waitForRequeueBy(t0.Add(2 * time.Hour))
 	h.clock.Step(2*time.Hour - time.Second)
 	h.settle()
 	if ak := h.get("orders"); ak.Status.Revision != 1 {
 		t.Fatalf("rotated one second before the renewal time")
 	}
-	h.clock.Step(time.Second)
+	h.stepToRequeue(time.Second)
 	ak := h.waitFor("orders", "revision 2", revisionIs(2))
 	if ak.Status.LastRotationReason != "Expiring" || !ak.Status.IssuedAt.Time.Equal(t0.Add(2*time.Hour)) {
 		t.Errorf("reason %q issued %v", ak.Status.LastRotationReason, ak.Status.IssuedAt)
@@ -126,7 +127,7 @@ func TestRenewsAtTheRenewalInstantAndKeepsThePreviousKeyUntilItsExpiry(t *testin
 	}
 	h.waitForEvent(EventKeyRotated, 1)
 
-	h.clock.Step(time.Hour)
+	h.stepToRequeue(time.Hour)
 	h.waitFor("orders", "the previous key is pruned at its expiry", func(ak *keywardv1alpha1.APIKey) bool {
 		return len(ak.Status.PreviousKeys) == 0
 	})
@@ -192,7 +193,7 @@ func TestKeysThatAreNotRenewedExpireWithoutANewKey(t *testing.T) {
 			if ak.Status.RenewalTime != nil {
 				t.Errorf("renewal time %v for a key that is never renewed", ak.Status.RenewalTime)
 			}
-			h.clock.Step(2 * time.Hour)
+			h.stepToRequeue(2 * time.Hour)
 			ak = h.waitFor("trial", "Ready=False Expired", readyIs(metav1.ConditionFalse, keywardv1alpha1.ReasonExpired))
 			if ak.Status.Revision != 1 {
 				t.Errorf("revision %d: an expired key was replaced", ak.Status.Revision)
@@ -377,7 +378,7 @@ func TestASecretKeywardDoesNotOwnIsNeverTouchedAndTheConflictClearsByItself(t *t
 	if err := env.Client.Delete(context.Background(), foreign); err != nil {
 		t.Fatal(err)
 	}
-	h.clock.Step(DefaultConflictRecheckInterval)
+	h.stepToRequeue(DefaultConflictRecheckInterval)
 	ak = h.waitReady("orders")
 	if ak.Status.Revision != 1 || meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionStalled) != nil {
 		t.Errorf("after the conflict cleared: revision %d, conditions %+v", ak.Status.Revision, ak.Status.Conditions)

@@ -55,6 +55,8 @@ type harness struct {
 	writes *writeCounter
 	keys   map[string]bool
 	stop   func()
+	// queue is the running controller's workqueue, which records the requeues it schedules.
+	queue *schedulingQueue
 }
 
 func newHarness(t testing.TB) *harness {
@@ -106,9 +108,10 @@ func (h *harness) startManager(opts managerOptions) {
 	ctrlOpts := controller.Options{
 		// The queue's delays run on the fake clock, so stepping the clock fires requeues at exact instants.
 		NewQueue: func(name string, _ workqueue.TypedRateLimiter[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
-			return workqueue.NewTypedRateLimitingQueueWithConfig(
+			h.queue = &schedulingQueue{clock: h.clock, TypedRateLimitingInterface: workqueue.NewTypedRateLimitingQueueWithConfig(
 				workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](0, 0),
-				workqueue.TypedRateLimitingQueueConfig[reconcile.Request]{Name: name, Clock: h.clock})
+				workqueue.TypedRateLimitingQueueConfig[reconcile.Request]{Name: name, Clock: h.clock})}
+			return h.queue
 		},
 	}
 	if opts.production {
@@ -181,6 +184,57 @@ func (h *harness) waitFor(name, what string, cond func(*keywardv1alpha1.APIKey) 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// stepToRequeue moves the fake clock by d once the controller has scheduled a requeue at or before the new
+// time. Stepping before the requeue is scheduled would compute its instant from the new time and miss it.
+func (h *harness) stepToRequeue(d time.Duration) {
+	h.t.Helper()
+	h.waitForRequeueBy(h.clock.Now().Add(d))
+	h.clock.Step(d)
+}
+
+// waitForRequeueBy waits until the controller has scheduled a requeue after now and at or before t.
+func (h *harness) waitForRequeueBy(t time.Time) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !h.queue.scheduledBetween(h.clock.Now(), t) {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("the controller scheduled no requeue by %s", t.Format(time.RFC3339))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// schedulingQueue records the instants of the delayed adds (RequeueAfter) on the fake clock.
+type schedulingQueue struct {
+	workqueue.TypedRateLimitingInterface[reconcile.Request]
+	clock     *clocktesting.FakeClock
+	mu        sync.Mutex
+	scheduled []time.Time
+}
+
+func (q *schedulingQueue) AddAfter(item reconcile.Request, d time.Duration) {
+	q.TypedRateLimitingInterface.AddAfter(item, d)
+	if d > 0 {
+		q.mu.Lock()
+		q.scheduled = append(q.scheduled, q.clock.Now().Add(d))
+		q.mu.Unlock()
+	}
+}
+
+func (q *schedulingQueue) scheduledBetween(after, by time.Time) bool {
+	if q == nil {
+		return false
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, s := range q.scheduled {
+		if s.After(after) && !s.After(by) {
+			return true
+		}
+	}
+	return false
 }
 
 // settle gives the manager time to act on something that must not change anything.
