@@ -6,7 +6,7 @@ SHELL := /usr/bin/env bash -o pipefail
 CONTROLLER_GEN := go tool controller-gen
 # Where the cached control plane binaries live; hack/controlplane.sh builds them on first use.
 CONTROLPLANE = hack/controlplane.sh
-GO_TEST_FLAGS ?= -count=1
+GO_TEST_FLAGS ?= -count=1 -race
 LOCAL_DIR ?= $(CURDIR)/.local
 
 .PHONY: help
