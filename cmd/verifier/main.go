@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -74,12 +73,7 @@ func run(httpAddr, grpcAddr, probeAddr string, metricsFlags serving.MetricsFlags
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("index-synced", func(*http.Request) error {
-		if !synced() {
-			return errors.New("the initial list of APIKeys is not indexed yet")
-		}
-		return nil
-	}); err != nil {
+	if err := mgr.AddReadyzCheck("index-synced", verifier.SyncedCheck(synced)); err != nil {
 		return err
 	}
 

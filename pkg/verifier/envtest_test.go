@@ -142,6 +142,9 @@ func (c *cluster) waitCode(key string, scopes []string, want verifier.Code, sinc
 
 func TestVerifierAnswersFollowAPIKeyChangesThroughTheAPIServer(t *testing.T) {
 	c := startCluster(t)
+	if err := verifier.SyncedCheck(c.synced)(nil); err != nil {
+		t.Fatalf("the verifier is not ready after its informer synced: %v", err)
+	}
 	scopes := []string{"orders:read"}
 	t0 := time.Now()
 	if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{

@@ -266,3 +266,15 @@ func TestAnswers(t *testing.T) {
 		t.Error("answer leaks key material")
 	}
 }
+
+func TestReadinessWaitsForTheInitialList(t *testing.T) {
+	synced := false
+	check := SyncedCheck(func() bool { return synced })
+	if check(nil) == nil {
+		t.Error("ready before the initial list was indexed")
+	}
+	synced = true
+	if err := check(nil); err != nil {
+		t.Errorf("not ready after the initial list was indexed: %v", err)
+	}
+}

@@ -2,10 +2,13 @@ package verifier
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 )
@@ -42,5 +45,16 @@ func (ix *Index) Watch(ctx context.Context, informers cache.Informers) (synced f
 func (ix *Index) upsertObject(obj any) {
 	if ak, ok := obj.(*keywardv1alpha1.APIKey); ok {
 		ix.Upsert(ak)
+	}
+}
+
+// SyncedCheck is a readiness check that fails until synced (from Watch) reports the initial list indexed,
+// so a verifier replica receives traffic only once it knows every key.
+func SyncedCheck(synced func() bool) healthz.Checker {
+	return func(*http.Request) error {
+		if !synced() {
+			return errors.New("the initial list of APIKeys is not indexed yet")
+		}
+		return nil
 	}
 }
