@@ -3,6 +3,7 @@ package verifier_test
 import (
 	"context"
 	"crypto/rand"
+	"io"
 	"slices"
 	"testing"
 	"time"
@@ -57,11 +58,16 @@ func startCluster(t testing.TB) *cluster {
 		stops = append(stops, done)
 		go func() { defer close(done); _ = mgr.Start(ctx) }()
 	}
+	// Benchmarks report numbers; the managers' logs would drown them.
+	var logOut io.Writer = io.Discard
+	if _, isTest := t.(*testing.T); isTest {
+		logOut = t.Output()
+	}
 	newManager := func(cacheOpts cache.Options) ctrl.Manager {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{c.ns: {}}
 		mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 			Scheme: testenv.Scheme, Cache: cacheOpts, Metrics: metricsserver.Options{BindAddress: "0"},
-			Logger:     zap.New(zap.WriteTo(t.Output())),
+			Logger:     zap.New(zap.WriteTo(logOut)),
 			Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		})
 		if err != nil {
