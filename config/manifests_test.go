@@ -28,6 +28,7 @@ func TestDefaultKustomizationBuildsEveryComponent(t *testing.T) {
 		"kind: Deployment", "name: keyward-manager", "namespace: keyward-system",
 		"kind: ClusterRole", "name: keyward-manager-role",
 		"kind: ServiceAccount", "kind: Service",
+		"kind: ValidatingAdmissionPolicy", "name: keyward-apikey-expiry", "policyName: keyward-apikey-expiry",
 		"name: keyward-verifier", "name: keyward-verifier-role",
 	} {
 		if !strings.Contains(string(out), want) {

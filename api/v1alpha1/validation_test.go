@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -79,6 +80,11 @@ func TestAPIServerRejectsInvalidAPIKeysNamingTheField(t *testing.T) {
 		{"renewBefore longer than validity", "validity: 7d\nrotation: {renewBefore: 30d}", "spec.rotation.renewBefore", "shorter than validity"},
 		{"renewBefore with a fixed expiry", "expiresAt: \"2030-01-01T00:00:00Z\"\nrotation: {renewBefore: 1d}", "spec.rotation.renewBefore", "cannot be combined with expiresAt"},
 		{"renewBefore malformed", "rotation: {renewBefore: soon}", "spec.rotation.renewBefore", "should match"},
+		// 28 days before a one-month expiry is the issue time itself in February: a renewal loop.
+		{"renewBefore 4w with a validity of one calendar month", "validity: 1mo\nrotation: {renewBefore: 4w}", "spec.rotation.renewBefore", "28 in validity"},
+		// One month before an expiry 30 days out reaches back before the issue time after a 31-day month.
+		{"renewBefore 1mo with a validity of 30 days", "validity: 30d\nrotation: {renewBefore: 1mo}", "spec.rotation.renewBefore", "31 days in renewBefore"},
+		{"renewBefore 12mo with a validity of one year", "validity: 1y\nrotation: {renewBefore: 12mo}", "spec.rotation.renewBefore", "shorter than validity"},
 		{"unknown rotation policy", "rotation: {policy: Sometimes}", "spec.rotation.policy", "Unsupported value"},
 		{"gracePeriod above thirty days", "rotation: {gracePeriod: 31d}", "spec.rotation.gracePeriod", "at most 30d"},
 		{"prefix with uppercase", "prefix: Ord", "spec.prefix", "should match"},
@@ -138,6 +144,10 @@ func TestAPIServerAcceptsBoundaryValues(t *testing.T) {
 		{"validity of 60 minutes", "validity: 60m"},
 		{"validity of ten years", "validity: 10y"},
 		{"calendar months", "validity: 6mo\nrotation: {renewBefore: 1mo}"},
+		{"calendar months in the same unit, one apart", "validity: 12mo\nrotation: {renewBefore: 11mo}"},
+		{"a year renewed 52 weeks before", "validity: 1y\nrotation: {renewBefore: 52w}"},
+		{"two months renewed five weeks before", "validity: 2mo\nrotation: {renewBefore: 5w}"},
+		{"fixed expiry nine years ahead", "expiresAt: \"" + time.Now().UTC().AddDate(9, 0, 0).Format(time.RFC3339) + "\""},
 		{"renewBefore just below the default validity", "rotation: {renewBefore: 89d}"},
 		{"fixed expiry with rotation policy", "expiresAt: \"2030-01-01T00:00:00Z\"\nrotation: {policy: Disabled}"},
 		{"zero grace period", "rotation: {gracePeriod: 0s}"},
@@ -154,6 +164,41 @@ func TestAPIServerAcceptsBoundaryValues(t *testing.T) {
 				t.Fatalf("the API server rejected a valid APIKey: %v\n%s", err, tc.spec)
 			}
 		})
+	}
+}
+
+func TestAdmissionRejectsAFixedExpiryMoreThanTenYearsAhead(t *testing.T) {
+	ns := env.Namespace(t)
+	for i, expiry := range []string{"9999-12-31T00:00:00Z", time.Now().UTC().AddDate(10, 0, 2).Format(time.RFC3339)} {
+		err := env.Client.Create(context.Background(), apiKey(t, ns, fmt.Sprintf("far-%d", i), "expiresAt: \""+expiry+"\""))
+		if err == nil {
+			t.Fatalf("the API server accepted expiresAt %s", expiry)
+		}
+		if !strings.Contains(err.Error(), "spec.expiresAt") || !strings.Contains(err.Error(), "more than 10 years") {
+			t.Errorf("expiresAt %s: the error does not explain the field and the bound: %v", expiry, err)
+		}
+	}
+	// An update is bounded by the same creation time: moving the expiry of an old APIKey out is refused too.
+	ok := apiKey(t, ns, "near", "expiresAt: \""+time.Now().UTC().AddDate(1, 0, 0).Format(time.RFC3339)+"\"")
+	if err := env.Client.Create(context.Background(), ok); err != nil {
+		t.Fatal(err)
+	}
+	if err := unstructured.SetNestedField(ok.Object, "9999-12-31T00:00:00Z", "spec", "expiresAt"); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Update(context.Background(), ok); err == nil || !strings.Contains(err.Error(), "spec.expiresAt") {
+		t.Errorf("moving expiresAt to 9999 on update: %v", err)
+	}
+}
+
+func TestAPIServerRejectsNamesLongerThanALabelValue(t *testing.T) {
+	ns := env.Namespace(t)
+	if err := env.Client.Create(context.Background(), apiKey(t, ns, strings.Repeat("a", 63), "{}")); err != nil {
+		t.Fatalf("a 63-character name was rejected: %v", err)
+	}
+	err := env.Client.Create(context.Background(), apiKey(t, ns, strings.Repeat("a", 64), "{}"))
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "metadata.name must be at most 63 characters") {
+		t.Errorf("a 64-character name: %v", err)
 	}
 }
 

@@ -16,7 +16,13 @@ import (
 	"slices"
 	"syscall"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/keyward-dev/keyward/internal/testenv"
 )
 
 func main() {
@@ -50,7 +56,8 @@ func run() error {
 		ErrorIfCRDPathMissing: true,
 	}
 	fmt.Fprintln(os.Stderr, "run-local: starting etcd and kube-apiserver from", assets)
-	if _, err := env.Start(); err != nil {
+	cfg, err := env.Start()
+	if err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
 	defer func() {
@@ -59,6 +66,18 @@ func run() error {
 			fmt.Fprintln(os.Stderr, "run-local: stopping the control plane:", err)
 		}
 	}()
+
+	c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		return fmt.Errorf("creating a client: %w", err)
+	}
+	if err := testenv.InstallAdmission(context.Background(), c); err != nil {
+		return err
+	}
+	// The manager keeps its record signing key in its own namespace, as it does in a cluster.
+	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "keyward-system"}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating namespace keyward-system: %w", err)
+	}
 
 	user, err := env.AddUser(envtest.User{Name: "local-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
@@ -92,7 +111,7 @@ Ctrl-C stops everything
 `, kubeconfigPath, filepath.Dir(kubectlLink))
 
 	procs := []*exec.Cmd{exec.Command(*manager, "--metrics-bind-address=127.0.0.1:8080", "--metrics-secure=false",
-		"--health-probe-bind-address=127.0.0.1:8081")}
+		"--health-probe-bind-address=127.0.0.1:8081", "--signing-key-secret=keyward-system/keyward-record-signing-key")}
 	if *verifierBin != "" {
 		procs = append(procs, exec.Command(*verifierBin, "--http-bind-address=127.0.0.1:8090",
 			"--grpc-bind-address=127.0.0.1:9001", "--metrics-bind-address=127.0.0.1:8091", "--metrics-secure=false",

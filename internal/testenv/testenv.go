@@ -3,21 +3,26 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -85,7 +90,69 @@ func Start() (*Env, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("creating a client: %w", err), env.Stop())
 	}
+	if err := InstallAdmission(context.Background(), c); err != nil {
+		return nil, errors.Join(err, env.Stop())
+	}
 	return &Env{Environment: env, Config: cfg, Client: c}, nil
+}
+
+// AdmissionDir holds the shipped admission policies and their bindings.
+func AdmissionDir() string { return filepath.Join(RepoRoot(), "config", "admission") }
+
+// InstallAdmission creates every object in the shipped config/admission manifests, exactly as shipped, and
+// waits until the API server enforces them (a policy takes effect a moment after it is created).
+func InstallAdmission(ctx context.Context, c client.Client) error {
+	files, err := filepath.Glob(filepath.Join(AdmissionDir(), "*_policy.yaml"))
+	if err != nil || len(files) == 0 {
+		return fmt.Errorf("no admission policies in %s: %v", AdmissionDir(), err)
+	}
+	for _, f := range files {
+		objs, err := ReadManifests(f)
+		if err != nil {
+			return err
+		}
+		for _, o := range objs {
+			if err := c.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+				return fmt.Errorf("creating %s %s from %s: %w", o.GetKind(), o.GetName(), f, err)
+			}
+		}
+	}
+	// A far expiry is what the expiry policy rejects; once it does, the policies are in force.
+	probe := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "admission-probe", Namespace: "default"},
+		Spec: keywardv1alpha1.APIKeySpec{ExpiresAt: &metav1.Time{Time: time.Now().AddDate(50, 0, 0)}}}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := c.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+		if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the admission policies in %s were not enforced after 30s (last answer: %v)", AdmissionDir(), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ReadManifests decodes every YAML document in file into unstructured objects.
+func ReadManifests(file string) ([]*unstructured.Unstructured, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var out []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return nil, fmt.Errorf("decoding %s: %w", file, err)
+		}
+		if len(u.Object) > 0 {
+			out = append(out, u)
+		}
+	}
 }
 
 // Stop stops the control plane.
