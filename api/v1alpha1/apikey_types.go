@@ -4,7 +4,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// The CEL rules below convert a Duration string to seconds with this expression (months count as 30 days and years as 365 days; exact calendar arithmetic happens in the controller, these rules only bound input):
+// The CEL rules below convert a Duration string to seconds with this expression (months count as 30 days and years as 365 days; exact calendar arithmetic happens in the controller, these rules only bound input). The renewBefore < validity rule instead counts a renewBefore month at its longest (31 days) and a validity month at its shortest (28 days), so that what it accepts cannot loop on any calendar date:
 //
 //	int(X.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[X.find('[a-z]+$')]
 
@@ -49,7 +49,7 @@ type Scope string
 //
 // +kubebuilder:validation:XValidation:rule="!(has(self.validity) && has(self.expiresAt))",message="validity and expiresAt are mutually exclusive: set one of them",fieldPath=".expiresAt"
 // +kubebuilder:validation:XValidation:rule="!has(self.expiresAt) || !has(self.rotation) || !has(self.rotation.renewBefore)",message="renewBefore cannot be combined with expiresAt: a key with a fixed expiry is never renewed",fieldPath=".rotation.renewBefore"
-// +kubebuilder:validation:XValidation:rule="has(self.expiresAt) || !has(self.rotation) || !has(self.rotation.renewBefore) || int(self.rotation.renewBefore.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.rotation.renewBefore.find('[a-z]+$')] < (has(self.validity) ? int(self.validity.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.validity.find('[a-z]+$')] : 7776000)",message="renewBefore must be shorter than validity (90d when validity is not set)",fieldPath=".rotation.renewBefore"
+// +kubebuilder:validation:XValidation:rule="has(self.expiresAt) || !has(self.rotation) || !has(self.rotation.renewBefore) || ((has(self.validity) && self.rotation.renewBefore.find('[a-z]+$') == self.validity.find('[a-z]+$')) ? int(self.rotation.renewBefore.find('^[0-9]+')) < int(self.validity.find('^[0-9]+')) : int(self.rotation.renewBefore.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2678400, 'y': 31622400}[self.rotation.renewBefore.find('[a-z]+$')] < (has(self.validity) ? int(self.validity.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2419200, 'y': 31536000}[self.validity.find('[a-z]+$')] : 7776000))",message="renewBefore must be shorter than validity (90d when validity is not set); with different units a month counts as 31 days in renewBefore and 28 in validity (a year as 366 and 365 days), so that no calendar date makes the renewal reach back to the issue time",fieldPath=".rotation.renewBefore"
 type APIKeySpec struct {
 	// DisplayName is a human-readable name for the key, shown in dashboards and webhook payloads.
 	// +kubebuilder:validation:MaxLength=128
@@ -247,13 +247,17 @@ type APIKeyStatus struct {
 	// +optional
 	PreviousKeys []PreviousKey `json:"previousKeys,omitempty"`
 
-	// LastRotationReason is why the current key was minted: Initial, Expiring, Manual, SecretMissing or SecretTampered.
+	// LastRotationReason is why the current key was minted: Initial, Expiring, Manual, Revoked, SecretMissing or SecretTampered.
 	// +optional
-	LastRotationReason string `json:"lastRotationReason,omitempty"`
+	LastRotationReason RotationReason `json:"lastRotationReason,omitempty"`
 
 	// LastHandledRotateToken is the value of the keyward.dev/rotate annotation that the last manual rotation answered. A different annotation value asks for another rotation.
 	// +optional
 	LastHandledRotateToken string `json:"lastHandledRotateToken,omitempty"`
+
+	// RecordSignature is the manager's signature (HMAC-SHA256 with a key only the manager holds) over the key record this status shows: key hash, revision, issue and expiry times, reason, handled rotate token and previous keys. Keyward trusts the record in status only when it verifies, so a forged status is put back and never becomes the last known key. It says nothing about the key itself.
+	// +optional
+	RecordSignature string `json:"recordSignature,omitempty"`
 
 	// Webhook reports delivery of lifecycle events to spec.webhook.
 	// +optional
@@ -311,6 +315,7 @@ type UsageStatus struct {
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`,priority=1
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="metadata.name must be at most 63 characters: Keyward puts the APIKey's name into a label value on its Secret"
 // +kubebuilder:validation:XValidation:rule="(has(self.spec.secretName) ? self.spec.secretName : self.metadata.name) == (has(oldSelf.spec.secretName) ? oldSelf.spec.secretName : oldSelf.metadata.name)",message="secretName is immutable: create a new APIKey to use another Secret",fieldPath=".spec.secretName"
 type APIKey struct {
 	metav1.TypeMeta   `json:",inline"`

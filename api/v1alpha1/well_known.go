@@ -6,6 +6,17 @@ const (
 	// mints a new key once. Keyward never removes it, so GitOps tools see no drift.
 	RotateAnnotation = "keyward.dev/rotate"
 
+	// RevokeAnnotation lists key IDs (kid_…, comma-separated) to revoke at once, without a grace period: a
+	// listed current key is replaced by a new one, a listed previous key is dropped. Keyward never removes
+	// it; an ID that names no live key is ignored, so leaving the annotation in place changes nothing more.
+	RevokeAnnotation = "keyward.dev/revoke"
+
+	// AdoptOrphanAnnotation, set to "true" on an APIKey, lets it adopt a Secret of its name that carries
+	// Keyward's label but no controller (left behind by `kubectl delete --cascade=orphan`), keeping that
+	// Secret's key when Keyward's signature on it verifies. Without it such a Secret is a conflict: a Secret
+	// that outlived its APIKey may hold a key that was meant to die with it.
+	AdoptOrphanAnnotation = "keyward.dev/adopt-orphaned-secret"
+
 	// ManagedByLabel marks the Secrets that Keyward owns. The manager caches only Secrets with this label.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	// ManagedByValue is the value of ManagedByLabel on Keyward's Secrets.
@@ -24,18 +35,40 @@ const (
 	ConditionStalled = "Stalled"
 )
 
+// ConditionReason is the machine-readable reason of a Ready, Reconciling or Stalled condition.
+type ConditionReason string
+
 // Condition reasons.
 const (
 	// ReasonKeyReady: a valid key is in place.
-	ReasonKeyReady = "KeyReady"
+	ReasonKeyReady ConditionReason = "KeyReady"
 	// ReasonProgressing: Keyward is minting or recording a key.
-	ReasonProgressing = "Progressing"
+	ReasonProgressing ConditionReason = "Progressing"
 	// ReasonExpired: the key expired and will not be renewed (fixed expiresAt or rotation policy Disabled).
-	ReasonExpired = "Expired"
+	ReasonExpired ConditionReason = "Expired"
 	// ReasonDisabled: spec.disabled is true; every key of the APIKey is rejected.
-	ReasonDisabled = "Disabled"
+	ReasonDisabled ConditionReason = "Disabled"
 	// ReasonSecretConflict: a Secret with the target name exists and Keyward does not own it.
-	ReasonSecretConflict = "SecretConflict"
+	ReasonSecretConflict ConditionReason = "SecretConflict"
 	// ReasonInvalidSpec: the spec passed CRD validation but cannot be acted on.
-	ReasonInvalidSpec = "InvalidSpec"
+	ReasonInvalidSpec ConditionReason = "InvalidSpec"
+)
+
+// RotationReason says why a key was minted; it is recorded in status.lastRotationReason and in the Secret.
+type RotationReason string
+
+// Why a key is minted.
+const (
+	// RotationInitial: the APIKey had no key yet.
+	RotationInitial RotationReason = "Initial"
+	// RotationExpiring: the renewal time of an Auto rotation was reached.
+	RotationExpiring RotationReason = "Expiring"
+	// RotationManual: the keyward.dev/rotate annotation holds a new value.
+	RotationManual RotationReason = "Manual"
+	// RotationRevoked: the keyward.dev/revoke annotation names the current key.
+	RotationRevoked RotationReason = "Revoked"
+	// RotationSecretMissing: the Secret holding the key was deleted.
+	RotationSecretMissing RotationReason = "SecretMissing"
+	// RotationSecretTampered: someone other than Keyward changed the key or its record in the Secret.
+	RotationSecretTampered RotationReason = "SecretTampered"
 )

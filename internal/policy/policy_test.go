@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -9,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/keyrecord"
+	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/period"
 )
 
@@ -104,159 +107,275 @@ func TestExpiryAndRenewalTimes(t *testing.T) {
 	}
 }
 
-func TestValidateCatchesCalendarRenewalLoops(t *testing.T) {
+func TestValidateCatchesCalendarRenewalLoopsAndFarExpiries(t *testing.T) {
 	p := period.MustParse("4w")
 	s := Spec{Validity: period.MustParse("1mo"), AutoRotate: true, RenewBefore: &p}
-	if err := s.Validate(at("2026-02-01T00:00:00Z")); err == nil {
-		t.Error("1mo validity from 1 February (28 days) with renewBefore 4w was accepted")
+	if err := s.Validate(at("2026-02-01T00:00:00Z")); err == nil || !strings.Contains(err.Error(), "spec.rotation.renewBefore") {
+		t.Errorf("1mo validity from 1 February (28 days) with renewBefore 4w: %v", err)
 	}
 	if err := s.Validate(at("2026-03-01T00:00:00Z")); err != nil {
 		t.Errorf("1mo validity from 1 March (31 days) with renewBefore 4w: %v", err)
 	}
+	far := Spec{FixedExpiry: at("2036-11-25T00:00:00Z")}
+	if err := far.Validate(at("2026-11-24T00:00:00Z")); err == nil || !strings.Contains(err.Error(), "spec.expiresAt") {
+		t.Errorf("an expiry 10 years and a day ahead: %v", err)
+	}
+	if err := far.Validate(at("2026-11-25T00:00:00Z")); err != nil {
+		t.Errorf("an expiry exactly 10 years ahead: %v", err)
+	}
 }
 
-func TestDecide(t *testing.T) {
+// hash is a well-formed key hash whose ID is kid_<c repeated 12 times>.
+func hash(c string) string { return "sha256:" + strings.Repeat(c, 64) }
+
+func id(c string) string { return keys.IDFromHash(hash(c)) }
+
+func TestPlanMints(t *testing.T) {
 	auto := Spec{Validity: period.MustParse("90d"), AutoRotate: true, GracePeriod: period.MustParse("1h")}
 	noGrace := auto
 	noGrace.GracePeriod = period.Period{}
-	fixed := Spec{FixedExpiry: at("2027-01-01T00:00:00Z"), GracePeriod: period.MustParse("1h")}
 	issued := at("2026-11-24T10:00:00Z") // with auto: renewal 2027-01-23T10:00, expiry 2027-02-22T10:00
-	current := Key{Hash: "sha256:cur", Revision: 3, IssuedAt: issued, Reason: ReasonInitial, HandledToken: "t1",
-		Previous: []PreviousKey{{Hash: "sha256:old", ValidUntil: at("2026-11-24T11:00:00Z")}}}
+	current := keyrecord.Record{Hash: hash("c"), Revision: 3, IssuedAt: issued, ExpiresAt: at("2027-02-22T10:00:00Z"),
+		Reason: keywardv1alpha1.RotationInitial, HandledToken: "t1",
+		Previous: []keyrecord.PreviousKey{{Hash: hash("a"), ValidUntil: at("2026-12-24T11:00:00Z")}}}
+	genuine := func(now string, s Spec) Observation {
+		return Observation{Now: at(now), Spec: s, Secret: SecretGenuine, Current: current, LastKnown: current}
+	}
+	with := func(o Observation, f func(*Observation)) Observation { f(&o); return o }
 
 	cases := []struct {
 		name   string
-		in     Input
-		want   Reason // "" = no mint
-		prev   []PreviousKey
+		in     Observation
+		want   keywardv1alpha1.RotationReason // "" = no mint
+		prev   []keyrecord.PreviousKey
 		handle string
 		rev    int64
+		// revoked are the IDs the plan reports as revoked.
+		revoked []string
 	}{
-		{name: "first key", in: Input{Now: issued, Spec: auto, Secret: SecretMissing},
-			want: ReasonInitial, rev: 1},
-		{name: "first key answers a rotate token already present", in: Input{Now: issued, Spec: auto, Secret: SecretMissing, RotateToken: "t0"},
-			want: ReasonInitial, rev: 1, handle: "t0"},
-		{name: "secret deleted: last key kept for the grace period", in: Input{Now: at("2026-12-01T00:00:00Z"), Spec: auto, Secret: SecretMissing,
-			LastKnown: current, LastKnownExpiry: at("2027-02-22T10:00:00Z")},
-			want: ReasonSecretMissing, rev: 4, handle: "t1",
-			prev: []PreviousKey{{Hash: "sha256:cur", ValidUntil: at("2026-12-01T01:00:00Z")}}},
-		{name: "secret tampered", in: Input{Now: at("2026-11-24T10:30:00Z"), Spec: auto, Secret: SecretTampered,
-			LastKnown: current, LastKnownExpiry: at("2027-02-22T10:00:00Z")},
-			want: ReasonSecretTampered, rev: 4, handle: "t1",
-			prev: []PreviousKey{{Hash: "sha256:old", ValidUntil: at("2026-11-24T11:00:00Z")}, {Hash: "sha256:cur", ValidUntil: at("2026-11-24T11:30:00Z")}}},
-		{name: "nothing due", in: Input{Now: at("2027-01-23T09:59:59Z"), Spec: auto, Secret: SecretValid, Current: current, RotateToken: "t1"}},
-		{name: "renewal time reached exactly", in: Input{Now: at("2027-01-23T10:00:00Z"), Spec: auto, Secret: SecretValid, Current: current},
-			want: ReasonExpiring, rev: 4, handle: "t1",
-			prev: []PreviousKey{{Hash: "sha256:cur", ValidUntil: at("2027-02-22T10:00:00Z")}}},
-		{name: "renewal long overdue after downtime: expired key not kept", in: Input{Now: at("2027-06-01T00:00:00Z"), Spec: auto, Secret: SecretValid, Current: current},
-			want: ReasonExpiring, rev: 4, handle: "t1"},
-		{name: "manual rotation keeps the old key for the grace period", in: Input{Now: at("2026-12-01T00:00:00Z"), Spec: auto, Secret: SecretValid, Current: current, RotateToken: "t2"},
-			want: ReasonManual, rev: 4, handle: "t2",
-			prev: []PreviousKey{{Hash: "sha256:cur", ValidUntil: at("2026-12-01T01:00:00Z")}}},
-		{name: "manual rotation with zero grace revokes at once", in: Input{Now: at("2026-12-01T00:00:00Z"), Spec: noGrace, Secret: SecretValid, Current: current, RotateToken: "t2"},
-			want: ReasonManual, rev: 4, handle: "t2"},
-		{name: "grace never outlives the old key", in: Input{Now: at("2027-02-22T09:30:00Z"), Spec: Spec{Validity: period.MustParse("90d"), GracePeriod: period.MustParse("1d")}, Secret: SecretValid, Current: current, RotateToken: "t2"},
-			want: ReasonManual, rev: 4, handle: "t2",
-			prev: []PreviousKey{{Hash: "sha256:cur", ValidUntil: at("2027-02-22T10:00:00Z")}}},
-		{name: "manual rotation wins over renewal", in: Input{Now: at("2027-01-30T00:00:00Z"), Spec: auto, Secret: SecretValid, Current: current, RotateToken: "t2"},
-			want: ReasonManual, rev: 4, handle: "t2",
-			prev: []PreviousKey{{Hash: "sha256:cur", ValidUntil: at("2027-01-30T01:00:00Z")}}},
-		{name: "handled token does not rotate again", in: Input{Now: at("2026-12-01T00:00:00Z"), Spec: auto, Secret: SecretValid, Current: current, RotateToken: "t1"}},
-		{name: "removing the annotation does not rotate", in: Input{Now: at("2026-12-01T00:00:00Z"), Spec: auto, Secret: SecretValid, Current: current}},
-		{name: "fixed expiry never renews, even when expired", in: Input{Now: at("2027-05-01T00:00:00Z"), Spec: fixed, Secret: SecretValid, Current: current}},
-		{name: "rotation disabled never renews", in: Input{Now: at("2027-05-01T00:00:00Z"), Spec: Spec{Validity: period.MustParse("90d")}, Secret: SecretValid, Current: current}},
-		{name: "manual rotation renews an expired key with rotation disabled", in: Input{Now: at("2027-05-01T00:00:00Z"), Spec: Spec{Validity: period.MustParse("90d")}, Secret: SecretValid, Current: current, RotateToken: "renew"},
-			want: ReasonManual, rev: 4, handle: "renew"},
+		{name: "first key", in: Observation{Now: issued, Spec: auto, Secret: SecretMissing},
+			want: keywardv1alpha1.RotationInitial, rev: 1},
+		{name: "first key answers a rotate token already present", in: Observation{Now: issued, Spec: auto, Secret: SecretMissing, RotateToken: "t0"},
+			want: keywardv1alpha1.RotationInitial, rev: 1, handle: "t0"},
+		{name: "secret deleted: the last signed key is kept for the grace period",
+			in:   with(genuine("2026-12-01T00:00:00Z", auto), func(o *Observation) { o.Secret, o.Current = SecretMissing, keyrecord.Record{} }),
+			want: keywardv1alpha1.RotationSecretMissing, rev: 4, handle: "t1",
+			prev: []keyrecord.PreviousKey{{Hash: hash("c"), ValidUntil: at("2026-12-01T01:00:00Z")}, current.Previous[0]}},
+		{name: "secret tampered: the last signed key and its previous keys, never the Secret's",
+			in:   with(genuine("2026-11-24T10:30:00Z", auto), func(o *Observation) { o.Secret, o.Current = SecretTampered, keyrecord.Record{} }),
+			want: keywardv1alpha1.RotationSecretTampered, rev: 4, handle: "t1",
+			prev: []keyrecord.PreviousKey{{Hash: hash("c"), ValidUntil: at("2026-11-24T11:30:00Z")}, current.Previous[0]}},
+		{name: "secret tampered and status forged: no key survives",
+			in:   Observation{Now: at("2026-11-24T10:30:00Z"), Spec: auto, Secret: SecretTampered},
+			want: keywardv1alpha1.RotationSecretTampered, rev: 1},
+		{name: "nothing due", in: with(genuine("2027-01-23T09:59:59Z", auto), func(o *Observation) { o.RotateToken = "t1" })},
+		{name: "renewal time reached exactly", in: genuine("2027-01-23T10:00:00Z", auto),
+			want: keywardv1alpha1.RotationExpiring, rev: 4, handle: "t1",
+			prev: []keyrecord.PreviousKey{{Hash: hash("c"), ValidUntil: at("2027-02-22T10:00:00Z")}}},
+		{name: "renewal long overdue after downtime: the expired key is not kept", in: genuine("2027-06-01T00:00:00Z", auto),
+			want: keywardv1alpha1.RotationExpiring, rev: 4, handle: "t1"},
+		{name: "manual rotation keeps the old key for the grace period",
+			in:   with(genuine("2026-12-01T00:00:00Z", auto), func(o *Observation) { o.RotateToken = "t2" }),
+			want: keywardv1alpha1.RotationManual, rev: 4, handle: "t2",
+			prev: []keyrecord.PreviousKey{{Hash: hash("c"), ValidUntil: at("2026-12-01T01:00:00Z")}, current.Previous[0]}},
+		{name: "manual rotation with zero grace revokes every earlier key",
+			in:   with(genuine("2026-12-01T00:00:00Z", noGrace), func(o *Observation) { o.RotateToken = "t2" }),
+			want: keywardv1alpha1.RotationManual, rev: 4, handle: "t2"},
+		{name: "grace never outlives the old key",
+			in: with(genuine("2027-02-22T09:30:00Z", Spec{Validity: period.MustParse("90d"), GracePeriod: period.MustParse("1d")}),
+				func(o *Observation) { o.RotateToken = "t2" }),
+			want: keywardv1alpha1.RotationManual, rev: 4, handle: "t2",
+			prev: []keyrecord.PreviousKey{{Hash: hash("c"), ValidUntil: at("2027-02-22T10:00:00Z")}}},
+		{name: "manual rotation wins over renewal",
+			in:   with(genuine("2027-01-30T00:00:00Z", auto), func(o *Observation) { o.RotateToken = "t2" }),
+			want: keywardv1alpha1.RotationManual, rev: 4, handle: "t2",
+			prev: []keyrecord.PreviousKey{{Hash: hash("c"), ValidUntil: at("2027-01-30T01:00:00Z")}}},
+		{name: "revoking the current key mints without grace and wins over a rotate token",
+			in:   with(genuine("2026-12-01T00:00:00Z", auto), func(o *Observation) { o.Revoke, o.RotateToken = []string{id("c")}, "t2" }),
+			want: keywardv1alpha1.RotationRevoked, rev: 4, handle: "t2", prev: current.Previous, revoked: []string{id("c")}},
+		{name: "revoking a previous key drops it without a new key",
+			in:      with(genuine("2026-12-01T00:00:00Z", auto), func(o *Observation) { o.Revoke = []string{id("a")} }),
+			revoked: []string{id("a")}},
+		{name: "revoking both", in: with(genuine("2026-12-01T00:00:00Z", auto), func(o *Observation) { o.Revoke = []string{id("a"), id("c")} }),
+			want: keywardv1alpha1.RotationRevoked, rev: 4, handle: "t1", revoked: []string{id("a"), id("c")}},
+		{name: "a revoke annotation naming no live key does nothing",
+			in: with(genuine("2026-12-01T00:00:00Z", auto), func(o *Observation) { o.Revoke = []string{id("f")} })},
+		{name: "revoking the last known key of a deleted Secret keeps it out",
+			in: with(genuine("2026-12-01T00:00:00Z", auto), func(o *Observation) {
+				o.Secret, o.Current, o.Revoke = SecretMissing, keyrecord.Record{}, []string{id("c")}
+			}),
+			want: keywardv1alpha1.RotationSecretMissing, rev: 4, handle: "t1", prev: current.Previous, revoked: []string{id("c")}},
+		{name: "handled token does not rotate again", in: with(genuine("2026-12-01T00:00:00Z", auto), func(o *Observation) { o.RotateToken = "t1" })},
+		{name: "removing the annotation does not rotate", in: genuine("2026-12-01T00:00:00Z", auto)},
+		{name: "fixed expiry never renews, even when expired",
+			in: genuine("2027-05-01T00:00:00Z", Spec{FixedExpiry: at("2027-01-01T00:00:00Z"), GracePeriod: period.MustParse("1h")})},
+		{name: "rotation disabled never renews", in: genuine("2027-05-01T00:00:00Z", Spec{Validity: period.MustParse("90d")})},
+		{name: "manual rotation renews an expired key with rotation disabled",
+			in:   with(genuine("2027-05-01T00:00:00Z", Spec{Validity: period.MustParse("90d")}), func(o *Observation) { o.RotateToken = "renew" }),
+			want: keywardv1alpha1.RotationManual, rev: 4, handle: "renew"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			d := Decide(tc.in)
-			if d.Reason != tc.want || d.Mint != (tc.want != "") {
-				t.Fatalf("Decide = mint %v reason %q, want %q", d.Mint, d.Reason, tc.want)
+			p := PlanFor(tc.in)
+			if !reflect.DeepEqual(p.Revoked, tc.revoked) {
+				t.Errorf("revoked %q, want %q", p.Revoked, tc.revoked)
 			}
-			if !d.Mint {
+			if (p.Mint != nil) != (tc.want != "") || (p.Mint != nil && p.Mint.Reason != tc.want) {
+				t.Fatalf("PlanFor = mint %+v, want %q", p.Mint, tc.want)
+			}
+			if !p.WriteSecret {
+				t.Error("a plan that judged the key does not write the Secret")
+			}
+			if p.Mint == nil {
+				if p.Record.Hash != current.Hash || p.Record.Revision != current.Revision {
+					t.Errorf("without a mint the record changed: %+v", p.Record)
+				}
 				return
 			}
-			if d.Next.Revision != tc.rev || d.Next.Reason != tc.want || !d.Next.IssuedAt.Equal(tc.in.Now.Truncate(time.Second)) {
-				t.Errorf("next key = revision %d reason %s issued %s; want revision %d", d.Next.Revision, d.Next.Reason, d.Next.IssuedAt, tc.rev)
+			r := p.Record
+			if r.Hash != "" || r.Revision != tc.rev || r.Reason != tc.want || !r.IssuedAt.Equal(tc.in.Now.Truncate(time.Second)) ||
+				!r.ExpiresAt.Equal(tc.in.Spec.ExpiresAt(r.IssuedAt)) {
+				t.Errorf("record = %+v; want revision %d, issued now, no hash yet", r, tc.rev)
 			}
-			if d.Next.HandledToken != tc.handle {
-				t.Errorf("handled token %q, want %q", d.Next.HandledToken, tc.handle)
+			if r.HandledToken != tc.handle {
+				t.Errorf("handled token %q, want %q", r.HandledToken, tc.handle)
 			}
-			if !reflect.DeepEqual(d.Next.Previous, tc.prev) {
-				t.Errorf("previous keys %+v, want %+v", d.Next.Previous, tc.prev)
+			if !reflect.DeepEqual(r.Previous, tc.prev) {
+				t.Errorf("previous keys %+v, want %+v", r.Previous, tc.prev)
 			}
 		})
 	}
 }
 
-func TestAssess(t *testing.T) {
+func TestPlanJudgesTheKey(t *testing.T) {
 	issued := at("2026-11-24T10:00:00Z")
-	key := Key{IssuedAt: issued}
 	noRotate := Spec{Validity: period.MustParse("30d")}
 	disabled := noRotate
 	disabled.Disabled = true
+	current := keyrecord.Record{Hash: hash("c"), Revision: 1, IssuedAt: issued, ExpiresAt: at("2026-12-24T10:00:00Z")}
+	expiredRecord := current
+	expiredRecord.ExpiresAt = at("2026-11-25T10:00:00Z") // recorded when validity was 1d
 	cases := []struct {
 		name    string
 		spec    Spec
+		record  keyrecord.Record
 		now     string
-		ready   bool
-		reason  string
+		reason  keywardv1alpha1.ConditionReason
 		stalled bool
+		expiry  string
+		next    string
 	}{
-		{"valid", noRotate, "2026-12-24T09:59:59Z", true, keywardv1alpha1.ReasonKeyReady, false},
-		{"expired at the instant", noRotate, "2026-12-24T10:00:00Z", false, keywardv1alpha1.ReasonExpired, true},
-		{"fixed expiry passed", Spec{FixedExpiry: at("2026-12-01T00:00:00Z")}, "2026-12-02T00:00:00Z", false, keywardv1alpha1.ReasonExpired, true},
-		{"disabled wins over valid", disabled, "2026-11-25T00:00:00Z", false, keywardv1alpha1.ReasonDisabled, false},
-		{"disabled wins over expired", disabled, "2027-01-01T00:00:00Z", false, keywardv1alpha1.ReasonDisabled, false},
+		{"valid", noRotate, current, "2026-12-24T09:59:59Z", keywardv1alpha1.ReasonKeyReady, false, "2026-12-24T10:00:00Z", "2026-12-24T10:00:00Z"},
+		{"expired at the instant", noRotate, current, "2026-12-24T10:00:00Z", keywardv1alpha1.ReasonExpired, true, "2026-12-24T10:00:00Z", ""},
+		{"fixed expiry passed", Spec{FixedExpiry: at("2026-12-01T00:00:00Z")}, current, "2026-12-02T00:00:00Z", keywardv1alpha1.ReasonExpired, true, "2026-12-01T00:00:00Z", ""},
+		{"a longer validity does not revive an expired key", noRotate, expiredRecord, "2026-11-26T00:00:00Z", keywardv1alpha1.ReasonExpired, true, "2026-11-25T10:00:00Z", ""},
+		{"a longer validity extends a key that has not expired", noRotate, expiredRecord, "2026-11-25T09:00:00Z", keywardv1alpha1.ReasonKeyReady, false, "2026-12-24T10:00:00Z", "2026-12-24T10:00:00Z"},
+		{"disabled wins over valid", disabled, current, "2026-11-25T00:00:00Z", keywardv1alpha1.ReasonDisabled, false, "2026-12-24T10:00:00Z", "2026-12-24T10:00:00Z"},
+		{"disabled wins over expired", disabled, current, "2027-01-01T00:00:00Z", keywardv1alpha1.ReasonDisabled, false, "2026-12-24T10:00:00Z", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h := Assess(at(tc.now), tc.spec, key, "kid_0123456789ab")
-			if h.Ready != tc.ready || h.Reason != tc.reason || h.Stalled != tc.stalled {
-				t.Errorf("Assess = %+v", h)
+			p := PlanFor(Observation{Now: at(tc.now), Spec: tc.spec, Secret: SecretGenuine, Current: tc.record})
+			h := p.Health
+			if h == nil || h.Ready != (tc.reason == keywardv1alpha1.ReasonKeyReady) || h.Reason != tc.reason || h.Stalled != tc.stalled {
+				t.Fatalf("Health = %+v", h)
 			}
-			if !strings.Contains(h.Message, "kid_0123456789ab") {
-				t.Errorf("message %q does not name the key ID", h.Message)
+			if !p.Record.ExpiresAt.Equal(at(tc.expiry)) {
+				t.Errorf("expiry %s, want %s", p.Record.ExpiresAt, tc.expiry)
+			}
+			if (tc.next == "" && !p.NextCheck.IsZero()) || (tc.next != "" && !p.NextCheck.Equal(at(tc.next))) {
+				t.Errorf("next check %s, want %q", p.NextCheck, tc.next)
+			}
+			if msg := h.Message("kid_0123456789ab"); !strings.Contains(msg, "kid_0123456789ab") {
+				t.Errorf("message %q does not name the key ID", msg)
 			}
 		})
 	}
 }
 
-func TestNextCheck(t *testing.T) {
+func TestPlanNextCheck(t *testing.T) {
 	issued := at("2026-11-24T10:00:00Z")
 	auto := Spec{Validity: period.MustParse("90d"), AutoRotate: true}
-	withPrev := Key{IssuedAt: issued, Previous: []PreviousKey{{ValidUntil: at("2026-11-24T11:00:00Z")}}}
+	withPrev := keyrecord.Record{Hash: hash("c"), IssuedAt: issued, ExpiresAt: at("2027-02-22T10:00:00Z"),
+		Previous: []keyrecord.PreviousKey{{Hash: hash("a"), ValidUntil: at("2026-11-24T11:00:00Z")}}}
 	cases := []struct {
 		name string
 		spec Spec
-		key  Key
 		now  string
 		want string
 	}{
-		{"previous key end comes first", auto, withPrev, "2026-11-24T10:00:00Z", "2026-11-24T11:00:00Z"},
-		{"then the renewal", auto, withPrev, "2026-11-24T11:00:00Z", "2027-01-23T10:00:00Z"},
-		{"then the expiry", auto, withPrev, "2027-01-23T10:00:00Z", "2027-02-22T10:00:00Z"},
-		{"nothing after expiry", auto, withPrev, "2027-02-22T10:00:00Z", ""},
-		{"no renewal without rotation", Spec{Validity: period.MustParse("90d")}, Key{IssuedAt: issued}, "2026-11-24T10:00:00Z", "2027-02-22T10:00:00Z"},
+		{"previous key end comes first", auto, "2026-11-24T10:00:00Z", "2026-11-24T11:00:00Z"},
+		{"then the renewal", auto, "2026-11-24T11:00:00Z", "2027-01-23T10:00:00Z"},
+		{"no renewal without rotation", Spec{Validity: period.MustParse("90d")}, "2026-11-24T11:00:00Z", "2027-02-22T10:00:00Z"},
+		{"nothing after expiry", Spec{Validity: period.MustParse("90d")}, "2027-02-22T10:00:00Z", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := NextCheck(at(tc.now), tc.spec, tc.key)
-			if tc.want == "" {
-				if !got.IsZero() {
-					t.Errorf("NextCheck = %s, want none", got)
-				}
-			} else if !got.Equal(at(tc.want)) {
-				t.Errorf("NextCheck = %s, want %s", got.Format(time.RFC3339), tc.want)
+			got := PlanFor(Observation{Now: at(tc.now), Spec: tc.spec, Secret: SecretGenuine, Current: withPrev}).NextCheck
+			if (tc.want == "" && !got.IsZero()) || (tc.want != "" && !got.Equal(at(tc.want))) {
+				t.Errorf("NextCheck = %s, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestPlanStalls(t *testing.T) {
+	rb := period.MustParse("4w")
+	loops := Spec{Validity: period.MustParse("1mo"), AutoRotate: true, RenewBefore: &rb, GracePeriod: DefaultGracePeriod}
+	issued := at("2026-01-03T00:00:00Z") // 1mo = 31 days: renewal on 31 January
+	current := keyrecord.Record{Hash: hash("c"), Revision: 1, IssuedAt: issued, ExpiresAt: at("2026-02-03T00:00:00Z")}
+	cases := []struct {
+		name   string
+		in     Observation
+		reason keywardv1alpha1.ConditionReason
+		next   string
+		// keeps is true when the current key stays the record (and status) while stalled.
+		keeps bool
+	}{
+		{"an unresolvable spec", Observation{Now: issued, SpecError: errors.New("spec.validity: nonsense")},
+			keywardv1alpha1.ReasonInvalidSpec, "", false},
+		{"a conflict looks again after the recheck interval",
+			Observation{Now: issued, Secret: SecretConflict, Conflict: "not ours", ConflictRecheck: 30 * time.Second},
+			keywardv1alpha1.ReasonSecretConflict, "2026-01-03T00:00:30Z", false},
+		{"a first key the calendar makes loop is not minted and is looked at again at midnight",
+			Observation{Now: at("2026-02-01T09:00:00Z"), Spec: loops, Secret: SecretMissing},
+			keywardv1alpha1.ReasonInvalidSpec, "2026-02-02T00:00:00Z", false},
+		{"a renewal the calendar makes loop keeps the current key until its expiry",
+			Observation{Now: at("2026-01-31T00:00:00Z"), Spec: loops, Secret: SecretGenuine, Current: current, LastKnown: current},
+			keywardv1alpha1.ReasonInvalidSpec, "2026-02-01T00:00:00Z", true},
+		{"an expiresAt edited to beyond 10 years is not written",
+			Observation{Now: issued, Spec: Spec{FixedExpiry: at("9999-12-31T00:00:00Z")}, Secret: SecretGenuine, Current: current},
+			keywardv1alpha1.ReasonInvalidSpec, "2026-01-04T00:00:00Z", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := PlanFor(tc.in)
+			if p.Health == nil || p.Health.Reason != tc.reason || !p.Health.Stalled || p.Health.Ready {
+				t.Fatalf("Health = %+v, want stalled %s", p.Health, tc.reason)
+			}
+			if p.Mint != nil || p.WriteSecret {
+				t.Errorf("a stalled plan mints (%v) or writes the Secret (%v)", p.Mint, p.WriteSecret)
+			}
+			if (tc.next == "" && !p.NextCheck.IsZero()) || (tc.next != "" && !p.NextCheck.Equal(at(tc.next))) {
+				t.Errorf("NextCheck = %s, want %q", p.NextCheck, tc.next)
+			}
+			if tc.keeps != (p.Record.Hash == current.Hash) || (tc.keeps && !p.Record.ExpiresAt.Equal(current.ExpiresAt)) {
+				t.Errorf("record while stalled: %+v", p.Record)
+			}
+		})
+	}
+}
+
+func TestParseKeyIDs(t *testing.T) {
+	got := ParseKeyIDs(" kid_0123456789ab, ,not-an-id,kid_ba9876543210 ")
+	if !reflect.DeepEqual(got, []string{"kid_0123456789ab", "kid_ba9876543210"}) {
+		t.Errorf("ParseKeyIDs = %q", got)
 	}
 }
 
 func TestLivePreviousDropsEndedKeysAndSorts(t *testing.T) {
 	now := at("2026-11-24T10:00:00Z")
-	got := LivePrevious([]PreviousKey{
+	got := keyrecord.LivePrevious([]keyrecord.PreviousKey{
 		{Hash: "b", ValidUntil: at("2026-11-25T00:00:00Z")},
 		{Hash: "gone", ValidUntil: now},
 		{Hash: "a", ValidUntil: at("2026-11-24T12:00:00Z")},

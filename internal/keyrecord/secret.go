@@ -1,0 +1,208 @@
+package keyrecord
+
+import (
+	"encoding/json"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/keys"
+)
+
+// Data keys of the Secret. key-id and expires-at are derived for workloads; Keyward rewrites them when they
+// are edited, without a new key.
+const (
+	DataAPIKey    = "api-key"
+	DataKeyID     = "key-id"
+	DataExpiresAt = "expires-at"
+)
+
+// Annotations Keyward keeps on the Secret. The record annotations and the signature over them are the
+// record; the template annotations remember which template keys Keyward put there.
+const (
+	AnnotationKeyHash        = "keyward.dev/key-hash"
+	AnnotationRevision       = "keyward.dev/revision"
+	AnnotationIssuedAt       = "keyward.dev/issued-at"
+	AnnotationExpiresAt      = "keyward.dev/expires-at"
+	AnnotationReason         = "keyward.dev/rotation-reason"
+	AnnotationRotateToken    = "keyward.dev/rotate-token"
+	AnnotationPreviousKeys   = "keyward.dev/previous-keys"
+	AnnotationSignature      = "keyward.dev/record-signature"
+	AnnotationTemplateLabels = "keyward.dev/template-labels"
+	AnnotationTemplateAnnots = "keyward.dev/template-annotations"
+)
+
+// SecretOwner says which APIKey a Secret belongs to by its label, or "" when it carries no Keyward label.
+func SecretOwner(s *corev1.Secret) string { return s.Labels[keywardv1alpha1.APIKeyNameLabel] }
+
+// Claim is what a Secret says about its key: the key, the record beside it and the record's signature, read
+// leniently (a field that does not parse is left zero, which then fails the signature).
+type Claim struct {
+	Key       string
+	Record    Record
+	Signature string
+}
+
+// ReadSecret returns what s claims.
+func ReadSecret(s *corev1.Secret) Claim {
+	a := s.Annotations
+	c := Claim{Key: string(s.Data[DataAPIKey]), Signature: a[AnnotationSignature]}
+	c.Record.Hash = a[AnnotationKeyHash]
+	c.Record.Revision, _ = strconv.ParseInt(a[AnnotationRevision], 10, 64)
+	c.Record.IssuedAt = parseTime(a[AnnotationIssuedAt])
+	c.Record.ExpiresAt = parseTime(a[AnnotationExpiresAt])
+	c.Record.Reason = keywardv1alpha1.RotationReason(a[AnnotationReason])
+	c.Record.HandledToken = a[AnnotationRotateToken]
+	if raw := a[AnnotationPreviousKeys]; raw != "" {
+		var prev []previousKey
+		if json.Unmarshal([]byte(raw), &prev) != nil {
+			// Unparsable: no previous key is claimed, and the signature (made over the real list) fails.
+			c.Record.Previous = []PreviousKey{{Hash: "unparsable"}}
+		}
+		for _, p := range prev {
+			c.Record.Previous = append(c.Record.Previous, PreviousKey{Hash: p.KeyHash, ValidUntil: p.ValidUntil.UTC()})
+		}
+	}
+	return c
+}
+
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+// Check returns nil when the claim is genuine: the key is well-formed and is the one the record hashes, the
+// signature verifies for sub, and the record is not older than lastGenuine (the last record Keyward is sure
+// it wrote, zero when none). Otherwise it returns a *TamperedError naming what differs, comparing with
+// lastGenuine where the signature alone cannot say; previous keys are compared as they stand at now.
+func (c Claim) Check(signer *Signer, sub Subject, lastGenuine Record, now time.Time) error {
+	var changed []string
+	if _, err := keys.Parse(c.Key); err != nil || keys.Hash(c.Key) != c.Record.Hash {
+		changed = append(changed, "data "+DataAPIKey)
+	}
+	switch {
+	case !signer.Verify(sub, c.Record, c.Signature):
+		claimed, genuine := c.Record, lastGenuine
+		claimed.Previous, genuine.Previous = LivePrevious(claimed.Previous, now), LivePrevious(genuine.Previous, now)
+		named := []string{}
+		if !lastGenuine.IsZero() {
+			named = Changed(claimed, genuine, SecretFields)
+		}
+		if len(named) == 0 {
+			named = []string{AnnotationSignature}
+		}
+		changed = append(changed, named...)
+	case !lastGenuine.IsZero() && (c.Record.Revision < lastGenuine.Revision ||
+		(c.Record.Revision == lastGenuine.Revision && c.Record.Hash != lastGenuine.Hash)):
+		// A genuine but older record put back (a replay): it would revive a key Keyward replaced.
+		changed = append(changed, AnnotationRevision+" (an older record, revision "+strconv.FormatInt(c.Record.Revision, 10)+
+			", was put back over revision "+strconv.FormatInt(lastGenuine.Revision, 10)+")")
+	}
+	if len(changed) > 0 {
+		return &TamperedError{Changed: slices.Compact(changed)}
+	}
+	return nil
+}
+
+type previousKey struct {
+	KeyHash    string      `json:"keyHash"`
+	ValidUntil metav1.Time `json:"validUntil"`
+}
+
+// Contents is everything Keyward puts into the Secret of one APIKey.
+type Contents struct {
+	// APIKeyName labels the Secret.
+	APIKeyName string
+	Template   *keywardv1alpha1.SecretTemplate
+	Key        string
+	Record     Record
+}
+
+// WriteSecret writes c into s (a new Secret or a copy of the existing one), signing the record for sub, and
+// leaves whatever else others put there alone, except template labels and annotations that the template no
+// longer lists.
+func WriteSecret(s *corev1.Secret, c Contents, signer *Signer, sub Subject) {
+	s.Type = corev1.SecretTypeOpaque
+	s.Labels = nonNil(s.Labels)
+	s.Annotations = nonNil(s.Annotations)
+
+	var tmpl keywardv1alpha1.SecretTemplate
+	if c.Template != nil {
+		tmpl = *c.Template
+	}
+	applyTemplate(s.Labels, s.Annotations, AnnotationTemplateLabels, tmpl.Labels)
+	applyTemplate(s.Annotations, s.Annotations, AnnotationTemplateAnnots, tmpl.Annotations)
+
+	s.Labels[keywardv1alpha1.APIKeyNameLabel] = c.APIKeyName
+	s.Labels[keywardv1alpha1.ManagedByLabel] = keywardv1alpha1.ManagedByValue
+
+	r := c.Record
+	s.Annotations[AnnotationKeyHash] = r.Hash
+	s.Annotations[AnnotationRevision] = strconv.FormatInt(r.Revision, 10)
+	s.Annotations[AnnotationIssuedAt] = formatTime(r.IssuedAt)
+	setOrDelete(s.Annotations, AnnotationExpiresAt, formatTime(r.ExpiresAt))
+	s.Annotations[AnnotationReason] = string(r.Reason)
+	setOrDelete(s.Annotations, AnnotationRotateToken, r.HandledToken)
+	prev := make([]previousKey, 0, len(r.Previous))
+	for _, p := range r.Previous {
+		prev = append(prev, previousKey{KeyHash: p.Hash, ValidUntil: metav1.NewTime(p.ValidUntil.UTC())})
+	}
+	raw := ""
+	if len(prev) > 0 {
+		b, _ := json.Marshal(prev) // cannot fail: strings and times
+		raw = string(b)
+	}
+	setOrDelete(s.Annotations, AnnotationPreviousKeys, raw)
+	s.Annotations[AnnotationSignature] = signer.Sign(sub, r)
+
+	if s.Data == nil {
+		s.Data = map[string][]byte{}
+	}
+	s.Data[DataAPIKey] = []byte(c.Key)
+	s.Data[DataKeyID] = []byte(keys.IDFromHash(r.Hash))
+	s.Data[DataExpiresAt] = []byte(formatTime(r.ExpiresAt))
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// applyTemplate sets the template's entries in dst, removes entries an earlier template set that this one
+// no longer has, and records the keys it owns under recordKey in annotations.
+func applyTemplate(dst, annotations map[string]string, recordKey string, template map[string]string) {
+	for _, k := range strings.Split(annotations[recordKey], ",") {
+		if _, still := template[k]; k != "" && !still {
+			delete(dst, k)
+		}
+	}
+	maps.Copy(dst, template)
+	owned := slices.Sorted(maps.Keys(template))
+	setOrDelete(annotations, recordKey, strings.Join(owned, ","))
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+func setOrDelete(m map[string]string, k, v string) {
+	if v == "" {
+		delete(m, k)
+	} else {
+		m[k] = v
+	}
+}

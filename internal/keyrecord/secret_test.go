@@ -1,0 +1,197 @@
+package keyrecord
+
+import (
+	"crypto/rand"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/keys"
+)
+
+var (
+	issued  = time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	subject = Subject{Namespace: "billing", APIKey: "orders", Secret: "orders-key"}
+)
+
+func testSigner(t testing.TB) *Signer {
+	t.Helper()
+	s, err := NewSigner([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func mint(t testing.TB) string {
+	t.Helper()
+	key, err := keys.Generate("ord", rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+func contents(t testing.TB, tmpl *keywardv1alpha1.SecretTemplate) Contents {
+	t.Helper()
+	key := mint(t)
+	return Contents{
+		APIKeyName: "orders", Template: tmpl, Key: key,
+		Record: Record{Hash: keys.Hash(key), Revision: 4, IssuedAt: issued, ExpiresAt: issued.Add(90 * 24 * time.Hour),
+			Reason: keywardv1alpha1.RotationManual, HandledToken: "t2",
+			Previous: []PreviousKey{{Hash: "sha256:" + strings.Repeat("ab", 32), ValidUntil: issued.Add(time.Hour)}}},
+	}
+}
+
+func TestWriteThenReadSecretRoundTripsAndVerifies(t *testing.T) {
+	c := contents(t, nil)
+	s := &corev1.Secret{}
+	WriteSecret(s, c, testSigner(t), subject)
+	claim := ReadSecret(s)
+	if claim.Key != c.Key || !reflect.DeepEqual(claim.Record, c.Record) {
+		t.Errorf("ReadSecret = %+v, want %+v", claim.Record, c.Record)
+	}
+	if err := claim.Check(testSigner(t), subject, Record{}, issued); err != nil {
+		t.Errorf("Check of what Keyward wrote: %v", err)
+	}
+	if SecretOwner(s) != "orders" || s.Labels[keywardv1alpha1.ManagedByLabel] != "keyward" || s.Type != corev1.SecretTypeOpaque {
+		t.Errorf("labels %v type %s", s.Labels, s.Type)
+	}
+	if got := string(s.Data[DataKeyID]); got != keys.Sum(c.Key).ID() {
+		t.Errorf("key-id = %q", got)
+	}
+	if got := string(s.Data[DataExpiresAt]); got != "2027-02-22T10:00:00Z" {
+		t.Errorf("expires-at = %q", got)
+	}
+	for k, v := range s.Annotations {
+		if strings.Contains(v, c.Key) || strings.Contains(v, c.Key[4:36]) {
+			t.Errorf("annotation %s holds key material", k)
+		}
+	}
+}
+
+func TestCheckNamesEveryChangeSomeoneElseMade(t *testing.T) {
+	other := mint(t)
+	otherSigner, _ := NewSigner([]byte("another key, another manager....."))
+	cases := []struct {
+		name   string
+		mutate func(*corev1.Secret, Contents)
+		// sub and genuine default to subject and the written record.
+		sub     *Subject
+		genuine *Record
+		want    []string
+	}{
+		{name: "key removed", mutate: func(s *corev1.Secret, _ Contents) { delete(s.Data, DataAPIKey) },
+			want: []string{"data api-key"}},
+		{name: "key edited by hand", mutate: func(s *corev1.Secret, _ Contents) { s.Data[DataAPIKey] = []byte("hunter2") },
+			want: []string{"data api-key"}},
+		{name: "key and hash replaced by a key of the editor's choice", mutate: func(s *corev1.Secret, _ Contents) {
+			s.Data[DataAPIKey] = []byte(other)
+			s.Annotations[AnnotationKeyHash] = keys.Hash(other)
+		}, want: []string{AnnotationKeyHash}},
+		{name: "planted previous key", mutate: func(s *corev1.Secret, _ Contents) {
+			s.Annotations[AnnotationPreviousKeys] = `[{"keyHash":"` + keys.Hash(other) + `","validUntil":"2099-01-01T00:00:00Z"}]`
+		}, want: []string{AnnotationPreviousKeys}},
+		{name: "previous keys garbled", mutate: func(s *corev1.Secret, _ Contents) { s.Annotations[AnnotationPreviousKeys] = "[{" },
+			want: []string{AnnotationPreviousKeys}},
+		{name: "revision raised", mutate: func(s *corev1.Secret, _ Contents) { s.Annotations[AnnotationRevision] = "9" },
+			want: []string{AnnotationRevision}},
+		{name: "issue time moved", mutate: func(s *corev1.Secret, _ Contents) { s.Annotations[AnnotationIssuedAt] = "2030-01-01T00:00:00Z" },
+			want: []string{AnnotationIssuedAt}},
+		{name: "expiry moved", mutate: func(s *corev1.Secret, _ Contents) { s.Annotations[AnnotationExpiresAt] = "2099-01-01T00:00:00Z" },
+			want: []string{AnnotationExpiresAt}},
+		{name: "signature removed", mutate: func(s *corev1.Secret, _ Contents) { delete(s.Annotations, AnnotationSignature) },
+			want: []string{AnnotationSignature}},
+		{name: "no genuine record to compare with", mutate: func(s *corev1.Secret, _ Contents) { s.Annotations[AnnotationRevision] = "9" },
+			genuine: &Record{}, want: []string{AnnotationSignature}},
+		{name: "record signed by another manager", mutate: func(s *corev1.Secret, c Contents) {
+			WriteSecret(s, c, otherSigner, subject)
+		}, want: []string{AnnotationSignature}},
+		{name: "genuine record copied from another APIKey", mutate: func(*corev1.Secret, Contents) {},
+			sub: &Subject{Namespace: "billing", APIKey: "invoices", Secret: "orders-key"}, genuine: &Record{}, want: []string{AnnotationSignature}},
+		{name: "older genuine record put back", mutate: func(*corev1.Secret, Contents) {},
+			genuine: &Record{Hash: "sha256:newer", Revision: 5}, want: []string{AnnotationRevision + " (an older record, revision 4, was put back over revision 5)"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := contents(t, nil)
+			s := &corev1.Secret{}
+			WriteSecret(s, c, testSigner(t), subject)
+			tc.mutate(s, c)
+			sub, genuine := subject, c.Record
+			if tc.sub != nil {
+				sub = *tc.sub
+			}
+			if tc.genuine != nil {
+				genuine = *tc.genuine
+			}
+			err := ReadSecret(s).Check(testSigner(t), sub, genuine, issued)
+			var te *TamperedError
+			if !errors.As(err, &te) || !errors.Is(err, ErrTampered) {
+				t.Fatalf("Check = %v, want a TamperedError", err)
+			}
+			if !reflect.DeepEqual(te.Changed, tc.want) {
+				t.Errorf("Changed = %q, want %q", te.Changed, tc.want)
+			}
+			if strings.Contains(err.Error(), c.Key) || strings.Contains(err.Error(), other) {
+				t.Error("the error contains key material")
+			}
+		})
+	}
+}
+
+func TestCheckAcceptsANewerRecordThanStatusShows(t *testing.T) {
+	// A crash between the Secret write and the status write leaves status one revision behind.
+	c := contents(t, nil)
+	s := &corev1.Secret{}
+	WriteSecret(s, c, testSigner(t), subject)
+	if err := ReadSecret(s).Check(testSigner(t), subject, Record{Hash: "sha256:older", Revision: 3}, issued); err != nil {
+		t.Errorf("Check = %v; a newer record Keyward signed is the current one", err)
+	}
+}
+
+func TestCheckIgnoresEditsOfDerivedData(t *testing.T) {
+	c := contents(t, nil)
+	s := &corev1.Secret{}
+	WriteSecret(s, c, testSigner(t), subject)
+	s.Data[DataExpiresAt] = []byte("never")
+	s.Data[DataKeyID] = []byte("kid_x")
+	if err := ReadSecret(s).Check(testSigner(t), subject, c.Record, issued); err != nil {
+		t.Errorf("Check = %v; derived data is rewritten, not a reason to rotate", err)
+	}
+}
+
+func TestWriteSecretManagesTemplateKeysAndKeepsOthers(t *testing.T) {
+	c := contents(t, &keywardv1alpha1.SecretTemplate{
+		Labels:      map[string]string{"team": "billing", "tier": "gold"},
+		Annotations: map[string]string{"reloader.stakater.com/match": "true"},
+	})
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+		Labels:      map[string]string{"added-by-someone": "x"},
+		Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+	}}
+	WriteSecret(s, c, testSigner(t), subject)
+	if s.Labels["team"] != "billing" || s.Labels["tier"] != "gold" || s.Annotations["reloader.stakater.com/match"] != "true" {
+		t.Fatalf("template not applied: %v %v", s.Labels, s.Annotations)
+	}
+	c.Template = &keywardv1alpha1.SecretTemplate{Labels: map[string]string{"team": "payments"}}
+	WriteSecret(s, c, testSigner(t), subject)
+	if s.Labels["team"] != "payments" {
+		t.Errorf("changed template label not updated: %v", s.Labels)
+	}
+	if _, ok := s.Labels["tier"]; ok {
+		t.Errorf("label removed from the template is still on the Secret: %v", s.Labels)
+	}
+	if _, ok := s.Annotations["reloader.stakater.com/match"]; ok {
+		t.Errorf("annotation removed from the template is still on the Secret: %v", s.Annotations)
+	}
+	if s.Labels["added-by-someone"] != "x" || s.Annotations["kubectl.kubernetes.io/last-applied-configuration"] != "{}" {
+		t.Errorf("metadata others set was removed: %v %v", s.Labels, s.Annotations)
+	}
+}
