@@ -4,9 +4,12 @@ package main
 import (
 	"crypto/rand"
 	"flag"
+	"fmt"
 	"os"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
@@ -27,6 +30,7 @@ func main() {
 		probeAddr    string
 		leaderElect  bool
 		concurrency  int
+		signingKey   string
 	)
 	metricsFlags.Bind(flag.CommandLine)
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
@@ -34,6 +38,9 @@ func main() {
 		"Elect a leader so that only one of several replicas reconciles at a time.")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles,
 		"How many APIKeys are reconciled at once.")
+	flag.StringVar(&signingKey, "signing-key-secret", defaultSigningKeySecret(),
+		"namespace/name of the Secret holding the key that signs every key record; created when missing. "+
+			"Losing it gives every APIKey a new key, so back it up with the rest of Keyward's state.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -58,11 +65,23 @@ func main() {
 		os.Exit(1)
 	}
 
+	signingRef, err := parseNamespacedName(signingKey)
+	if err != nil {
+		setupLog.Error(err, "Invalid --signing-key-secret")
+		os.Exit(1)
+	}
+	// The manager's cache holds only APIKey Secrets: read the signing key from the API server.
+	signer, err := controllers.LoadOrCreateSigningKey(ctx, mgr.GetAPIReader(), mgr.GetClient(), signingRef, rand.Reader)
+	if err != nil {
+		setupLog.Error(err, "Unable to load the record signing key")
+		os.Exit(1)
+	}
 	reconciler := &controllers.APIKeyReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Clock:     clock.RealClock{},
 		Random:    rand.Reader,
+		Signer:    signer,
 		Events:    mgr.GetEventRecorder("keyward"),
 	}
 	if err := reconciler.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
@@ -87,4 +106,27 @@ func main() {
 		setupLog.Error(err, "The manager stopped with an error")
 		os.Exit(1)
 	}
+}
+
+// defaultSigningKeySecret is the signing key Secret in the manager's own namespace: POD_NAMESPACE (set by the
+// Deployment), else the service account's namespace, else keyward-system.
+func defaultSigningKeySecret() string {
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
+			ns = strings.TrimSpace(string(b))
+		}
+	}
+	if ns == "" {
+		ns = "keyward-system"
+	}
+	return ns + "/" + controllers.DefaultSigningKeySecretName
+}
+
+func parseNamespacedName(s string) (types.NamespacedName, error) {
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok || ns == "" || name == "" {
+		return types.NamespacedName{}, fmt.Errorf("%q is not namespace/name", s)
+	}
+	return types.NamespacedName{Namespace: ns, Name: name}, nil
 }

@@ -1,5 +1,5 @@
 // Package controllers holds Keyward's reconcilers. They orchestrate; the decisions live in internal/policy,
-// the key format in internal/keys and the Secret layout in internal/keysecret.
+// the key format in internal/keys and the key record (Secret and status, signed) in internal/keyrecord.
 package controllers
 
 import (
@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,25 +21,30 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
-	"github.com/keyward-dev/keyward/internal/keysecret"
 	"github.com/keyward-dev/keyward/internal/policy"
 )
 
+// EventReason is the reason of a Kubernetes event Keyward records on an APIKey.
+type EventReason string
+
 // Event reasons, emitted on transitions only.
 const (
-	EventKeyCreated      = "KeyCreated"
-	EventKeyRotated      = "KeyRotated"
-	EventSecretRecreated = "SecretRecreated"
-	EventKeyExpired      = "KeyExpired"
-	EventKeyDisabled     = "KeyDisabled"
-	EventKeyEnabled      = "KeyEnabled"
-	EventSecretConflict  = "SecretConflict"
-	EventInvalidSpec     = "InvalidSpec"
+	EventKeyCreated      EventReason = "KeyCreated"
+	EventKeyRotated      EventReason = "KeyRotated"
+	EventKeyRevoked      EventReason = "KeyRevoked"
+	EventSecretRecreated EventReason = "SecretRecreated"
+	EventSecretTampered  EventReason = "SecretTampered"
+	EventStatusRestored  EventReason = "StatusRestored"
+	EventKeyExpired      EventReason = "KeyExpired"
+	EventKeyDisabled     EventReason = "KeyDisabled"
+	EventKeyEnabled      EventReason = "KeyEnabled"
+	EventSecretConflict  EventReason = "SecretConflict"
+	EventInvalidSpec     EventReason = "InvalidSpec"
 )
 
 // DefaultConflictRecheckInterval is how often an APIKey stalled on a Secret it does not own looks again.
@@ -50,7 +56,7 @@ const DefaultConflictRecheckInterval = 30 * time.Second
 const DefaultMaxConcurrentReconciles = 4
 
 // APIKeyReconciler mints keys into Secrets and keeps them valid through time: renewal, manual rotation,
-// recovery of deleted or edited Secrets, expiry and disabling.
+// revocation, recovery of deleted or edited Secrets, expiry and disabling.
 type APIKeyReconciler struct {
 	// Client reads from the manager's cache (which holds only Keyward's Secrets) and writes to the API server.
 	Client client.Client
@@ -60,32 +66,25 @@ type APIKeyReconciler struct {
 	Clock clock.PassiveClock
 	// Random is the source of key randomness: crypto/rand.Reader in production.
 	Random io.Reader
+	// Signer signs every record Keyward writes and tells them from records someone else wrote.
+	Signer *keyrecord.Signer
 	// Events records Kubernetes events.
 	Events events.EventRecorder
 	// ConflictRecheckInterval defaults to DefaultConflictRecheckInterval.
 	ConflictRecheckInterval time.Duration
 
-	// ownWrites lets the Secret watch ignore the echo of the reconciler's own writes.
-	ownWrites writeLog
+	// secrets owns every Secret write; set up in SetupWithManager.
+	secrets *SecretWriter
 }
 
 // +kubebuilder:rbac:groups=keyward.dev,resources=apikeys,verbs=get;list;watch
-// +kubebuilder:rbac:groups=keyward.dev,resources=apikeys/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups=keyward.dev,resources=apikeys/status,verbs=patch
 // +kubebuilder:rbac:groups=keyward.dev,resources=apikeys/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// outcome is what the phases of one reconcile found.
-type outcome struct {
-	// health is nil when the reconcile stopped before it could judge the key.
-	health *policy.Health
-	// progressing, when set, makes Reconciling True with this message.
-	progressing string
-	requeue     time.Duration
-	err         error
-}
-
-// Reconcile runs the phases for one APIKey and writes status with at most one patch.
+// Reconcile observes an APIKey and its Secret, plans with the policy, applies the plan to the Secret and
+// reports it in status (one patch at most), events and metrics.
 func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	ak := &keywardv1alpha1.APIKey{}
 	if err := r.Client.Get(ctx, req.NamespacedName, ak); err != nil {
@@ -95,227 +94,287 @@ func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		// The Secret is owned by the APIKey and goes with it through garbage collection.
 		return ctrl.Result{}, nil
 	}
-	before := ak.DeepCopy()
-	now := r.Clock.Now()
-
-	out := r.reconcileKey(ctx, ak, now)
-
-	setConditions(ak, out, now)
-	ak.Status.ObservedGeneration = ak.Generation
-	if !equality.Semantic.DeepEqual(before.Status, ak.Status) {
-		if err := r.Client.Status().Patch(ctx, ak, client.MergeFrom(before)); err != nil {
-			return ctrl.Result{}, errors.Join(out.err, fmt.Errorf("patching status: %w", err))
-		}
+	now := r.Clock.Now().UTC()
+	obs, err := r.observe(ctx, ak, now)
+	var plan policy.Plan
+	var done applied
+	if err != nil {
+		done = applied{err: err}
+	} else {
+		plan = policy.PlanFor(obs.Observation)
+		done = r.apply(ctx, ak, obs, plan)
 	}
-	r.recordTransition(ak, readyReason(before), readyReason(ak))
-	return ctrl.Result{RequeueAfter: out.requeue}, out.err
+	return r.report(ctx, ak, obs, plan, done)
 }
 
-// reconcileKey is the ordered phases: resolve the spec, find the Secret, decide, mint or sync, assess.
-func (r *APIKeyReconciler) reconcileKey(ctx context.Context, ak *keywardv1alpha1.APIKey, now time.Time) outcome {
-	spec, err := policy.Resolve(ak.Spec)
-	if err == nil {
-		err = spec.Validate(now)
-	}
-	if err != nil {
-		return stalled(keywardv1alpha1.ReasonInvalidSpec, err.Error())
-	}
-	secretName := SecretNameOf(ak)
-	ak.Status.SecretName = secretName
+// observed is what observe found: the policy's observation plus what apply and report need.
+type observed struct {
+	policy.Observation
+	subject keyrecord.Subject
+	// secret is the existing Secret (nil when missing); key is its key when genuine.
+	secret *corev1.Secret
+	key    string
+	// tamper says what was changed in a tampered Secret.
+	tamper error
+	// forgedStatus names the status fields of a record Keyward did not sign; empty when status is genuine.
+	forgedStatus []string
+}
 
-	found, err := r.findSecret(ctx, ak, secretName)
-	if err != nil {
-		return retry(err)
-	}
-	if found.conflict != "" {
-		out := stalled(keywardv1alpha1.ReasonSecretConflict, found.conflict)
-		out.requeue = r.conflictRecheckInterval()
-		return out
-	}
-	if found.state == policy.SecretValid {
-		if err := spec.Validate(found.record.IssuedAt); err != nil {
-			return stalled(keywardv1alpha1.ReasonInvalidSpec, err.Error())
+// observe reads the spec, the signed record in status and the Secret, and judges the Secret.
+func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIKey, now time.Time) (observed, error) {
+	o := observed{subject: keyrecord.Subject{Namespace: ak.Namespace, APIKey: ak.Name, Secret: SecretNameOf(ak)}}
+	o.Now = now
+	o.Spec, o.SpecError = policy.Resolve(ak.Spec)
+	o.RotateToken = ak.Annotations[keywardv1alpha1.RotateAnnotation]
+	o.Revoke = policy.ParseKeyIDs(ak.Annotations[keywardv1alpha1.RevokeAnnotation])
+	o.ConflictRecheck = r.conflictRecheckInterval()
+	var genuine bool
+	if o.LastKnown, genuine = keyrecord.GenuineStatus(ak.Status, r.Signer, o.subject); !genuine {
+		if claimed := keyrecord.FromStatus(ak.Status); !claimed.IsZero() {
+			o.forgedStatus = []string{"status.recordSignature"}
 		}
 	}
 
-	lastKnown, lastExpiry := recordFromStatus(ak.Status)
-	decision := policy.Decide(policy.Input{
-		Now: now, Spec: spec, Secret: found.state, Current: found.record,
-		LastKnown: lastKnown, LastKnownExpiry: lastExpiry,
-		RotateToken: ak.Annotations[keywardv1alpha1.RotateAnnotation],
-	})
-
-	key, record := found.key, found.record
-	if decision.Mint {
-		if key, err = keys.Generate(spec.Prefix, r.Random); err != nil {
-			return retry(fmt.Errorf("minting a key: %w", err))
+	s := &corev1.Secret{}
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: ak.Namespace, Name: o.subject.Secret}, s); err != nil {
+		if apierrors.IsNotFound(err) {
+			o.Secret = policy.SecretMissing
+			return o, nil
 		}
-		record = decision.Next
-		record.Hash = keys.Hash(key)
+		return o, fmt.Errorf("reading Secret %s: %w", o.subject.Secret, err)
 	}
-	written, err := r.writeSecret(ctx, ak, found.secret, keysecret.Desired{
-		APIKey: ak, Key: key, Record: record, ExpiresAt: spec.ExpiresAt(record.IssuedAt),
-	})
+	if conflict := adoptionConflict(ak, s); conflict != "" {
+		o.Secret, o.Conflict = policy.SecretConflict, conflict
+		return o, nil
+	}
+	o.secret = s
+	claim := keyrecord.ReadSecret(s)
+	if err := claim.Check(r.Signer, o.subject, o.LastKnown, now); err != nil {
+		o.Secret, o.tamper = policy.SecretTampered, err
+		return o, nil
+	}
+	o.Secret, o.Current, o.key = policy.SecretGenuine, claim.Record, claim.Key
+	if len(o.forgedStatus) > 0 {
+		o.forgedStatus = keyrecord.Changed(keyrecord.FromStatus(ak.Status), displayed(claim.Record, now), keyrecord.StatusFields)
+	}
+	return o, nil
+}
+
+// displayed is a record as status shows it at now: without the previous keys that have ended.
+func displayed(r keyrecord.Record, now time.Time) keyrecord.Record {
+	r.Previous = keyrecord.LivePrevious(r.Previous, now)
+	return r
+}
+
+// adoptionConflict says why ak may not use the Secret s, or "" when it may. A Secret is ak's when it carries
+// ak's label and either ak's controller reference (by UID, so a Secret left behind by an earlier APIKey of the
+// same name is not) or, with the adopt annotation on ak, no controller at all.
+func adoptionConflict(ak *keywardv1alpha1.APIKey, s *corev1.Secret) string {
+	if owner := keyrecord.SecretOwner(s); owner != ak.Name {
+		return fmt.Sprintf("Secret %s belongs to APIKey %s; two APIKeys cannot share a Secret, "+
+			"so this one waits until that APIKey is gone", s.Name, owner)
+	}
+	ref := metav1.GetControllerOf(s)
+	switch {
+	case ref == nil && ak.Annotations[keywardv1alpha1.AdoptOrphanAnnotation] == "true":
+		return ""
+	case ref == nil:
+		return fmt.Sprintf("Secret %s has Keyward's label but no controller: it outlived an earlier APIKey and may hold a key "+
+			"that was meant to end with it. Delete it to get a new key, or set the annotation %s=true on this APIKey to adopt it and keep its key",
+			s.Name, keywardv1alpha1.AdoptOrphanAnnotation)
+	case ref.UID == ak.UID:
+		return ""
+	case ref.Kind == "APIKey" && ref.Name == ak.Name:
+		return fmt.Sprintf("Secret %s belongs to an earlier APIKey %s (uid %s) that was deleted; Keyward does not adopt it, "+
+			"so its key is not brought back. Garbage collection removes it, after which a new key is minted; delete it to go faster",
+			s.Name, ref.Name, ref.UID)
+	}
+	return fmt.Sprintf("Secret %s is controlled by %s %s, not by this APIKey", s.Name, ref.Kind, ref.Name)
+}
+
+// applied is what apply did.
+type applied struct {
+	// key and record are in place in the Secret (record zero when no key is).
+	key    string
+	record keyrecord.Record
+	minted bool
+	// conflict is set when the Secret turned out to be foreign on write; waiting when the cache lags.
+	conflict, waiting string
+	err               error
+}
+
+// apply mints the key the plan asks for and writes the Secret through the SecretWriter.
+func (r *APIKeyReconciler) apply(ctx context.Context, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan) applied {
+	if !plan.WriteSecret {
+		if o.Secret == policy.SecretGenuine {
+			return applied{key: o.key, record: plan.Record}
+		}
+		return applied{}
+	}
+	key, rec := o.key, plan.Record
+	if plan.Mint != nil {
+		var err error
+		if key, err = keys.Generate(o.Spec.Prefix, r.Random); err != nil {
+			return applied{err: fmt.Errorf("minting a key: %w", err)}
+		}
+		rec.Hash = keys.Hash(key)
+	}
+	wrote, err := r.secrets.Write(ctx, ak, o.secret, o.subject, keyrecord.Contents{
+		APIKeyName: ak.Name, Template: ak.Spec.SecretTemplate, Key: key, Record: rec})
 	switch {
 	case errors.Is(err, errForeignSecret):
-		out := stalled(keywardv1alpha1.ReasonSecretConflict, foreignSecretMessage(secretName))
-		out.requeue = r.conflictRecheckInterval()
-		return out
+		return applied{conflict: foreignSecretMessage(o.subject.Secret)}
 	case errors.Is(err, errCacheLag):
-		return outcome{progressing: "Waiting for the cache to show Secret " + secretName, requeue: time.Second}
+		return applied{waiting: "Waiting for the cache to show Secret " + o.subject.Secret}
 	case err != nil:
-		return retry(err)
+		return applied{err: err}
 	}
-	if decision.Mint {
-		r.recordMint(ctx, ak, secretName, record, lastKnown, found)
-	} else if written {
-		log.FromContext(ctx).Info("Updated the Secret's metadata and derived data; the key is unchanged",
-			"secret", klog.KRef(ak.Namespace, secretName), "keyID", keys.IDFromHash(record.Hash))
+	if wrote && plan.Mint == nil {
+		log.FromContext(ctx).Info("Updated the Secret's metadata and record; the key is unchanged",
+			"secret", klog.KRef(ak.Namespace, o.subject.Secret), "keyID", keys.IDFromHash(rec.Hash))
 	}
-
-	setKeyStatus(&ak.Status, spec, key, record, now)
-	health := policy.Assess(now, spec, record, ak.Status.KeyID)
-	out := outcome{health: &health}
-	if next := policy.NextCheck(now, spec, record); !next.IsZero() {
-		out.requeue = next.Sub(now)
-	}
-	return out
+	return applied{key: key, record: rec, minted: plan.Mint != nil}
 }
-
-// foundSecret is what findSecret learned about the key's Secret.
-type foundSecret struct {
-	secret *corev1.Secret // nil when missing
-	state  policy.SecretState
-	key    string
-	record policy.Key
-	// conflict, when set, says why the Secret cannot be used.
-	conflict string
-	// tamper says what was wrong with a tampered Secret.
-	tamper error
-}
-
-func (r *APIKeyReconciler) findSecret(ctx context.Context, ak *keywardv1alpha1.APIKey, name string) (foundSecret, error) {
-	s := &corev1.Secret{}
-	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: ak.Namespace, Name: name}, s); err != nil {
-		if apierrors.IsNotFound(err) {
-			return foundSecret{state: policy.SecretMissing}, nil
-		}
-		return foundSecret{}, fmt.Errorf("reading Secret %s: %w", name, err)
-	}
-	if owner := keysecret.Owner(s); owner != ak.Name {
-		return foundSecret{conflict: fmt.Sprintf("Secret %s belongs to APIKey %s; two APIKeys cannot share a Secret, "+
-			"so this one waits until that APIKey is gone", name, owner)}, nil
-	}
-	if ref := metav1.GetControllerOf(s); ref != nil && (ref.Kind != "APIKey" || ref.Name != ak.Name) {
-		return foundSecret{conflict: fmt.Sprintf("Secret %s is controlled by %s %s, not by this APIKey", name, ref.Kind, ref.Name)}, nil
-	}
-	key, record, err := keysecret.Read(s)
-	if err != nil {
-		return foundSecret{secret: s, state: policy.SecretTampered, tamper: err}, nil
-	}
-	return foundSecret{secret: s, state: policy.SecretValid, key: key, record: record}, nil
-}
-
-var (
-	errForeignSecret = errors.New("a Secret Keyward does not own has that name")
-	errCacheLag      = errors.New("the Secret exists but the cache does not show it yet")
-)
 
 func foreignSecretMessage(name string) string {
 	return fmt.Sprintf("Secret %s exists and Keyward does not own it (it has no %s label); Keyward never overwrites it. "+
 		"Delete or rename that Secret, or create an APIKey with another spec.secretName", name, keywardv1alpha1.APIKeyNameLabel)
 }
 
-// writeSecret creates the Secret, or updates it when it differs from what it should hold. It reports whether
-// it wrote. An existing Secret is updated with its resourceVersion, so a stale cache fails instead of
-// overwriting a newer key.
-func (r *APIKeyReconciler) writeSecret(ctx context.Context, ak *keywardv1alpha1.APIKey, existing *corev1.Secret, d keysecret.Desired) (bool, error) {
-	if existing == nil {
-		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ak.Namespace, Name: ak.Status.SecretName}}
-		keysecret.Apply(s, d)
-		if err := controllerutil.SetControllerReference(ak, s, r.Client.Scheme()); err != nil {
-			return false, fmt.Errorf("setting the owner of Secret %s: %w", s.Name, err)
+// report writes status (one patch, only when it changed), records events and metrics, and says when to
+// look again. observedGeneration moves only when the key was judged.
+func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, done applied) (ctrl.Result, error) {
+	before := ak.DeepCopy()
+	now := r.Clock.Now().UTC()
+	st := &ak.Status
+	st.SecretName = SecretNameOf(ak)
+
+	health, progressing, requeue := plan.Health, "", time.Duration(0)
+	switch {
+	case done.err != nil:
+		health, progressing = nil, "Retrying after an error: "+done.err.Error()
+	case done.waiting != "":
+		health, progressing, requeue = nil, done.waiting, time.Second
+	case done.conflict != "":
+		health = &policy.Health{Reason: keywardv1alpha1.ReasonSecretConflict, Stalled: true}
+		requeue = r.conflictRecheckInterval()
+	default:
+		if !plan.NextCheck.IsZero() {
+			requeue = max(plan.NextCheck.Sub(now), time.Nanosecond)
 		}
-		r.ownWrites.record(s)
-		err := r.Client.Create(ctx, s)
-		if apierrors.IsAlreadyExists(err) {
-			return false, r.explainExisting(ctx, ak, s.Name)
+	}
+
+	// Status shows the record in place. Without one (an error, a conflict, a spec that cannot mint) it keeps
+	// what it showed when Keyward signed that, and shows nothing rather than a record Keyward did not sign.
+	switch {
+	case !done.record.IsZero():
+		keyrecord.WriteStatus(st, done.record, keys.Hint(done.key), plan.RenewalTime, now, r.Signer, o.subject)
+	case len(o.forgedStatus) > 0:
+		clearKeyStatus(st)
+	}
+
+	keyID := st.KeyID
+	message := ""
+	if health != nil {
+		message = health.Message(keyID)
+		if done.conflict != "" {
+			message = done.conflict
 		}
-		if err != nil {
-			return false, fmt.Errorf("creating Secret %s: %w", s.Name, err)
+	}
+	setConditions(ak, health, message, progressing, now)
+	if health != nil {
+		st.ObservedGeneration = ak.Generation
+	}
+
+	if !equality.Semantic.DeepEqual(before.Status, ak.Status) {
+		if err := r.Client.Status().Patch(ctx, ak, client.MergeFrom(before)); err != nil {
+			return ctrl.Result{}, errors.Join(done.err, fmt.Errorf("patching status: %w", err))
 		}
-		return true, nil
 	}
-	s := existing.DeepCopy()
-	keysecret.Apply(s, d)
-	if err := controllerutil.SetControllerReference(ak, s, r.Client.Scheme()); err != nil {
-		return false, fmt.Errorf("setting the owner of Secret %s: %w", s.Name, err)
-	}
-	if equality.Semantic.DeepEqual(existing, s) {
-		return false, nil
-	}
-	r.ownWrites.record(s)
-	if err := r.Client.Update(ctx, s); err != nil {
-		return false, fmt.Errorf("updating Secret %s: %w", s.Name, err)
-	}
-	return true, nil
+	r.recordEvents(ctx, ak, o, plan, done)
+	r.recordTransition(ak, readyReason(before), readyReason(ak))
+	return ctrl.Result{RequeueAfter: requeue}, done.err
 }
 
-// explainExisting asks the API server about a Secret that the cache did not show. A Secret this APIKey
-// controls but whose Keyward label someone removed is labelled again, so that the cache sees it.
-func (r *APIKeyReconciler) explainExisting(ctx context.Context, ak *keywardv1alpha1.APIKey, name string) error {
-	s := &corev1.Secret{}
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ak.Namespace, Name: name}, s); err != nil {
-		return fmt.Errorf("reading Secret %s after it already existed: %w", name, err)
-	}
-	if ref := metav1.GetControllerOf(s); ref != nil && ref.UID == ak.UID && keysecret.Owner(s) == "" {
-		base := s.DeepCopy()
-		if s.Labels == nil {
-			s.Labels = map[string]string{}
-		}
-		s.Labels[keywardv1alpha1.APIKeyNameLabel] = ak.Name
-		if err := r.Client.Patch(ctx, s, client.MergeFrom(base)); err != nil {
-			return fmt.Errorf("restoring the %s label of Secret %s: %w", keywardv1alpha1.APIKeyNameLabel, name, err)
-		}
-		log.FromContext(ctx).Info("Restored the label that lets Keyward see its Secret", "secret", klog.KObj(s))
-		return errCacheLag
-	}
-	if keysecret.Owner(s) == "" {
-		return errForeignSecret
-	}
-	return errCacheLag
+func clearKeyStatus(st *keywardv1alpha1.APIKeyStatus) {
+	st.KeyHash, st.KeyID, st.KeyHint, st.Revision = "", "", "", 0
+	st.IssuedAt, st.ExpiresAt, st.RenewalTime = nil, nil, nil
+	st.LastRotationReason, st.LastHandledRotateToken, st.PreviousKeys, st.RecordSignature = "", "", nil, ""
 }
 
-// recordMint logs, counts and announces a new key. None of it contains the key.
-func (r *APIKeyReconciler) recordMint(ctx context.Context, ak *keywardv1alpha1.APIKey, secret string, rec policy.Key, replaced policy.Key, found foundSecret) {
+// recordEvents logs, counts and announces what this reconcile did to the key. None of it contains the key.
+func (r *APIKeyReconciler) recordEvents(ctx context.Context, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, done applied) {
+	logger := log.FromContext(ctx).WithValues("secret", klog.KRef(ak.Namespace, o.subject.Secret))
+	if len(o.forgedStatus) > 0 && done.err == nil {
+		logger.Info("Status showed a key record Keyward did not sign; restored it", "fields", o.forgedStatus)
+		r.event(ak, corev1.EventTypeWarning, EventStatusRestored, "Restore",
+			"Status showed a key record Keyward did not sign (%s); it now shows only what Keyward signed", keyrecord.JoinNames(o.forgedStatus))
+	}
+	if done.err != nil || done.record.IsZero() {
+		return
+	}
+	rec := done.record
 	id := keys.IDFromHash(rec.Hash)
-	logger := log.FromContext(ctx).WithValues("secret", klog.KRef(ak.Namespace, secret), "keyID", id,
-		"revision", rec.Revision, "reason", rec.Reason)
-	rotationsTotal.WithLabelValues(string(rec.Reason)).Inc()
-	switch rec.Reason {
-	case policy.ReasonInitial:
-		logger.Info("Minted the first key")
-		r.event(ak, corev1.EventTypeNormal, EventKeyCreated, "Mint", "Minted key %s (revision %d) into Secret %s", id, rec.Revision, secret)
-	case policy.ReasonSecretMissing, policy.ReasonSecretTampered:
-		why := "was deleted"
-		if found.tamper != nil {
-			why = "was changed by someone else (" + found.tamper.Error() + ")"
+	if !done.minted {
+		if len(plan.Revoked) > 0 {
+			logger.Info("Revoked previous keys", "keyIDs", plan.Revoked)
+			r.event(ak, corev1.EventTypeNormal, EventKeyRevoked, "Revoke", "Revoked previous key %s at once (%s); the current key %s is unchanged",
+				strings.Join(plan.Revoked, ", "), keywardv1alpha1.RevokeAnnotation, id)
 		}
-		logger.Info("Recreated the key's Secret with a new key", "why", why)
-		r.event(ak, corev1.EventTypeWarning, EventSecretRecreated, "Mint",
-			"Secret %s %s; minted key %s (revision %d); the previous key %s stays valid for the grace period",
-			secret, why, id, rec.Revision, keys.IDFromHash(replaced.Hash))
+		return
+	}
+	logger = logger.WithValues("keyID", id, "revision", rec.Revision, "reason", rec.Reason)
+	rotationsTotal.WithLabelValues(string(rec.Reason)).Inc()
+	replaced := plan.Mint.Replaced.Hash
+	replacedID := keys.IDFromHash(replaced)
+	switch rec.Reason {
+	case keywardv1alpha1.RotationInitial:
+		logger.Info("Minted the first key")
+		r.event(ak, corev1.EventTypeNormal, EventKeyCreated, "Mint", "Minted key %s (revision %d) into Secret %s", id, rec.Revision, o.subject.Secret)
+	case keywardv1alpha1.RotationSecretMissing:
+		logger.Info("Recreated the deleted Secret with a new key")
+		r.event(ak, corev1.EventTypeWarning, EventSecretRecreated, "Mint", "Secret %s was deleted; minted key %s (revision %d); %s",
+			o.subject.Secret, id, rec.Revision, replacedFate(replaced, rec))
+	case keywardv1alpha1.RotationSecretTampered:
+		logger.Info("Replaced a key whose Secret someone else changed", "why", o.tamper.Error())
+		r.event(ak, corev1.EventTypeWarning, EventSecretTampered, "Mint",
+			"Secret %s was changed by someone other than Keyward (%s); minted key %s (revision %d); %s",
+			o.subject.Secret, changedParts(o.tamper), id, rec.Revision, replacedFate(replaced, rec))
+	case keywardv1alpha1.RotationRevoked:
+		logger.Info("Replaced a revoked key", "revoked", plan.Revoked)
+		r.event(ak, corev1.EventTypeWarning, EventKeyRevoked, "Revoke", "Revoked key %s at once (%s); minted key %s (revision %d) into Secret %s",
+			strings.Join(plan.Revoked, ", "), keywardv1alpha1.RevokeAnnotation, id, rec.Revision, o.subject.Secret)
 	default:
 		logger.Info("Rotated the key")
-		prevID := keys.IDFromHash(found.record.Hash)
-		r.event(ak, corev1.EventTypeNormal, EventKeyRotated, "Rotate", "Rotated to key %s (revision %d, reason %s); previous key %s %s",
-			id, rec.Revision, rec.Reason, prevID, previousValidity(rec, found.record.Hash))
+		extra := ""
+		if len(plan.DroppedByZeroGrace) > 0 {
+			extra = "; with a zero grace period the earlier keys " + strings.Join(plan.DroppedByZeroGrace, ", ") + " were revoked too"
+		}
+		r.event(ak, corev1.EventTypeNormal, EventKeyRotated, "Rotate", "Rotated to key %s (revision %d, reason %s); previous key %s %s%s",
+			id, rec.Revision, rec.Reason, replacedID, previousValidity(rec, replaced), extra)
 	}
 }
 
-func previousValidity(rec policy.Key, prevHash string) string {
+// changedParts lists what a *keyrecord.TamperedError names.
+func changedParts(err error) string {
+	var t *keyrecord.TamperedError
+	if errors.As(err, &t) {
+		return keyrecord.JoinNames(t.Changed)
+	}
+	return "unknown change"
+}
+
+func replacedFate(replacedHash string, rec keyrecord.Record) string {
+	if replacedHash == "" {
+		return "no earlier key that Keyward signed is known, so none stays valid"
+	}
+	return "the last genuine key " + keys.IDFromHash(replacedHash) + " " + previousValidity(rec, replacedHash)
+}
+
+// previousValidity says until when the replaced key stays valid.
+func previousValidity(rec keyrecord.Record, replacedHash string) string {
 	for _, p := range rec.Previous {
-		if p.Hash == prevHash {
+		if p.Hash == replacedHash {
 			return "stays valid until " + p.ValidUntil.UTC().Format(time.RFC3339)
 		}
 	}
@@ -323,7 +382,7 @@ func previousValidity(rec policy.Key, prevHash string) string {
 }
 
 // recordTransition emits an event when the Ready reason changes to one that people should hear about.
-func (r *APIKeyReconciler) recordTransition(ak *keywardv1alpha1.APIKey, from, to string) {
+func (r *APIKeyReconciler) recordTransition(ak *keywardv1alpha1.APIKey, from, to keywardv1alpha1.ConditionReason) {
 	if from == to {
 		return
 	}
@@ -344,9 +403,9 @@ func (r *APIKeyReconciler) recordTransition(ak *keywardv1alpha1.APIKey, from, to
 	}
 }
 
-func (r *APIKeyReconciler) event(ak *keywardv1alpha1.APIKey, eventType, reason, action, note string, args ...any) {
+func (r *APIKeyReconciler) event(ak *keywardv1alpha1.APIKey, eventType string, reason EventReason, action, note string, args ...any) {
 	if r.Events != nil {
-		r.Events.Eventf(ak, nil, eventType, reason, action, note, args...)
+		r.Events.Eventf(ak, nil, eventType, string(reason), action, note, args...)
 	}
 }
 
@@ -365,90 +424,36 @@ func SecretNameOf(ak *keywardv1alpha1.APIKey) string {
 	return ak.Name
 }
 
-// recordFromStatus is the last key that status recorded, used when the Secret is gone or was tampered with.
-func recordFromStatus(st keywardv1alpha1.APIKeyStatus) (policy.Key, time.Time) {
-	rec := policy.Key{Hash: st.KeyHash, Revision: st.Revision, Reason: policy.Reason(st.LastRotationReason),
-		HandledToken: st.LastHandledRotateToken}
-	if st.IssuedAt != nil {
-		rec.IssuedAt = st.IssuedAt.UTC()
-	}
-	for _, p := range st.PreviousKeys {
-		rec.Previous = append(rec.Previous, policy.PreviousKey{Hash: p.KeyHash, ValidUntil: p.ValidUntil.UTC()})
-	}
-	var expiry time.Time
-	if st.ExpiresAt != nil {
-		expiry = st.ExpiresAt.UTC()
-	}
-	return rec, expiry
-}
-
-// setKeyStatus writes everything status says about the key; all of it follows from the Secret and the spec.
-func setKeyStatus(st *keywardv1alpha1.APIKeyStatus, spec policy.Spec, key string, rec policy.Key, now time.Time) {
-	st.KeyHash = rec.Hash
-	st.KeyID = keys.IDFromHash(rec.Hash)
-	st.KeyHint = keys.Hint(key)
-	st.Revision = rec.Revision
-	st.IssuedAt = timePtr(rec.IssuedAt)
-	st.ExpiresAt = timePtr(spec.ExpiresAt(rec.IssuedAt))
-	st.RenewalTime = timePtr(spec.RenewalTime(rec.IssuedAt))
-	st.LastRotationReason = string(rec.Reason)
-	st.LastHandledRotateToken = rec.HandledToken
-	st.PreviousKeys = nil
-	for _, p := range policy.LivePrevious(rec.Previous, now) {
-		st.PreviousKeys = append(st.PreviousKeys, keywardv1alpha1.PreviousKey{
-			KeyID: keys.IDFromHash(p.Hash), KeyHash: p.Hash, ValidUntil: metav1.NewTime(p.ValidUntil.UTC())})
-	}
-}
-
-func timePtr(t time.Time) *metav1.Time {
-	if t.IsZero() {
-		return nil
-	}
-	mt := metav1.NewTime(t.UTC())
-	return &mt
-}
-
-func stalled(reason, message string) outcome {
-	return outcome{health: &policy.Health{Reason: reason, Message: message, Stalled: true}}
-}
-
-func retry(err error) outcome {
-	return outcome{progressing: "Retrying after an error: " + err.Error(), err: err}
-}
-
-// setConditions applies kstatus: Ready always; Reconciling and Stalled only while true.
-func setConditions(ak *keywardv1alpha1.APIKey, out outcome, now time.Time) {
-	set := func(t string, status metav1.ConditionStatus, reason, message string) {
-		meta.SetStatusCondition(&ak.Status.Conditions, metav1.Condition{Type: t, Status: status, Reason: reason,
-			Message: message, ObservedGeneration: ak.Generation, LastTransitionTime: metav1.NewTime(now)})
+// setConditions applies kstatus: Ready always; Reconciling and Stalled only while true. Without a judgement
+// (health nil) Ready keeps what it said, with the generation it said it for.
+func setConditions(ak *keywardv1alpha1.APIKey, health *policy.Health, message, progressing string, now time.Time) {
+	set := func(t string, status metav1.ConditionStatus, reason keywardv1alpha1.ConditionReason, message string, generation int64) {
+		meta.SetStatusCondition(&ak.Status.Conditions, metav1.Condition{Type: t, Status: status, Reason: string(reason),
+			Message: message, ObservedGeneration: generation, LastTransitionTime: metav1.NewTime(now)})
 	}
 	switch {
-	case out.health != nil && out.health.Ready:
-		set(keywardv1alpha1.ConditionReady, metav1.ConditionTrue, out.health.Reason, out.health.Message)
-	case out.health != nil:
-		set(keywardv1alpha1.ConditionReady, metav1.ConditionFalse, out.health.Reason, out.health.Message)
+	case health != nil && health.Ready:
+		set(keywardv1alpha1.ConditionReady, metav1.ConditionTrue, health.Reason, message, ak.Generation)
+	case health != nil:
+		set(keywardv1alpha1.ConditionReady, metav1.ConditionFalse, health.Reason, message, ak.Generation)
 	case meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady) == nil:
-		set(keywardv1alpha1.ConditionReady, metav1.ConditionUnknown, keywardv1alpha1.ReasonProgressing, out.progressing)
-	default:
-		// Keep Ready as it was, but say which generation it describes.
-		c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady)
-		set(c.Type, c.Status, c.Reason, c.Message)
+		set(keywardv1alpha1.ConditionReady, metav1.ConditionUnknown, keywardv1alpha1.ReasonProgressing, progressing, ak.Generation)
 	}
-	if out.health != nil && out.health.Stalled {
-		set(keywardv1alpha1.ConditionStalled, metav1.ConditionTrue, out.health.Reason, out.health.Message)
-	} else {
+	if health != nil && health.Stalled {
+		set(keywardv1alpha1.ConditionStalled, metav1.ConditionTrue, health.Reason, message, ak.Generation)
+	} else if health != nil {
 		meta.RemoveStatusCondition(&ak.Status.Conditions, keywardv1alpha1.ConditionStalled)
 	}
-	if out.progressing != "" {
-		set(keywardv1alpha1.ConditionReconciling, metav1.ConditionTrue, keywardv1alpha1.ReasonProgressing, out.progressing)
+	if progressing != "" {
+		set(keywardv1alpha1.ConditionReconciling, metav1.ConditionTrue, keywardv1alpha1.ReasonProgressing, progressing, ak.Generation)
 	} else {
 		meta.RemoveStatusCondition(&ak.Status.Conditions, keywardv1alpha1.ConditionReconciling)
 	}
 }
 
-func readyReason(ak *keywardv1alpha1.APIKey) string {
+func readyReason(ak *keywardv1alpha1.APIKey) keywardv1alpha1.ConditionReason {
 	if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady); c != nil {
-		return c.Reason
+		return keywardv1alpha1.ConditionReason(c.Reason)
 	}
 	return ""
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -47,6 +48,8 @@ func (c StatusCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c StatusCollector) Collect(ch chan<- prometheus.Metric) {
 	var list keywardv1alpha1.APIKeyList
 	if err := c.Reader.List(context.Background(), &list); err != nil {
+		// An empty scrape would look like "no APIKeys"; an invalid metric fails the scrape visibly instead.
+		ch <- prometheus.NewInvalidMetric(expirationDesc, fmt.Errorf("listing APIKeys: %w", err))
 		return
 	}
 	for i := range list.Items {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -74,3 +75,18 @@ func (n namespaced) List(ctx context.Context, list client.ObjectList, opts ...cl
 }
 
 func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+// failingLister is a cache that cannot list.
+type failingLister struct{ client.Reader }
+
+func (failingLister) List(context.Context, client.ObjectList, ...client.ListOption) error {
+	return errors.New("simulated: the cache cannot list APIKeys")
+}
+
+func TestAScrapeFailsVisiblyWhenAPIKeysCannotBeListed(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(StatusCollector{Reader: failingLister{}})
+	if _, err := reg.Gather(); err == nil || !strings.Contains(err.Error(), "cannot list APIKeys") {
+		t.Errorf("Gather = %v; an unlistable cache must fail the scrape, not report no APIKeys", err)
+	}
+}

@@ -2,17 +2,16 @@ package controllers
 
 import (
 	"context"
-	"crypto/sha256"
+	"errors"
 	"fmt"
-	"maps"
-	"slices"
-	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -20,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -50,12 +50,16 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	}); err != nil {
 		return fmt.Errorf("indexing APIKeys by Secret name: %w", err)
 	}
+	if r.Signer == nil {
+		return errors.New("the APIKey controller needs a record signer")
+	}
+	r.secrets = &SecretWriter{Client: r.Client, APIReader: r.APIReader, Signer: r.Signer}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("apikey").
-		// Status-only updates (our own patches, the verifier's usage reports) need no reconcile; spec edits
-		// bump the generation and a manual rotation changes an annotation.
-		For(&keywardv1alpha1.APIKey{}, builder.WithPredicates(
-			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		// Spec edits bump the generation, a rotation or revocation changes an annotation, and any status edit
+		// other than the verifier's usage reports is looked at, so a forged status is put back at once.
+		For(&keywardv1alpha1.APIKey{}, builder.WithPredicates(predicate.Or[client.Object](
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, statusEdited()))).
 		Watches(&corev1.Secret{}, r.secretEvents()).
 		WithOptions(opts).
 		Complete(r)
@@ -77,17 +81,17 @@ func (r *APIKeyReconciler) secretEvents() handler.EventHandler {
 	}
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q queue) {
-			if !r.ownWrites.isEcho(e.Object) {
+			if !r.secrets.IsEcho(e.Object) {
 				enqueue(ctx, e.Object, q)
 			}
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q queue) {
-			if !r.ownWrites.isEcho(e.ObjectNew) {
+			if !r.secrets.IsEcho(e.ObjectNew) {
 				enqueue(ctx, e.ObjectNew, q)
 			}
 		},
 		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q queue) {
-			r.ownWrites.forget(e.Object)
+			r.secrets.Forget(e.Object)
 			enqueue(ctx, e.Object, q)
 		},
 		GenericFunc: func(ctx context.Context, e event.GenericEvent, q queue) { enqueue(ctx, e.Object, q) },
@@ -107,71 +111,30 @@ func (r *APIKeyReconciler) apiKeysUsing(ctx context.Context, secret client.Objec
 	add(secret.GetLabels()[keywardv1alpha1.APIKeyNameLabel])
 	var list keywardv1alpha1.APIKeyList
 	if err := r.Client.List(ctx, &list, client.InNamespace(secret.GetNamespace()),
-		client.MatchingFields{secretNameIndex: secret.GetName()}); err == nil {
-		for i := range list.Items {
-			add(list.Items[i].Name)
-		}
+		client.MatchingFields{secretNameIndex: secret.GetName()}); err != nil {
+		// Only the labelled APIKey is reconciled; one waiting on a conflict for this Secret looks again
+		// after its recheck interval.
+		log.FromContext(ctx).Error(err, "Listing the APIKeys that name a Secret failed", "secret", klog.KObj(secret))
+		return reqs
+	}
+	for i := range list.Items {
+		add(list.Items[i].Name)
 	}
 	return reqs
 }
 
-// writeLog remembers a fingerprint of the content of each Secret the reconciler last wrote. It is recorded
-// before the write, so the echo is recognised even when the watch event overtakes the write's response; and
-// it compares content, so an event is skipped only when the Secret is exactly what we wrote.
-type writeLog struct {
-	mu           sync.Mutex
-	fingerprints map[types.NamespacedName][sha256.Size]byte
-}
-
-func (w *writeLog) record(s *corev1.Secret) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.fingerprints == nil {
-		w.fingerprints = map[types.NamespacedName][sha256.Size]byte{}
-	}
-	w.fingerprints[client.ObjectKeyFromObject(s)] = fingerprint(s)
-}
-
-func (w *writeLog) isEcho(o client.Object) bool {
-	s, ok := o.(*corev1.Secret)
-	if !ok {
-		return false
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	fp, ok := w.fingerprints[client.ObjectKeyFromObject(s)]
-	return ok && fp == fingerprint(s)
-}
-
-func (w *writeLog) forget(o client.Object) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	delete(w.fingerprints, client.ObjectKeyFromObject(o))
-}
-
-// fingerprint hashes what the reconciler controls in a Secret: type, labels, annotations, data, owners.
-func fingerprint(s *corev1.Secret) [sha256.Size]byte {
-	h := sha256.New()
-	write := func(parts ...string) {
-		for _, p := range parts {
-			fmt.Fprintf(h, "%d:%s", len(p), p)
+// statusEdited passes updates that change an APIKey's status other than status.usage: Keyward's own status
+// patches (their reconcile finds nothing to do and writes nothing) and anyone else's, which the reconcile
+// puts back. The verifier's usage reports are the one status write that needs no reconcile.
+func statusEdited() predicate.Funcs {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		before, okBefore := e.ObjectOld.(*keywardv1alpha1.APIKey)
+		after, okAfter := e.ObjectNew.(*keywardv1alpha1.APIKey)
+		if !okBefore || !okAfter {
+			return false
 		}
-	}
-	write(string(s.Type))
-	for _, m := range []map[string]string{s.Labels, s.Annotations} {
-		write("map")
-		for _, k := range slices.Sorted(maps.Keys(m)) {
-			write(k, m[k])
-		}
-	}
-	write("data")
-	for _, k := range slices.Sorted(maps.Keys(s.Data)) {
-		write(k, string(s.Data[k]))
-	}
-	for _, ref := range s.OwnerReferences {
-		write("owner", ref.Kind, ref.Name, string(ref.UID))
-	}
-	var out [sha256.Size]byte
-	h.Sum(out[:0])
-	return out
+		a, b := before.Status.DeepCopy(), after.Status.DeepCopy()
+		a.Usage, b.Usage = nil, nil
+		return !equality.Semantic.DeepEqual(a, b)
+	}}
 }

@@ -7,19 +7,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-func TestWriteLogRecognisesOnlyTheContentItWrote(t *testing.T) {
+func TestSecretWriterRecognisesOnlyTheContentItWrote(t *testing.T) {
 	written := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s", Labels: map[string]string{"a": "1"},
 			Annotations: map[string]string{"b": "2"}, OwnerReferences: []metav1.OwnerReference{{Kind: "APIKey", Name: "k", UID: "u1"}}},
 		Data: map[string][]byte{"api-key": []byte("kw_x")},
 	}
-	var w writeLog
+	var w SecretWriter
 	w.record(written)
 
 	echo := written.DeepCopy()
 	echo.ResourceVersion, echo.UID = "42", "server-set"
 	echo.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "keyward"}}
-	if !w.isEcho(echo) {
+	if !w.IsEcho(echo) {
 		t.Error("the Secret as written, with server-set fields, is not recognised as the echo")
 	}
 	for name, change := range map[string]func(*corev1.Secret){
@@ -31,12 +31,12 @@ func TestWriteLogRecognisesOnlyTheContentItWrote(t *testing.T) {
 	} {
 		other := written.DeepCopy()
 		change(other)
-		if w.isEcho(other) {
+		if w.IsEcho(other) {
 			t.Errorf("%s: treated as our own echo", name)
 		}
 	}
-	w.forget(written)
-	if w.isEcho(written) {
+	w.Forget(written)
+	if w.IsEcho(written) {
 		t.Error("a forgotten Secret is still recognised")
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
@@ -33,7 +36,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
-	"github.com/keyward-dev/keyward/internal/keysecret"
+	"github.com/keyward-dev/keyward/internal/keyrecord"
+	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/testenv"
 )
 
@@ -56,7 +60,8 @@ type harness struct {
 	keys   map[string]bool
 	stop   func()
 	// queue is the running controller's workqueue, which records the requeues it schedules.
-	queue *schedulingQueue
+	// It is set from the controller's goroutine when the controller starts.
+	queue atomic.Pointer[schedulingQueue]
 }
 
 func newHarness(t testing.TB) *harness {
@@ -80,6 +85,7 @@ type managerOptions struct {
 func (h *harness) startManager(opts managerOptions) {
 	h.t.Helper()
 	h.stopManager()
+	h.queue.Store(nil) // reconcile counts start again with the new controller
 	cfg := rest.CopyConfig(env.Config)
 	cfg.QPS = -1 // as in production: no client-side throttling, the API server's fairness applies
 	cfg.WrapTransport = h.writes.wrap
@@ -101,17 +107,25 @@ func (h *harness) startManager(opts managerOptions) {
 	if opts.wrapClient != nil {
 		c = opts.wrapClient(c, cancel)
 	}
+	// The signing key lives in the test's namespace and is loaded the way the manager loads it, so every
+	// restart of a test's manager signs and verifies with the same key.
+	signer, err := LoadOrCreateSigningKey(context.Background(), env.Client, env.Client,
+		types.NamespacedName{Namespace: h.ns, Name: DefaultSigningKeySecretName}, rand.Reader)
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	r := &APIKeyReconciler{
-		Client: c, APIReader: mgr.GetAPIReader(), Clock: h.clock, Random: rand.Reader,
+		Client: c, APIReader: mgr.GetAPIReader(), Clock: h.clock, Random: rand.Reader, Signer: signer,
 		Events: mgr.GetEventRecorder("keyward"), ConflictRecheckInterval: 30 * time.Second,
 	}
 	ctrlOpts := controller.Options{
 		// The queue's delays run on the fake clock, so stepping the clock fires requeues at exact instants.
 		NewQueue: func(name string, _ workqueue.TypedRateLimiter[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
-			h.queue = &schedulingQueue{clock: h.clock, TypedRateLimitingInterface: workqueue.NewTypedRateLimitingQueueWithConfig(
+			q := &schedulingQueue{clock: h.clock, TypedRateLimitingInterface: workqueue.NewTypedRateLimitingQueueWithConfig(
 				workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](0, 0),
 				workqueue.TypedRateLimitingQueueConfig[reconcile.Request]{Name: name, Clock: h.clock})}
-			return h.queue
+			h.queue.Store(q)
+			return q
 		},
 	}
 	if opts.production {
@@ -198,7 +212,7 @@ func (h *harness) stepToRequeue(d time.Duration) {
 func (h *harness) waitForRequeueBy(t time.Time) {
 	h.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for !h.queue.scheduledBetween(h.clock.Now(), t) {
+	for !h.queue.Load().scheduledBetween(h.clock.Now(), t) {
 		if time.Now().After(deadline) {
 			h.t.Fatalf("the controller scheduled no requeue by %s", t.Format(time.RFC3339))
 		}
@@ -206,12 +220,36 @@ func (h *harness) waitForRequeueBy(t time.Time) {
 	}
 }
 
-// schedulingQueue records the instants of the delayed adds (RequeueAfter) on the fake clock.
+// schedulingQueue records the instants of the delayed adds (RequeueAfter) on the fake clock, and counts the
+// items the controller took and finished, which is proof that reconciles ran.
 type schedulingQueue struct {
 	workqueue.TypedRateLimitingInterface[reconcile.Request]
-	clock     *clocktesting.FakeClock
-	mu        sync.Mutex
-	scheduled []time.Time
+	clock       *clocktesting.FakeClock
+	mu          sync.Mutex
+	scheduled   []time.Time
+	gets, dones int
+}
+
+func (q *schedulingQueue) Get() (reconcile.Request, bool) {
+	item, shutdown := q.TypedRateLimitingInterface.Get()
+	q.mu.Lock()
+	q.gets++
+	q.mu.Unlock()
+	return item, shutdown
+}
+
+func (q *schedulingQueue) Done(item reconcile.Request) {
+	q.TypedRateLimitingInterface.Done(item)
+	q.mu.Lock()
+	q.dones++
+	q.mu.Unlock()
+}
+
+// progress returns how many reconciles have finished, and whether none is running or waiting.
+func (q *schedulingQueue) progress() (done int, idle bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.dones, q.gets == q.dones && q.TypedRateLimitingInterface.Len() == 0
 }
 
 func (q *schedulingQueue) AddAfter(item reconcile.Request, d time.Duration) {
@@ -237,13 +275,53 @@ func (q *schedulingQueue) scheduledBetween(after, by time.Time) bool {
 	return false
 }
 
-// settle gives the manager time to act on something that must not change anything.
-func (h *harness) settle() { time.Sleep(700 * time.Millisecond) }
+// reconciles is how many reconciles the running controller has finished; pass it to waitIdleAfter.
+func (h *harness) reconciles() int {
+	q := h.queue.Load()
+	if q == nil {
+		return 0
+	}
+	done, _ := q.progress()
+	return done
+}
 
-func readyIs(status metav1.ConditionStatus, reason string) func(*keywardv1alpha1.APIKey) bool {
+// waitIdleAfter waits until a reconcile has finished since mark (from reconciles, taken before the change
+// under test) and none is running or queued. On the fake clock nothing else starts a reconcile, so this is
+// proof that the controller has acted on the change.
+func (h *harness) waitIdleAfter(mark int) {
+	h.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if q := h.queue.Load(); q != nil {
+			if done, idle := q.progress(); done > mark && idle {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("no reconcile finished after mark %d", mark)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// touch changes an unrelated annotation of the APIKey, which makes the controller reconcile it, and waits
+// until it has.
+func (h *harness) touch(name string) {
+	h.t.Helper()
+	mark := h.reconciles()
+	h.update(name, func(ak *keywardv1alpha1.APIKey) {
+		if ak.Annotations == nil {
+			ak.Annotations = map[string]string{}
+		}
+		ak.Annotations["test.keyward.dev/touched"] = time.Now().Format(time.RFC3339Nano)
+	})
+	h.waitIdleAfter(mark)
+}
+
+func readyIs(status metav1.ConditionStatus, reason keywardv1alpha1.ConditionReason) func(*keywardv1alpha1.APIKey) bool {
 	return func(ak *keywardv1alpha1.APIKey) bool {
 		c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady)
-		return c != nil && c.Status == status && c.Reason == reason && c.ObservedGeneration == ak.Generation &&
+		return c != nil && c.Status == status && c.Reason == string(reason) && c.ObservedGeneration == ak.Generation &&
 			ak.Status.ObservedGeneration == ak.Generation
 	}
 }
@@ -263,7 +341,7 @@ func (h *harness) secret(name string) *corev1.Secret {
 	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: h.ns, Name: name}, s); err != nil {
 		h.t.Fatalf("getting Secret %s: %v", name, err)
 	}
-	if k := string(s.Data[keysecret.DataAPIKey]); k != "" {
+	if k := string(s.Data[keyrecord.DataAPIKey]); k != "" {
 		h.keys[k] = true
 	}
 	return s
@@ -271,25 +349,25 @@ func (h *harness) secret(name string) *corev1.Secret {
 
 func (h *harness) key(secretName string) string {
 	h.t.Helper()
-	return string(h.secret(secretName).Data[keysecret.DataAPIKey])
+	return string(h.secret(secretName).Data[keyrecord.DataAPIKey])
 }
 
 // events returns the events in the test's namespace, by reason.
-func (h *harness) events() map[string][]eventsv1.Event {
+func (h *harness) events() map[EventReason][]eventsv1.Event {
 	h.t.Helper()
 	var list eventsv1.EventList
 	if err := env.Client.List(context.Background(), &list, client.InNamespace(h.ns)); err != nil {
 		h.t.Fatal(err)
 	}
-	out := map[string][]eventsv1.Event{}
+	out := map[EventReason][]eventsv1.Event{}
 	for _, e := range list.Items {
-		out[e.Reason] = append(out[e.Reason], e)
+		out[EventReason(e.Reason)] = append(out[EventReason(e.Reason)], e)
 	}
 	return out
 }
 
 // waitForEvent waits until count events with the reason exist.
-func (h *harness) waitForEvent(reason string, count int) []eventsv1.Event {
+func (h *harness) waitForEvent(reason EventReason, count int) []eventsv1.Event {
 	h.t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -305,7 +383,7 @@ func (h *harness) waitForEvent(reason string, count int) []eventsv1.Event {
 }
 
 // assertNoKeyMaterialLeaked scans the manager logs, the events and every APIKey's status for each key the
-// test read from a Secret, and for its random part alone.
+// manager wrote into a Secret (taken from its write requests) or the test read, and for its random part.
 func (h *harness) assertNoKeyMaterialLeaked() {
 	var haystack strings.Builder
 	haystack.WriteString(h.logs.String())
@@ -321,6 +399,9 @@ func (h *harness) assertNoKeyMaterialLeaked() {
 		haystack.Write(b)
 	}
 	text := haystack.String()
+	for k := range h.writes.keysWritten() {
+		h.keys[k] = true
+	}
 	for k := range h.keys {
 		random := k[strings.IndexByte(k, '_')+1:]
 		random = random[:min(len(random), 32)]
@@ -330,12 +411,58 @@ func (h *harness) assertNoKeyMaterialLeaked() {
 	}
 }
 
-// writeCounter counts write requests by resource.
+// writeCounter counts write requests by resource and remembers every key written into a Secret.
 type writeCounter struct {
 	mu     sync.Mutex
 	counts map[string]int
+	keys   map[string]bool
 	total  atomic.Int64
 }
+
+// keysWritten returns every api-key value the manager sent in a Secret write.
+func (w *writeCounter) keysWritten() map[string]bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.keys)
+}
+
+// keyOf returns the written key whose hash is hash, "" when none was written.
+func (w *writeCounter) keyOf(hash string) string {
+	for k := range w.keysWritten() {
+		if keys.Hash(k) == hash {
+			return k
+		}
+	}
+	return ""
+}
+
+// noteKeys records the api-key of a Secret in a write request body (JSON or protobuf), leaving the body
+// readable.
+func (w *writeCounter) noteKeys(req *http.Request) {
+	if req.GetBody == nil {
+		return
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return
+	}
+	defer body.Close()
+	raw, _ := io.ReadAll(body)
+	obj, _, err := secretDecoder.Decode(raw, nil, nil)
+	s, ok := obj.(*corev1.Secret)
+	if err != nil || !ok || len(s.Data[keyrecord.DataAPIKey]) == 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.keys == nil {
+		w.keys = map[string]bool{}
+	}
+	w.keys[string(s.Data[keyrecord.DataAPIKey])] = true
+}
+
+// secretDecoder reads the JSON or protobuf bodies that clients send.
+var secretDecoder = serializer.NewCodecFactory(testenv.Scheme).UniversalDeserializer()
 
 func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
@@ -349,6 +476,9 @@ func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 						resource += "/" + parts[i+4]
 					}
 				}
+			}
+			if resource == "secrets" {
+				w.noteKeys(req)
 			}
 			w.mu.Lock()
 			if w.counts == nil {

@@ -1,0 +1,158 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/keyrecord"
+)
+
+// Errors of SecretWriter.Write that are not failures of the API server.
+var (
+	errForeignSecret = errors.New("a Secret Keyward does not own has that name")
+	errCacheLag      = errors.New("the Secret exists but the cache does not show it yet")
+)
+
+// SecretWriter owns every write of a key's Secret. It signs the record it writes and records a fingerprint
+// of the content before the write, so the watch can tell the echo of its own writes from someone else's edit
+// by construction: no caller can write a Secret without both.
+type SecretWriter struct {
+	Client    client.Client
+	APIReader client.Reader
+	Signer    *keyrecord.Signer
+
+	mu           sync.Mutex
+	fingerprints map[types.NamespacedName][sha256.Size]byte
+}
+
+// Write creates the Secret of ak, or updates existing when it differs from c, signing the record for sub.
+// It reports whether it wrote. An update carries existing's resourceVersion, so a stale cache fails instead
+// of overwriting a newer key.
+func (w *SecretWriter) Write(ctx context.Context, ak *keywardv1alpha1.APIKey, existing *corev1.Secret, sub keyrecord.Subject, c keyrecord.Contents) (bool, error) {
+	if existing == nil {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ak.Namespace, Name: sub.Secret}}
+		keyrecord.WriteSecret(s, c, w.Signer, sub)
+		if err := controllerutil.SetControllerReference(ak, s, w.Client.Scheme()); err != nil {
+			return false, fmt.Errorf("setting the owner of Secret %s: %w", s.Name, err)
+		}
+		w.record(s)
+		err := w.Client.Create(ctx, s)
+		if apierrors.IsAlreadyExists(err) {
+			return false, w.explainExisting(ctx, ak, s.Name)
+		}
+		if err != nil {
+			return false, fmt.Errorf("creating Secret %s: %w", s.Name, err)
+		}
+		return true, nil
+	}
+	s := existing.DeepCopy()
+	keyrecord.WriteSecret(s, c, w.Signer, sub)
+	if err := controllerutil.SetControllerReference(ak, s, w.Client.Scheme()); err != nil {
+		return false, fmt.Errorf("setting the owner of Secret %s: %w", s.Name, err)
+	}
+	if equality.Semantic.DeepEqual(existing, s) {
+		return false, nil
+	}
+	w.record(s)
+	if err := w.Client.Update(ctx, s); err != nil {
+		return false, fmt.Errorf("updating Secret %s: %w", s.Name, err)
+	}
+	return true, nil
+}
+
+// explainExisting asks the API server about a Secret that the cache did not show. A Secret this APIKey
+// controls but whose Keyward label someone removed is labelled again, so that the cache sees it.
+func (w *SecretWriter) explainExisting(ctx context.Context, ak *keywardv1alpha1.APIKey, name string) error {
+	s := &corev1.Secret{}
+	if err := w.APIReader.Get(ctx, types.NamespacedName{Namespace: ak.Namespace, Name: name}, s); err != nil {
+		return fmt.Errorf("reading Secret %s after it already existed: %w", name, err)
+	}
+	if ref := metav1.GetControllerOf(s); ref != nil && ref.UID == ak.UID && keyrecord.SecretOwner(s) == "" {
+		base := s.DeepCopy()
+		if s.Labels == nil {
+			s.Labels = map[string]string{}
+		}
+		s.Labels[keywardv1alpha1.APIKeyNameLabel] = ak.Name
+		w.record(s)
+		if err := w.Client.Patch(ctx, s, client.MergeFrom(base)); err != nil {
+			return fmt.Errorf("restoring the %s label of Secret %s: %w", keywardv1alpha1.APIKeyNameLabel, name, err)
+		}
+		log.FromContext(ctx).Info("Restored the label that lets Keyward see its Secret", "secret", klog.KObj(s))
+		return errCacheLag
+	}
+	if keyrecord.SecretOwner(s) == "" {
+		return errForeignSecret
+	}
+	return errCacheLag
+}
+
+func (w *SecretWriter) record(s *corev1.Secret) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fingerprints == nil {
+		w.fingerprints = map[types.NamespacedName][sha256.Size]byte{}
+	}
+	w.fingerprints[client.ObjectKeyFromObject(s)] = fingerprint(s)
+}
+
+// IsEcho reports whether o is exactly what the writer last wrote to that Secret.
+func (w *SecretWriter) IsEcho(o client.Object) bool {
+	s, ok := o.(*corev1.Secret)
+	if !ok {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fp, ok := w.fingerprints[client.ObjectKeyFromObject(s)]
+	return ok && fp == fingerprint(s)
+}
+
+// Forget drops what the writer remembers of a deleted Secret.
+func (w *SecretWriter) Forget(o client.Object) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.fingerprints, client.ObjectKeyFromObject(o))
+}
+
+// fingerprint hashes what the writer controls in a Secret: type, labels, annotations, data, owners.
+func fingerprint(s *corev1.Secret) [sha256.Size]byte {
+	h := sha256.New()
+	write := func(parts ...string) {
+		for _, p := range parts {
+			fmt.Fprintf(h, "%d:%s", len(p), p)
+		}
+	}
+	write(string(s.Type))
+	for _, m := range []map[string]string{s.Labels, s.Annotations} {
+		write("map")
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			write(k, m[k])
+		}
+	}
+	write("data")
+	for _, k := range slices.Sorted(maps.Keys(s.Data)) {
+		write(k, string(s.Data[k]))
+	}
+	for _, ref := range s.OwnerReferences {
+		write("owner", ref.Kind, ref.Name, string(ref.UID))
+	}
+	var out [sha256.Size]byte
+	h.Sum(out[:0])
+	return out
+}
