@@ -24,7 +24,7 @@ import (
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/controllers"
-	"github.com/keyward-dev/keyward/internal/keysecret"
+	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/testenv"
 	"github.com/keyward-dev/keyward/pkg/verifier"
 )
@@ -40,7 +40,6 @@ type cluster struct {
 	ns     string
 	index  *verifier.Index
 	client client.Client // the verifier's cache-backed client
-	synced func() bool
 }
 
 func startCluster(t testing.TB) *cluster {
@@ -77,8 +76,13 @@ func startCluster(t testing.TB) *cluster {
 	}
 
 	ctrlMgr := newManager(controllers.CacheOptions())
+	signer, err := controllers.LoadOrCreateSigningKey(ctx, env.Client, env.Client,
+		types.NamespacedName{Namespace: c.ns, Name: controllers.DefaultSigningKeySecretName}, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := &controllers.APIKeyReconciler{Client: ctrlMgr.GetClient(), APIReader: ctrlMgr.GetAPIReader(),
-		Clock: clock.RealClock{}, Random: rand.Reader}
+		Clock: clock.RealClock{}, Random: rand.Reader, Signer: signer}
 	if err := r.SetupWithManager(ctx, ctrlMgr, controller.Options{}); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +93,7 @@ func startCluster(t testing.TB) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.synced, c.client = synced, verMgr.GetClient()
+	c.client = verMgr.GetClient()
 	start(verMgr)
 	deadline := time.Now().Add(30 * time.Second)
 	for !synced() {
@@ -121,7 +125,7 @@ func (c *cluster) waitReadyRevision(name string, rev int64) string {
 			if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: c.ns, Name: name}, s); err != nil {
 				c.t.Fatal(err)
 			}
-			return string(s.Data[keysecret.DataAPIKey])
+			return string(s.Data[keyrecord.DataAPIKey])
 		}
 		if time.Now().After(deadline) {
 			c.t.Fatalf("APIKey %s never reached revision %d Ready", name, rev)
@@ -148,9 +152,6 @@ func (c *cluster) waitCode(key string, scopes []string, want verifier.Code, sinc
 
 func TestVerifierAnswersFollowAPIKeyChangesThroughTheAPIServer(t *testing.T) {
 	c := startCluster(t)
-	if err := verifier.SyncedCheck(c.synced)(nil); err != nil {
-		t.Fatalf("the verifier is not ready after its informer synced: %v", err)
-	}
 	scopes := []string{"orders:read"}
 	t0 := time.Now()
 	if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{
@@ -176,7 +177,18 @@ func TestVerifierAnswersFollowAPIKeyChangesThroughTheAPIServer(t *testing.T) {
 		t.Errorf("the previous key during its grace period: %s", got)
 	}
 
-	// With a zero grace period, the replaced key stops working as soon as the rotation is seen.
+	start = time.Now()
+	c.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Disabled = true })
+	t.Logf("disable → key rejected: %v", c.waitCode(k2, scopes, verifier.CodeDisabled, start))
+	if got := c.index.Verify(k1, scopes, time.Now()).Code; got != verifier.CodeDisabled {
+		t.Errorf("a previous key of a disabled APIKey: %s", got)
+	}
+	start = time.Now()
+	c.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Disabled = false })
+	t.Logf("enable → key accepted: %v", c.waitCode(k2, scopes, verifier.CodeValid, start))
+
+	// With a zero grace period (the leaked-key procedure) every earlier key stops as soon as the rotation is
+	// seen: the one replaced and the one still inside its own grace period.
 	c.update("orders", func(ak *keywardv1alpha1.APIKey) {
 		ak.Spec.Rotation = &keywardv1alpha1.RotationSpec{GracePeriod: "0s"}
 		ak.Annotations[keywardv1alpha1.RotateAnnotation] = "two"
@@ -184,22 +196,11 @@ func TestVerifierAnswersFollowAPIKeyChangesThroughTheAPIServer(t *testing.T) {
 	start = time.Now()
 	k3 := c.waitReadyRevision("orders", 3)
 	c.waitCode(k3, scopes, verifier.CodeValid, start)
-	if got := c.index.Verify(k2, scopes, time.Now()).Code; got != verifier.CodeNotFound {
-		t.Errorf("the key replaced with no grace period: %s", got)
+	for i, old := range []string{k1, k2} {
+		if got := c.index.Verify(old, scopes, time.Now()).Code; got != verifier.CodeNotFound {
+			t.Errorf("key %d after a zero-grace rotation: %s", i+1, got)
+		}
 	}
-	if got := c.index.Verify(k1, scopes, time.Now()).Code; got != verifier.CodeValid {
-		t.Errorf("the first key is still inside its own grace period: %s", got)
-	}
-
-	start = time.Now()
-	c.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Disabled = true })
-	t.Logf("disable → key rejected: %v", c.waitCode(k3, scopes, verifier.CodeDisabled, start))
-	if got := c.index.Verify(k1, scopes, time.Now()).Code; got != verifier.CodeDisabled {
-		t.Errorf("a previous key of a disabled APIKey: %s", got)
-	}
-	start = time.Now()
-	c.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Disabled = false })
-	t.Logf("enable → key accepted: %v", c.waitCode(k3, scopes, verifier.CodeValid, start))
 
 	start = time.Now()
 	if err := env.Client.Delete(context.Background(), c.get("orders")); err != nil {
@@ -254,9 +255,18 @@ func TestUsageIsWrittenToStatusInOneBatchWithoutRotating(t *testing.T) {
 	if n, err := reporter.Flush(context.Background()); n != 0 || err != nil {
 		t.Errorf("a flush with nothing new patched %d (%v)", n, err)
 	}
-	time.Sleep(500 * time.Millisecond)
-	if ak := c.get("used"); ak.Status.Revision != 1 {
-		t.Errorf("the usage patch made the controller mint (revision %d)", ak.Status.Revision)
+	// Proof that the controller has judged the APIKey with the usage patch in its cache: a spec edit made
+	// after the patch is observed (watch events arrive in order). A mint caused by the patch would show by then.
+	c.update("used", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Description = "after the usage report" })
+	deadline = time.Now().Add(30 * time.Second)
+	for ak := c.get("used"); ak.Status.ObservedGeneration != ak.Generation; ak = c.get("used") {
+		if time.Now().After(deadline) {
+			t.Fatal("the controller never observed the edit made after the usage patch")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ak := c.get("used"); ak.Status.Revision != 1 || ak.Status.Usage == nil || ak.Status.Usage.Requests != 5 {
+		t.Errorf("after the usage patch: revision %d, usage %+v; want no new key and the usage kept", ak.Status.Revision, ak.Status.Usage)
 	}
 }
 
