@@ -87,21 +87,30 @@ type Parsed struct {
 	Prefix string
 }
 
-// Parse checks a key offline: shape, character set, length and checksum. It does not allocate.
-func Parse(key string) (Parsed, error) {
-	sep := -1
+// WellFormed reports whether key has a key's shape: a valid prefix, an underscore and a body of the right
+// length. It is the cheap first look a verifier takes before hashing; Parse also checks the characters and
+// the checksum. It does not allocate.
+func WellFormed(key string) bool {
+	sep := separator(key)
+	return sep >= MinPrefixLength && len(key) == sep+1+BodyLength && validPrefix(key[:sep])
+}
+
+// separator is the index of the underscore that ends the prefix, or -1.
+func separator(key string) int {
 	for i := 0; i < len(key) && i <= MaxPrefixLength; i++ {
 		if key[i] == '_' {
-			sep = i
-			break
+			return i
 		}
 	}
-	if sep < MinPrefixLength || len(key) != sep+1+BodyLength {
+	return -1
+}
+
+// Parse checks a key offline: shape, character set, length and checksum. It does not allocate.
+func Parse(key string) (Parsed, error) {
+	if !WellFormed(key) {
 		return Parsed{}, ErrMalformed
 	}
-	if !validPrefix(key[:sep]) {
-		return Parsed{}, ErrMalformed
-	}
+	sep := separator(key)
 	var sum uint64
 	for i := sep + 1; i < len(key); i++ {
 		v := base62Values[key[i]]

@@ -3,18 +3,46 @@ package verifier
 import (
 	"context"
 	"net/http"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"k8s.io/utils/clock"
 )
 
-// ContextExtensionScopes is the ext_authz per-route context extension that lists required scopes
-// (comma-separated), as an alternative to the X-Keyward-Required-Scopes header.
-const ContextExtensionScopes = "keyward-required-scopes"
+// Per-route ext_authz context extensions, as alternatives to the X-Keyward-Required-* headers.
+const (
+	// ContextExtensionScopes lists required scopes (comma-separated).
+	ContextExtensionScopes = "keyward-required-scopes"
+	// ContextExtensionNamespaces lists the namespaces keys may come from (comma-separated).
+	ContextExtensionNamespaces = "keyward-required-namespaces"
+)
+
+// Limits of the gRPC listener: a CheckRequest over MaxGRPCMessageBytes is refused (ResourceExhausted) before
+// it is decoded; streams per connection are bounded; clients that ping too often are disconnected.
+const (
+	MaxGRPCMessageBytes  = 64 << 10
+	MaxConcurrentStreams = 256
+)
+
+// NewGRPCServer returns a gRPC server with the verifier's limits and s registered, plus any extra options
+// (TLS credentials).
+func NewGRPCServer(s *ExtAuthzServer, extra ...grpc.ServerOption) *grpc.Server {
+	opts := append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxGRPCMessageBytes),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute, Time: time.Minute, Timeout: 20 * time.Second}),
+	}, extra...)
+	g := grpc.NewServer(opts...)
+	authv3.RegisterAuthorizationServer(g, s)
+	return g
+}
 
 // ExtAuthzServer implements Envoy's envoy.service.auth.v3.Authorization/Check with the same decisions and
 // headers as forward auth.
@@ -27,7 +55,7 @@ type ExtAuthzServer struct {
 }
 
 // Check verifies the key in the request's headers.
-func (s *ExtAuthzServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+func (s *ExtAuthzServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	attrs := req.GetAttributes()
 	headers := attrs.GetRequest().GetHttp().GetHeaders() // Envoy lowercases header names
 	get := func(name string) string { return headers[toLowerASCII(name)] }
@@ -36,9 +64,11 @@ func (s *ExtAuthzServer) Check(_ context.Context, req *authv3.CheckRequest) (*au
 		s.Metrics.observe(InterfaceExtAuthz, CodeMissing)
 		return denied(Answer{Status: http.StatusUnauthorized, Headers: [][2]string{{HeaderCode, string(CodeMissing)}}}), nil
 	}
-	scopes := SplitScopes(get(HeaderRequiredScopes))
-	scopes = append(scopes, SplitScopes(attrs.GetContextExtensions()[ContextExtensionScopes])...)
-	res := s.Index.Verify(key, scopes, s.Clock.Now())
+	ext := attrs.GetContextExtensions()
+	res := s.Index.VerifyRequest(ctx, key, Requirements{
+		Scopes:     []string{get(HeaderRequiredScopes), ext[ContextExtensionScopes]},
+		Namespaces: []string{get(HeaderRequiredNamespace), ext[ContextExtensionNamespaces]},
+	}, s.Clock.Now())
 	s.Metrics.observe(InterfaceExtAuthz, res.Code)
 	ans := s.Answerer.Answer(res)
 	if !ans.Allowed() {
@@ -52,8 +82,11 @@ func (s *ExtAuthzServer) Check(_ context.Context, req *authv3.CheckRequest) (*au
 
 func denied(ans Answer) *authv3.CheckResponse {
 	code := codes.PermissionDenied
-	if ans.Status == http.StatusUnauthorized {
+	switch ans.Status {
+	case http.StatusUnauthorized:
 		code = codes.Unauthenticated
+	case http.StatusBadRequest:
+		code = codes.InvalidArgument
 	}
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(code)},

@@ -2,6 +2,8 @@ package verifier
 
 import (
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -9,11 +11,24 @@ import (
 	"k8s.io/utils/clock"
 )
 
+// Limits of the HTTP listener. A request whose request line and headers exceed MaxHeaderBytes is answered
+// 431 by the server before any handler runs.
+const (
+	MaxHeaderBytes    = 16 << 10
+	ReadHeaderTimeout = 5 * time.Second
+	ReadTimeout       = 10 * time.Second
+	WriteTimeout      = 10 * time.Second
+	IdleTimeout       = 90 * time.Second
+	// MaxJSONBodyBytes caps the body of POST /v1/verify.
+	MaxJSONBodyBytes = 16 << 10
+)
+
 // HTTPServer serves forward auth for ingress controllers and gateways and the JSON verification API.
 //
 //	ANY  /v1/auth[/...]  forward auth: the key from Authorization (Bearer or x-api-key) or X-API-Key; required
-//	                     scopes from ?scope=a&scope=b, ?scopes=a,b or the X-Keyward-Required-Scopes header.
-//	POST /v1/verify      {"key": "...", "scopes": ["..."]} → {"valid", "code", "keyID", ...}
+//	                     scopes from ?scope=a&scope=b, ?scopes=a,b or X-Keyward-Required-Scopes; accepted
+//	                     namespaces from ?namespace=a&namespace=b or X-Keyward-Required-Namespace.
+//	POST /v1/verify      {"key": "...", "scopes": ["..."], "namespaces": ["..."]} → {"valid", "code", ...}
 type HTTPServer struct {
 	Index    *Index
 	Clock    clock.PassiveClock
@@ -21,13 +36,27 @@ type HTTPServer struct {
 	Metrics  *Metrics
 }
 
-// Handler returns the routes.
+// Handler returns the routes. Every path below /v1/auth/ is forward auth as it comes, never cleaned or
+// redirected: Envoy's HTTP ext_authz appends the original path, which may hold "//" or "..".
 func (s *HTTPServer) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/auth", s.forwardAuth)
-	mux.HandleFunc("/v1/auth/", s.forwardAuth) // Envoy's HTTP ext_authz appends the original path
 	mux.HandleFunc("POST /v1/verify", s.verifyJSON)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p == "/v1/auth" || strings.HasPrefix(p, "/v1/auth/") {
+			s.forwardAuth(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// Server returns an http.Server for the handler on addr with the verifier's limits: header bytes, read,
+// write and idle timeouts.
+func (s *HTTPServer) Server(addr string) *http.Server {
+	return &http.Server{
+		Addr: addr, Handler: s.Handler(), MaxHeaderBytes: MaxHeaderBytes,
+		ReadHeaderTimeout: ReadHeaderTimeout, ReadTimeout: ReadTimeout, WriteTimeout: WriteTimeout, IdleTimeout: IdleTimeout,
+	}
 }
 
 func (s *HTTPServer) forwardAuth(w http.ResponseWriter, r *http.Request) {
@@ -39,7 +68,14 @@ func (s *HTTPServer) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
-	res := s.Index.Verify(key, requiredScopes(r), s.Clock.Now())
+	req := Requirements{Query: r.URL.RawQuery}
+	if v := r.Header.Values(HeaderRequiredScopes); len(v) > 0 {
+		req.Scopes = v
+	}
+	if v := r.Header.Values(HeaderRequiredNamespace); len(v) > 0 {
+		req.Namespaces = v
+	}
+	res := s.Index.VerifyRequest(r.Context(), key, req, s.Clock.Now())
 	s.Metrics.observe(InterfaceForwardAuth, res.Code)
 	ans := s.Answerer.Answer(res)
 	h := w.Header()
@@ -49,28 +85,15 @@ func (s *HTTPServer) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(ans.Status)
 }
 
-func requiredScopes(r *http.Request) []string {
-	var scopes []string
-	if r.URL.RawQuery != "" {
-		q := r.URL.Query()
-		scopes = append(scopes, q["scope"]...)
-		for _, s := range q["scopes"] {
-			scopes = append(scopes, SplitScopes(s)...)
-		}
-	}
-	if h := r.Header.Get(HeaderRequiredScopes); h != "" {
-		scopes = append(scopes, SplitScopes(h)...)
-	}
-	return scopes
-}
-
 // VerifyRequest is the body of POST /v1/verify.
 type VerifyRequest struct {
-	Key    string   `json:"key"`
-	Scopes []string `json:"scopes,omitempty"`
+	Key        string   `json:"key"`
+	Scopes     []string `json:"scopes,omitempty"`
+	Namespaces []string `json:"namespaces,omitempty"`
 }
 
-// VerifyResponse is the answer of POST /v1/verify.
+// VerifyResponse is the answer of POST /v1/verify. Name, namespace, scopes and expiry are given only for a
+// live key (valid, or refused for scope, namespace or rate limit): a disabled or expired key is not described.
 type VerifyResponse struct {
 	Valid     bool               `json:"valid"`
 	Code      Code               `json:"code"`
@@ -80,6 +103,8 @@ type VerifyResponse struct {
 	Scopes    []string           `json:"scopes,omitempty"`
 	ExpiresAt *time.Time         `json:"expiresAt,omitempty"`
 	RateLimit *RateLimitResponse `json:"rateLimit,omitempty"`
+	// Problem explains INVALID_REQUEST.
+	Problem string `json:"problem,omitempty"`
 }
 
 // RateLimitResponse describes the APIKey's rate limit bucket.
@@ -90,21 +115,35 @@ type RateLimitResponse struct {
 	Reset int `json:"reset"`
 }
 
+var errTrailingData = errors.New("data after the JSON object")
+
+func decodeOne(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errTrailingData
+	}
+	return nil
+}
+
 func (s *HTTPServer) verifyJSON(w http.ResponseWriter, r *http.Request) {
 	var req VerifyRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
-		http.Error(w, "the body must be JSON: {\"key\": \"...\", \"scopes\": [\"...\"]}", http.StatusBadRequest)
+	if err := decodeOne(http.MaxBytesReader(w, r.Body, MaxJSONBodyBytes), &req); err != nil {
+		http.Error(w, `the body must be one JSON object: {"key": "...", "scopes": ["..."], "namespaces": ["..."]}`, http.StatusBadRequest)
 		return
 	}
-	res := s.Index.Verify(strings.TrimSpace(req.Key), req.Scopes, s.Clock.Now())
+	res := s.Index.VerifyRequest(r.Context(), strings.TrimSpace(req.Key), Requirements{Scopes: req.Scopes, Namespaces: req.Namespaces}, s.Clock.Now())
 	s.Metrics.observe(InterfaceJSON, res.Code)
-	out := VerifyResponse{Valid: res.Valid(), Code: res.Code, KeyID: res.KeyID, Name: res.Name, Namespace: res.Namespace, Scopes: res.Scopes}
-	if !res.ExpiresAt.IsZero() {
+	out := VerifyResponse{Valid: res.Valid(), Code: res.Code, KeyID: res.KeyID, Problem: res.Problem}
+	if res.Identified() {
+		out.Name, out.Namespace, out.Scopes = res.Name, res.Namespace, res.Scopes
 		t := res.ExpiresAt.UTC()
 		out.ExpiresAt = &t
-	}
-	if rl := res.RateLimit; rl != nil {
-		out.RateLimit = &RateLimitResponse{Limit: rl.Limit, Remaining: rl.Remaining, Reset: int((rl.Reset + time.Second - 1) / time.Second)}
+		if rl := res.RateLimit; rl != nil {
+			out.RateLimit = &RateLimitResponse{Limit: rl.Limit, Remaining: rl.Remaining, Reset: int((rl.Reset + time.Second - 1) / time.Second)}
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(out)

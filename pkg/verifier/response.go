@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keyward-dev/keyward/internal/keys"
 )
 
 // Headers passed upstream with an accepted request.
@@ -16,32 +18,37 @@ const (
 	HeaderCode = "X-Keyward-Code"
 	// HeaderRequiredScopes is how a proxy can pass the scopes a route requires (comma-separated).
 	HeaderRequiredScopes = "X-Keyward-Required-Scopes"
+	// HeaderRequiredNamespace is how a proxy can pass the namespaces a route accepts keys from
+	// (comma-separated, or repeated).
+	HeaderRequiredNamespace = "X-Keyward-Required-Namespace"
 )
+
+// UpstreamHeaders are the headers the verifier passes upstream with an accepted request. A proxy must remove
+// any the client sent, or the upstream cannot tell them from the verifier's.
+var UpstreamHeaders = []string{HeaderKeyID, HeaderName, HeaderNamespace, HeaderScopes}
 
 // CodeMissing is the forward-auth code for a request that carries no key at all.
 const CodeMissing Code = "MISSING"
 
 // KeyFromHeaders finds the presented key: Authorization: Bearer KEY, Authorization: x-api-key KEY, or
-// X-API-Key: KEY. get looks a header up by its canonical name.
+// X-API-Key: KEY. get looks a header up by its canonical name. A candidate shaped like a Keyward key wins, so
+// an unrelated Authorization: Bearer <JWT> does not hide a key in X-API-Key; when neither is shaped like
+// one, the first candidate is returned (and answered MALFORMED).
 func KeyFromHeaders(get func(string) string) string {
+	var fromAuth string
 	if auth := strings.TrimSpace(get("Authorization")); auth != "" {
 		scheme, rest, ok := strings.Cut(auth, " ")
 		if ok && (strings.EqualFold(scheme, "Bearer") || strings.EqualFold(scheme, "x-api-key")) {
-			return strings.TrimSpace(rest)
+			fromAuth = strings.TrimSpace(rest)
 		}
 	}
-	return strings.TrimSpace(get("X-Api-Key"))
-}
-
-// SplitScopes splits a comma-separated list, dropping blanks.
-func SplitScopes(s string) []string {
-	var out []string
-	for _, part := range strings.Split(s, ",") {
-		if part = strings.TrimSpace(part); part != "" {
-			out = append(out, part)
-		}
+	if keys.WellFormed(fromAuth) {
+		return fromAuth
 	}
-	return out
+	if apiKey := strings.TrimSpace(get("X-Api-Key")); apiKey != "" && (fromAuth == "" || keys.WellFormed(apiKey)) {
+		return apiKey
+	}
+	return fromAuth
 }
 
 // Answer is how a proxy should answer for a verification: the HTTP status and the headers to add
@@ -60,8 +67,8 @@ type Answerer struct {
 	RateLimitedStatus int
 }
 
-// Answer maps a result: 200 valid, 401 missing/malformed/unknown/expired/disabled, 403 scope, 429 (or
-// RateLimitedStatus) rate limited with Retry-After.
+// Answer maps a result: 200 valid, 400 invalid request, 401 missing/malformed/unknown/ambiguous/expired/
+// disabled, 403 scope or namespace, 429 (or RateLimitedStatus) rate limited with Retry-After.
 func (a Answerer) Answer(r Result) Answer {
 	h := [][2]string{{HeaderCode, string(r.Code)}}
 	switch r.Code {
@@ -69,8 +76,10 @@ func (a Answerer) Answer(r Result) Answer {
 		h = append(h, [2]string{HeaderKeyID, r.KeyID}, [2]string{HeaderName, r.Name},
 			[2]string{HeaderNamespace, r.Namespace}, [2]string{HeaderScopes, r.ScopesHeader})
 		return Answer{Status: 200, Headers: h}
-	case CodeInsufficientScope:
+	case CodeInsufficientScope, CodeWrongNamespace:
 		return Answer{Status: 403, Headers: h}
+	case CodeInvalidRequest:
+		return Answer{Status: 400, Headers: h}
 	case CodeRateLimited:
 		status := a.RateLimitedStatus
 		if status == 0 {

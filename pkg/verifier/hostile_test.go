@@ -1,0 +1,337 @@
+package verifier
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+)
+
+// heapPeak runs load while sampling the heap and returns how far the heap grew above where it started.
+func heapPeak(t *testing.T, load func()) uint64 {
+	t.Helper()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base, peak := ms.HeapAlloc, ms.HeapAlloc
+	done := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapAlloc)
+			select {
+			case <-done:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	load()
+	close(done)
+	<-sampled
+	return peak - base
+}
+
+// rawCodec sends pre-marshalled bytes, so that 64 test clients share one request body instead of each
+// marshalling 4 MiB inside the process whose heap is measured.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) {
+	if b, ok := v.(*[]byte); ok {
+		return *b, nil
+	}
+	return proto.Marshal(v.(proto.Message))
+}
+func (rawCodec) Unmarshal(data []byte, v any) error { return proto.Unmarshal(data, v.(proto.Message)) }
+func (rawCodec) Name() string                       { return "proto" }
+
+func TestSixtyFourConcurrentOversizedRequestsKeepTheHeapUnder64MiB(t *testing.T) {
+	srv, ext, key, _ := serverFixture(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpSrv := srv.Server("")
+	go func() { _ = httpSrv.Serve(ln) }()
+	defer httpSrv.Close()
+	gln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := NewGRPCServer(ext)
+	go func() { _ = g.Serve(gln) }()
+	defer g.Stop()
+
+	const concurrent = 64
+	mib := strings.Repeat("orders:read,", 1<<20/12) // about 1 MiB of required scopes
+	body, err := proto.Marshal(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Headers: map[string]string{
+			"authorization": "Bearer " + key, "x-keyward-required-scopes": strings.Repeat(mib, 4)}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(gln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{}), grpc.MaxCallSendMsgSize(8<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: concurrent, MaxIdleConnsPerHost: concurrent}}
+
+	var httpStatus, grpcCodes sync.Map
+	grew := heapPeak(t, func() {
+		var wg sync.WaitGroup
+		for i := range concurrent {
+			wg.Go(func() {
+				req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/v1/auth", nil)
+				req.Header.Set("Authorization", "Bearer "+[]string{key, "kw_garbage"}[i%2])
+				req.Header.Set(HeaderRequiredScopes, mib)
+				resp, err := client.Do(req)
+				if err != nil {
+					httpStatus.Store(err.Error(), true)
+					return
+				}
+				resp.Body.Close()
+				httpStatus.Store(resp.StatusCode, true)
+			})
+			wg.Go(func() {
+				out := &authv3.CheckResponse{}
+				err := conn.Invoke(context.Background(), "/envoy.service.auth.v3.Authorization/Check", &body, out)
+				grpcCodes.Store(status.Code(err), true)
+			})
+		}
+		wg.Wait()
+	})
+	t.Logf("heap grew by %.1f MiB serving %d oversized HTTP and %d oversized gRPC requests at once", float64(grew)/(1<<20), concurrent, concurrent)
+	if grew > 64<<20 {
+		t.Errorf("the heap grew by %d MiB; the bound is 64 MiB", grew>>20)
+	}
+	httpStatus.Range(func(k, _ any) bool {
+		if k != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("an oversized HTTP request was answered %v, want 431", k)
+		}
+		return true
+	})
+	grpcCodes.Range(func(k, _ any) bool {
+		if k != codes.ResourceExhausted {
+			t.Errorf("an oversized gRPC request was answered %v, want ResourceExhausted", k)
+		}
+		return true
+	})
+}
+
+func TestRequirementsAreParsedOnlyForAKnownKeyAndWithinTheCaps(t *testing.T) {
+	key := mintKey(t, "ord")
+	ix := NewIndex()
+	ix.Upsert(apiKey("billing", "orders", key, t0.Add(time.Hour), nil, withScopes("orders:*", "*:read")))
+	many := func(n int) string {
+		s := make([]string, n)
+		for i := range s {
+			s[i] = fmt.Sprintf("orders:s%d", i)
+		}
+		return strings.Join(s, ",")
+	}
+	cases := []struct {
+		name string
+		key  string
+		req  Requirements
+		want Code
+	}{
+		{"32 scopes are within the cap", key, Requirements{Scopes: []string{many(32)}}, CodeValid},
+		{"33 scopes are over the cap", key, Requirements{Scopes: []string{many(32), "orders:x"}}, CodeInvalidRequest},
+		{"an unknown key never gets its requirements read", mintKey(t, "ord"), Requirements{Scopes: []string{many(10000)}}, CodeNotFound},
+		{"a garbage key never gets its requirements read", "kw_nope", Requirements{Scopes: []string{many(10000)}}, CodeMalformed},
+		{"a scope longer than 128 characters", key, Requirements{Scopes: []string{"orders:" + strings.Repeat("x", 122)}}, CodeInvalidRequest},
+		{"a required scope of 128 characters", key, Requirements{Scopes: []string{"orders:" + strings.Repeat("x", 121)}}, CodeValid},
+		{"a trailing wildcard grant does not cover a malformed scope", key, Requirements{Scopes: []string{"orders:0:"}}, CodeInvalidRequest},
+		{"an empty segment", key, Requirements{Scopes: []string{"orders::read"}}, CodeInvalidRequest},
+		{"a wildcard is not a required scope", key, Requirements{Scopes: []string{"orders:*"}}, CodeInvalidRequest},
+		{"blank entries require nothing", key, Requirements{Scopes: []string{"", " , ,"}, Query: "scope=&scopes="}, CodeValid},
+		{"17 namespaces are over the cap", key, Requirements{Namespaces: []string{strings.Repeat("a,", 16) + "billing"}}, CodeInvalidRequest},
+		{"scopes from the query", key, Requirements{Query: "scope=orders%3Aread&scopes=invoices:read,invoices:write"}, CodeInsufficientScope},
+		{"namespaces from the query", key, Requirements{Query: "namespace=payments&namespace=billing"}, CodeValid},
+		{"a namespace the route does not accept", key, Requirements{Namespaces: []string{"payments"}}, CodeWrongNamespace},
+		{"a wrong namespace wins over a missing scope", key, Requirements{Namespaces: []string{"payments"}, Scopes: []string{"invoices:write"}}, CodeWrongNamespace},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ix.VerifyRequest(context.Background(), tc.key, tc.req, t0); got.Code != tc.want {
+				t.Errorf("VerifyRequest = %s (%s), want %s", got.Code, got.Problem, tc.want)
+			}
+		})
+	}
+}
+
+func TestEdgeCasesThatUsedToGiveWrongAnswers(t *testing.T) {
+	srv, _, _, _ := serverFixture(t)
+	h := srv.Handler()
+	unscoped, key := mintKey(t, "kw"), mintKey(t, "kw")
+	srv.Index.Upsert(apiKey("billing", "unscoped", unscoped, t0.Add(time.Hour), nil))
+	srv.Index.Upsert(apiKey("billing", "unlimited", key, t0.Add(time.Hour), nil, withScopes("orders:*")))
+	do := func(target string, headers map[string]string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, target, nil)
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	cases := []struct {
+		name, target string
+		headers      map[string]string
+		want         int
+		code         Code
+	}{
+		{"an empty ?scope= demands nothing", "/v1/auth?scope=", map[string]string{"X-API-Key": unscoped}, 200, CodeValid},
+		{"a non-clean appended path gets a verdict, not a redirect", "/v1/auth/orders//42/../x", map[string]string{"X-API-Key": key}, 200, CodeValid},
+		{"an unrelated bearer JWT does not hide X-API-Key", "/v1/auth", map[string]string{
+			"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", "X-API-Key": key}, 200, CodeValid},
+		{"a bearer key wins over an X-API-Key that is not a key", "/v1/auth", map[string]string{"Authorization": "Bearer " + key, "X-API-Key": "nope"}, 200, CodeValid},
+		{"a bearer JWT alone is malformed", "/v1/auth", map[string]string{"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.e30.c2ln"}, 401, CodeMalformed},
+		{"a malformed required scope is a bad request", "/v1/auth?scope=orders:0:", map[string]string{"X-API-Key": key}, 400, CodeInvalidRequest},
+		{"a route that accepts another namespace", "/v1/auth?namespace=payments", map[string]string{"X-API-Key": key}, 403, CodeWrongNamespace},
+		{"the namespace header", "/v1/auth", map[string]string{"X-API-Key": key, HeaderRequiredNamespace: "payments, billing"}, 200, CodeValid},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := do(tc.target, tc.headers)
+			if rec.Code != tc.want || rec.Header().Get(HeaderCode) != string(tc.code) {
+				t.Errorf("status %d code %q, want %d %s", rec.Code, rec.Header().Get(HeaderCode), tc.want, tc.code)
+			}
+		})
+	}
+}
+
+func TestTheJSONAPIDescribesOnlyLiveKeysAndTakesExactlyOneObject(t *testing.T) {
+	srv, _, _, _ := serverFixture(t)
+	h := srv.Handler()
+	disabled, expired := mintKey(t, "kw"), mintKey(t, "kw")
+	srv.Index.Upsert(apiKey("billing", "disabled", disabled, t0.Add(time.Hour), nil, withScopes("orders:*"),
+		func(ak *keywardv1alpha1.APIKey) { ak.Spec.Disabled = true }))
+	srv.Index.Upsert(apiKey("billing", "expired", expired, t0, nil, withScopes("orders:*")))
+	post := func(body string) (int, map[string]any) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/verify", strings.NewReader(body)))
+		out := map[string]any{}
+		_ = json.Unmarshal(rec.Body.Bytes(), &out)
+		return rec.Code, out
+	}
+	for key, code := range map[string]Code{disabled: CodeDisabled, expired: CodeExpired} {
+		status, out := post(`{"key":"` + key + `"}`)
+		if status != 200 || out["code"] != string(code) {
+			t.Fatalf("%s: %d %v", code, status, out)
+		}
+		for _, field := range []string{"name", "namespace", "scopes", "expiresAt", "rateLimit"} {
+			if _, ok := out[field]; ok {
+				t.Errorf("a %s key is described: %s = %v", code, field, out[field])
+			}
+		}
+	}
+	for _, body := range []string{`{"key":"kw_x"} trailing`, `{"key":"kw_x"}{"key":"kw_y"}`, `{"key":"kw_x"`} {
+		if status, _ := post(body); status != http.StatusBadRequest {
+			t.Errorf("body %q: %d, want 400", body, status)
+		}
+	}
+	if status, out := post(`{"key":"kw_x"}` + "\n"); status != 200 || out["code"] != string(CodeMalformed) {
+		t.Errorf("one object and a newline: %d %v", status, out)
+	}
+}
+
+func TestAnAPIKeyBeingDeletedIsRejectedAtOnce(t *testing.T) {
+	key := mintKey(t, "kw")
+	ix := NewIndex()
+	ak := apiKey("ns", "leaving", key, t0.Add(time.Hour), nil)
+	ix.Upsert(ak)
+	now := metav1.NewTime(t0)
+	ak.DeletionTimestamp = &now
+	ix.Upsert(ak) // foreground deletion: the object stays, with a deletion timestamp, until dependents go
+	if got := ix.Verify(key, nil, t0).Code; got != CodeNotFound {
+		t.Errorf("a key of an APIKey being deleted: %s", got)
+	}
+}
+
+func TestTwoAPIKeysClaimingOneHashFailClosedAndNeitherDeleteRemovesTheOther(t *testing.T) {
+	key := mintKey(t, "kw")
+	ix := NewIndex()
+	ix.Upsert(apiKey("team-a", "one", key, t0.Add(time.Hour), nil, withScopes("*")))
+	ix.Upsert(apiKey("team-b", "two", key, t0.Add(time.Hour), nil))
+	if got := ix.Verify(key, nil, t0); got.Code != CodeAmbiguous || got.Name != "" || got.Scopes != nil {
+		t.Fatalf("a key two APIKeys claim: %+v", got)
+	}
+	if (Answerer{}).Answer(Result{Code: CodeAmbiguous}).Status != http.StatusUnauthorized {
+		t.Error("AMBIGUOUS is not refused")
+	}
+	ix.Delete("team-b", "two")
+	if got := ix.Verify(key, nil, t0); got.Code != CodeValid || got.Namespace != "team-a" {
+		t.Errorf("after one claimant is deleted the other's key: %+v", got)
+	}
+	ix.Upsert(apiKey("team-b", "two", key, t0.Add(time.Hour), nil))
+	ix.Upsert(apiKey("team-a", "one", mintKey(t, "kw"), t0.Add(time.Hour), nil)) // one rotates away
+	if got := ix.Verify(key, nil, t0); got.Code != CodeValid || got.Namespace != "team-b" {
+		t.Errorf("after one claimant rotated away: %+v", got)
+	}
+}
+
+func TestTrustedNamespacesLimitWhichKeysCount(t *testing.T) {
+	key := mintKey(t, "kw")
+	ix := NewIndex()
+	ix.Upsert(apiKey("tenant", "k", key, t0.Add(time.Hour), nil, withScopes("*")))
+	ix.TrustNamespaces([]string{"billing"})
+	if got := ix.Verify(key, []string{"orders:read"}, t0); got.Code != CodeNotFound || got.Name != "" {
+		t.Errorf("a key from an untrusted namespace: %+v", got)
+	}
+	ix.TrustNamespaces([]string{"billing", "tenant"})
+	if got := ix.Verify(key, []string{"orders:read"}, t0).Code; got != CodeValid {
+		t.Errorf("a key from a trusted namespace: %s", got)
+	}
+}
+
+// BenchmarkRejectOversizedRequest is the cost of refusing a request that requires far more scopes than
+// the cap, with a valid key (the worst case: the key is known, so requirements are read up to the cap).
+func BenchmarkRejectOversizedRequest(b *testing.B) {
+	srv, _, key, _ := serverFixture(b)
+	h := srv.Handler()
+	scopes := strings.Repeat("orders:read,", 10000)
+	req := httptest.NewRequest(http.MethodGet, "/v1/auth", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set(HeaderRequiredScopes, scopes)
+	rec := &discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(rec.h)
+		h.ServeHTTP(rec, req)
+		if rec.status != http.StatusBadRequest {
+			b.Fatalf("status %d", rec.status)
+		}
+	}
+}
+
+type discardWriter struct {
+	h      http.Header
+	status int
+}
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *discardWriter) WriteHeader(s int)           { w.status = s }
