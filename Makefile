@@ -47,7 +47,7 @@ test: verify ## Run unit and envtest tests against a real kube-apiserver and etc
 bench: ## Run every benchmark: keys, verifier (Verify, memory, HTTP), control plane (1,000 APIKeys, revoke latency).
 	go test -run '^$$' -bench . -benchmem -count=1 ./internal/...
 	assets=$$($(CONTROLPLANE) ensure); export KUBEBUILDER_ASSETS="$$assets"; \
-	go test -run '^$$' -bench 'Verify|Memory' -benchmem -count=1 ./pkg/verifier && \
+	go test -run '^$$' -bench 'Verify|Memory|RejectOversized' -benchmem -count=1 ./pkg/verifier && \
 	go test -run '^$$' -bench 'HTTPForwardAuth|RevokeToReject' -benchtime 1x -count=1 ./pkg/verifier && \
 	go test -run '^$$' -bench ThousandAPIKeys -benchtime 1x -count=1 ./controllers
 

@@ -113,9 +113,19 @@ Ctrl-C stops everything
 	procs := []*exec.Cmd{exec.Command(*manager, "--metrics-bind-address=127.0.0.1:8080", "--metrics-secure=false",
 		"--health-probe-bind-address=127.0.0.1:8081", "--signing-key-secret=keyward-system/keyward-record-signing-key")}
 	if *verifierBin != "" {
-		procs = append(procs, exec.Command(*verifierBin, "--http-bind-address=127.0.0.1:8090",
+		args := []string{"--http-bind-address=127.0.0.1:8090",
 			"--grpc-bind-address=127.0.0.1:9001", "--metrics-bind-address=127.0.0.1:8091", "--metrics-secure=false",
-			"--health-probe-bind-address=127.0.0.1:8092", "--usage-flush-interval=10s"))
+			"--health-probe-bind-address=127.0.0.1:8092", "--usage-flush-interval=10s"}
+		// A Redis on loopback, when one is installed, so that rate limits are enforced the way they are
+		// with several replicas.
+		if redisServer, err := exec.LookPath("redis-server"); err == nil {
+			procs = append(procs, exec.Command(redisServer, "--port", "6390", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"))
+			args = append(args, "--rate-limit-redis=redis://127.0.0.1:6390/0")
+			fmt.Fprintln(os.Stderr, "run-local: redis-server on 127.0.0.1:6390 holds the verifier's rate limits (--rate-limit-redis)")
+		} else {
+			fmt.Fprintln(os.Stderr, "run-local: no redis-server installed (apt-get install redis-server); rate limits are kept per verifier")
+		}
+		procs = append(procs, exec.Command(*verifierBin, args...))
 	}
 	return runUntilSignal(procs, kubeconfigPath)
 }

@@ -1,0 +1,78 @@
+package verifier
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync/atomic"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// The verifier reads namespaces to apply --namespace-selector, and its own Service's EndpointSlices to
+// divide local rate limits among its replicas.
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch,namespace=system
+
+// TrustNamespacesMatching keeps the index's trusted namespaces equal to the namespaces whose labels match
+// selector (and, when allowed is not nil, that allowed lists), following label changes as they happen. It
+// returns whether the initial list of namespaces has been seen; until then no namespace is trusted.
+func (ix *Index) TrustNamespacesMatching(ctx context.Context, c cache.Cache, selector labels.Selector, allowed []string) (synced func() bool, err error) {
+	ix.TrustNamespaces([]string{})
+	inf, err := c.GetInformer(ctx, &corev1.Namespace{})
+	if err != nil {
+		return nil, fmt.Errorf("getting the Namespace informer: %w", err)
+	}
+	recompute := func() {
+		var list corev1.NamespaceList
+		if err := c.List(ctx, &list, client.MatchingLabelsSelector{Selector: selector}); err != nil {
+			return // the informer's next event tries again; until then the previous set stands
+		}
+		trusted := []string{}
+		for _, ns := range list.Items {
+			if allowed == nil || slices.Contains(allowed, ns.Name) {
+				trusted = append(trusted, ns.Name)
+			}
+		}
+		ix.TrustNamespaces(trusted)
+	}
+	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { recompute() },
+		UpdateFunc: func(_, _ any) { recompute() },
+		DeleteFunc: func(any) { recompute() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("watching namespaces: %w", err)
+	}
+	return reg.HasSynced, nil
+}
+
+// DividePeersBy makes the index's local rate-limit buckets follow the number of ready endpoints of the
+// Service named service in namespace: with N replicas behind it each allows 1/N of every limit.
+func (ix *Index) DividePeersBy(ctx context.Context, c cache.Cache, namespace, service string) error {
+	var peers atomic.Int64
+	peers.Store(1)
+	ix.SetPeers(func() int { return int(peers.Load()) })
+	inf, err := c.GetInformer(ctx, &discoveryv1.EndpointSlice{})
+	if err != nil {
+		return fmt.Errorf("getting the EndpointSlice informer: %w", err)
+	}
+	recompute := func() {
+		var list discoveryv1.EndpointSliceList
+		if err := c.List(ctx, &list, client.InNamespace(namespace),
+			client.MatchingLabels{discoveryv1.LabelServiceName: service}); err == nil {
+			peers.Store(int64(ReadyEndpoints(list.Items)))
+		}
+	}
+	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { recompute() },
+		UpdateFunc: func(_, _ any) { recompute() },
+		DeleteFunc: func(any) { recompute() },
+	})
+	return err
+}
