@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -25,6 +26,7 @@ import (
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/controllers"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
+	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/testenv"
 	"github.com/keyward-dev/keyward/pkg/verifier"
 )
@@ -344,4 +346,100 @@ func TestShutdownFlushesPendingUsage(t *testing.T) {
 	if u := c.get("late").Status.Usage; u == nil || u.Requests != 2 {
 		t.Errorf("status.usage after shutdown = %+v; want the 2 valid verifications flushed", u)
 	}
+}
+
+func TestANamespaceSelectorDecidesWhichNamespacesKeysCountFrom(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	trusted, other := env.Namespace(t), env.Namespace(t)
+	setLabel := func(ns string, value *string) {
+		n := &corev1.Namespace{}
+		if err := env.Client.Get(ctx, types.NamespacedName{Name: ns}, n); err != nil {
+			t.Fatal(err)
+		}
+		if n.Labels == nil {
+			n.Labels = map[string]string{}
+		}
+		if value == nil {
+			delete(n.Labels, "keyward-test/tenant")
+		} else {
+			n.Labels["keyward-test/tenant"] = *value
+		}
+		if err := env.Client.Update(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	trustedValue := "trusted"
+	setLabel(trusted, &trustedValue)
+	keyIn := map[string]string{}
+	for _, ns := range []string{trusted, other} {
+		key, err := keys.Generate("kw", rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyIn[ns] = key
+		ak := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "k", Namespace: ns}}
+		if err := env.Client.Create(ctx, ak); err != nil {
+			t.Fatal(err)
+		}
+		expires := metav1.NewTime(time.Now().Add(time.Hour))
+		ak.Status = keywardv1alpha1.APIKeyStatus{KeyHash: keys.Hash(key), ExpiresAt: &expires}
+		if err := env.Client.Status().Update(ctx, ak); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	c, err := cache.New(env.Config, cache.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := verifier.NewIndex()
+	apiKeysSynced, err := ix.Watch(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	selector, _ := labels.Parse("keyward-test/tenant=trusted")
+	nsSynced, err := ix.TrustNamespacesMatching(ctx, c, selector, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = c.Start(ctx) }()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting until %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	code := func(ns string) verifier.Code { return ix.Verify(keyIn[ns], nil, time.Now()).Code }
+	waitFor("synced", func() bool { return apiKeysSynced() && nsSynced() && code(trusted) == verifier.CodeValid })
+	if got := code(other); got != verifier.CodeNotFound {
+		t.Errorf("a key from a namespace the selector does not match: %s", got)
+	}
+	setLabel(other, &trustedValue)
+	waitFor("the relabelled namespace is trusted", func() bool { return code(other) == verifier.CodeValid })
+	setLabel(trusted, nil)
+	waitFor("the unlabelled namespace is no longer trusted", func() bool { return code(trusted) == verifier.CodeNotFound })
+}
+
+func TestKeysStopWhileTheirAPIKeyIsBeingDeleted(t *testing.T) {
+	c := startCluster(t)
+	ak := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "leaving", Namespace: c.ns,
+		Finalizers: []string{"keyward-test.dev/hold"}}} // like foreground deletion waiting for dependents
+	if err := env.Client.Create(context.Background(), ak); err != nil {
+		t.Fatal(err)
+	}
+	key := c.waitReadyRevision("leaving", 1)
+	c.waitCode(key, nil, verifier.CodeValid, time.Now())
+	if err := env.Client.Delete(context.Background(), c.get("leaving")); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("delete (object held by a finalizer) → key rejected: %v", c.waitCode(key, nil, verifier.CodeNotFound, time.Now()))
+	if c.get("leaving").DeletionTimestamp.IsZero() {
+		t.Error("the APIKey is gone; the test meant to hold it while being deleted")
+	}
+	c.update("leaving", func(ak *keywardv1alpha1.APIKey) { ak.Finalizers = nil })
 }
