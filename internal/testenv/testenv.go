@@ -84,7 +84,9 @@ func Start() (*Env, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
-		return nil, fmt.Errorf("starting the control plane from %s: %w", assets, err)
+		// Start may fail after etcd and kube-apiserver are up (installing an invalid CRD, say): stop them,
+		// or they outlive the test binary.
+		return nil, errors.Join(fmt.Errorf("starting the control plane from %s: %w", assets, err), env.Stop())
 	}
 	c, err := client.New(cfg, client.Options{Scheme: Scheme})
 	if err != nil {
