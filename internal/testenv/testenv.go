@@ -98,15 +98,26 @@ func Start() (*Env, error) {
 	return &Env{Environment: env, Config: cfg, Client: c}, nil
 }
 
-// AdmissionDir holds the shipped admission policies and their bindings.
-func AdmissionDir() string { return filepath.Join(RepoRoot(), "config", "admission") }
+// AccessDirs hold the shipped admission policies, their bindings and the user-facing roles.
+func AccessDirs() []string {
+	return []string{filepath.Join(RepoRoot(), "config", "admission"), filepath.Join(RepoRoot(), "config", "access")}
+}
 
-// InstallAdmission creates every object in the shipped config/admission manifests, exactly as shipped, and
-// waits until the API server enforces them (a policy takes effect a moment after it is created).
+// InstallAdmission creates every object in the shipped config/admission and config/access manifests,
+// exactly as shipped, and waits until the API server enforces the policies (a policy takes effect a moment
+// after it is created).
 func InstallAdmission(ctx context.Context, c client.Client) error {
-	files, err := filepath.Glob(filepath.Join(AdmissionDir(), "*_policy.yaml"))
-	if err != nil || len(files) == 0 {
-		return fmt.Errorf("no admission policies in %s: %v", AdmissionDir(), err)
+	var files []string
+	for _, dir := range AccessDirs() {
+		found, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+		if err != nil || len(found) == 0 {
+			return fmt.Errorf("no manifests in %s: %v", dir, err)
+		}
+		for _, f := range found {
+			if filepath.Base(f) != "kustomization.yaml" {
+				files = append(files, f)
+			}
+		}
 	}
 	for _, f := range files {
 		objs, err := ReadManifests(f)
@@ -129,7 +140,7 @@ func InstallAdmission(ctx context.Context, c client.Client) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the admission policies in %s were not enforced after 30s (last answer: %v)", AdmissionDir(), err)
+			return fmt.Errorf("the admission policies in %v were not enforced after 30s (last answer: %v)", AccessDirs(), err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

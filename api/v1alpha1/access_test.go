@@ -1,0 +1,219 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/keyward-dev/keyward/internal/testenv"
+)
+
+// as returns a client that impersonates user, as `kubectl --as` does.
+func as(t *testing.T, user string) client.Client {
+	t.Helper()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+	c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// bind gives user, in ns, the cluster role clusterRole and, when grants are given, the right to grant those
+// scope names (none: every scope).
+func bind(t *testing.T, ns, user, clusterRole string, grants ...string) {
+	t.Helper()
+	ctx := context.Background()
+	subjects := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}
+	if err := env.Client.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: user + "-" + clusterRole, Namespace: ns},
+		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: clusterRole}, Subjects: subjects}); err != nil {
+		t.Fatal(err)
+	}
+	if grants == nil {
+		return
+	}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: user + "-grants", Namespace: ns},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"keyward.dev"}, Resources: []string{"scopes"}, Verbs: []string{"grant"}, ResourceNames: grants}}}
+	if err := env.Client.Create(ctx, role); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: user + "-grants", Namespace: ns},
+		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}, Subjects: subjects}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestScopesAreGrantedThroughRBAC(t *testing.T) {
+	ns := env.Namespace(t)
+	bind(t, ns, "alice", "keyward-edit", "orders:read")
+	bind(t, ns, "carol", "keyward-edit", "orders:*")
+	bind(t, ns, "dave", "keyward-admin")
+	bind(t, ns, "erin", "keyward-edit", "*")
+	ctx := context.Background()
+	cases := []struct {
+		name, user, scopes string
+		// denied is the scope the error must name, "" when allowed.
+		denied string
+		index  int
+	}{
+		{"a scope the user may grant", "alice", "[orders:read]", "", 0},
+		{"a scope the user may not grant", "alice", "[orders:read, orders:write]", "orders:write", 1},
+		{"unrestricted needs a grant covering *", "alice", `["*"]`, "*", 0},
+		{"no scopes need no grant", "alice", "[]", "", 0},
+		{"a trailing wildcard grant covers the scopes under it", "carol", "[orders:write, orders:read:own]", "", 0},
+		{"a trailing wildcard grant covers nothing else", "carol", "[orders:read, invoices:read]", "invoices:read", 1},
+		{"a wildcard scope needs a grant covering it", "carol", `["orders:*"]`, "", 0},
+		{"a grant on orders:* does not cover *", "carol", `["*"]`, "*", 0},
+		{"keyward-admin grants anything", "dave", `["*", billing:refund]`, "", 0},
+		{"a grant on * covers everything", "erin", `[a:b:c:d:e, "*"]`, "", 0},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := as(t, tc.user).Create(ctx, apiKey(t, ns, "k"+string(rune('a'+i)), "scopes: "+tc.scopes))
+			if tc.denied == "" {
+				if err != nil {
+					t.Fatalf("%s was denied: %v", tc.user, err)
+				}
+				return
+			}
+			want := `spec.scopes[` + string(rune('0'+tc.index)) + `]: you may not grant scope "` + tc.denied + `": needs "grant" on scopes.keyward.dev "` +
+				tc.denied + `" in namespace "` + ns + `"`
+			if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) || err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("error %v\nwant one containing %s", err, want)
+			}
+		})
+	}
+}
+
+func TestUpdatesAreCheckedOnlyForTheScopesTheyAdd(t *testing.T) {
+	ns := env.Namespace(t)
+	bind(t, ns, "alice", "keyward-edit", "orders:read")
+	ctx := context.Background()
+	// An admin created this key with scopes alice may not grant.
+	ak := apiKey(t, ns, "shared", "scopes: [orders:read, orders:write, invoices:read]")
+	if err := env.Client.Create(ctx, ak); err != nil {
+		t.Fatal(err)
+	}
+	alice := as(t, "alice")
+	update := func(scopes ...any) error {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(ak.GroupVersionKind())
+		if err := alice.Get(ctx, client.ObjectKeyFromObject(ak), u); err != nil {
+			t.Fatal(err)
+		}
+		if err := unstructured.SetNestedSlice(u.Object, scopes, "spec", "scopes"); err != nil {
+			t.Fatal(err)
+		}
+		return alice.Update(ctx, u)
+	}
+	if err := update("orders:read", "orders:write"); err != nil {
+		t.Errorf("removing a scope was denied: %v", err)
+	}
+	if err := update("orders:read", "orders:write", "orders:delete"); err == nil || !strings.Contains(err.Error(), `"orders:delete"`) {
+		t.Errorf("adding a scope alice may not grant: %v", err)
+	}
+	if err := update("orders:write", "orders:read"); err != nil {
+		t.Errorf("reordering scopes (nothing added) was denied: %v", err)
+	}
+}
+
+func TestKeywardViewCannotReadTheKeysSecret(t *testing.T) {
+	ns := env.Namespace(t)
+	bind(t, ns, "bob", "keyward-view")
+	ctx := context.Background()
+	if err := env.Client.Create(ctx, apiKey(t, ns, "orders", "{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: ns},
+		Data: map[string][]byte{"api-key": []byte("kw_x")}}); err != nil {
+		t.Fatal(err)
+	}
+	bob := as(t, "bob")
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion("keyward.dev/v1alpha1")
+	u.SetKind("APIKey")
+	if err := bob.Get(ctx, client.ObjectKey{Namespace: ns, Name: "orders"}, u); err != nil {
+		t.Errorf("keyward-view cannot read APIKeys: %v", err)
+	}
+	if err := bob.Get(ctx, client.ObjectKey{Namespace: ns, Name: "orders"}, &corev1.Secret{}); !apierrors.IsForbidden(err) {
+		t.Errorf("keyward-view reading the key's Secret: %v, want Forbidden", err)
+	}
+	if err := bob.Create(ctx, apiKey(t, ns, "mine", "{}")); !apierrors.IsForbidden(err) {
+		t.Errorf("keyward-view creating an APIKey: %v, want Forbidden", err)
+	}
+}
+
+func TestTheUserRolesAggregateIntoKubernetesRoles(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "access", "user_roles.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"keyward-view": "view", "keyward-edit": "edit", "keyward-admin": "admin"}
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		var role rbacv1.ClusterRole
+		if err := yaml.Unmarshal([]byte(doc), &role); err != nil {
+			t.Fatal(err)
+		}
+		into, ok := want[role.Name]
+		if !ok {
+			t.Errorf("unexpected role %q", role.Name)
+			continue
+		}
+		delete(want, role.Name)
+		if role.Labels["rbac.authorization.k8s.io/aggregate-to-"+into] != "true" {
+			t.Errorf("%s does not aggregate into %s: %v", role.Name, into, role.Labels)
+		}
+		for _, r := range role.Rules {
+			for _, res := range r.Resources {
+				if res == "secrets" || res == "*" {
+					t.Errorf("%s grants %v on %s", role.Name, r.Verbs, res)
+				}
+			}
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("roles missing: %v", want)
+	}
+}
+
+func TestAChangeAddsAtMostTwelveScopesUnlessItsAuthorMayGrantEveryScope(t *testing.T) {
+	ns := env.Namespace(t)
+	var twelve, names []string
+	for i := range 13 {
+		twelve = append(twelve, fmt.Sprintf("s%d:read", i))
+	}
+	names, twelve = twelve, twelve[:12]
+	bind(t, ns, "frank", "keyward-edit", names...)
+	bind(t, ns, "grace", "keyward-edit", "unrelated")
+	bind(t, ns, "dave", "keyward-admin")
+	ctx := context.Background()
+	list := func(s []string) string { return "[" + strings.Join(s, ", ") + "]" }
+	if err := as(t, "frank").Create(ctx, apiKey(t, ns, "twelve", "scopes: "+list(twelve))); err != nil {
+		t.Errorf("twelve scopes, each granted: %v", err)
+	}
+	// The worst case for the policy's budget: every one of twelve scopes needs both checks, and fails.
+	err := as(t, "grace").Create(ctx, apiKey(t, ns, "denied", "scopes: "+list(twelve)))
+	if err == nil || !strings.Contains(err.Error(), `you may not grant scope "s0:read"`) || strings.Contains(err.Error(), "cost") {
+		t.Errorf("twelve scopes, none granted: %v", err)
+	}
+	err = as(t, "frank").Create(ctx, apiKey(t, ns, "thirteen", "scopes: "+list(names)))
+	if err == nil || !strings.Contains(err.Error(), "this change adds 13 scopes") {
+		t.Errorf("thirteen scopes without a grant on *: %v", err)
+	}
+	if err := as(t, "dave").Create(ctx, apiKey(t, ns, "many", manyScopes(256))); err != nil {
+		t.Errorf("256 scopes by someone who may grant every scope: %v", err)
+	}
+}
