@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -18,6 +19,7 @@ import (
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
+	"github.com/keyward-dev/keyward/internal/testenv"
 	"github.com/keyward-dev/keyward/pkg/verifier"
 )
 
@@ -118,6 +120,40 @@ func TestAnEditOfTheKeyOrItsRecordIsTamperingAnsweredWithANewKey(t *testing.T) {
 	}
 }
 
+// withoutStatusPolicy lifts the keyward-status-writers policy for one test, to prove the controller's own
+// defence for clusters without it, and puts it back (enforced) afterwards. The policy's refusal comes first.
+func withoutStatusPolicy(t *testing.T, genuine, forged *keywardv1alpha1.APIKey) {
+	t.Helper()
+	ctx := context.Background()
+	err := env.Client.Status().Patch(ctx, forged.DeepCopy(), client.MergeFrom(genuine), client.DryRunAll)
+	if err == nil || !strings.Contains(err.Error(), "keyward-status-writers") {
+		t.Fatalf("with the shipped policy, forging status as admin: %v; want a refusal by keyward-status-writers", err)
+	}
+	binding := &admissionv1.ValidatingAdmissionPolicyBinding{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: "keyward-status-writers"}, binding); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Delete(ctx, binding); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		restored := &admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: binding.Name}, Spec: binding.Spec}
+		if err := env.Client.Create(ctx, restored); err != nil {
+			t.Errorf("restoring the status policy: %v", err)
+		}
+		if err := testenv.WaitForPolicies(ctx, env.Config, env.Client); err != nil {
+			t.Error(err)
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for env.Client.Status().Patch(ctx, forged.DeepCopy(), client.MergeFrom(genuine), client.DryRunAll) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the status policy still applies 15s after its binding was deleted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestAForgedStatusIsPutBackWithinASecond(t *testing.T) {
 	h := newHarness(t)
 	h.startManager(managerOptions{})
@@ -129,6 +165,7 @@ func TestAForgedStatusIsPutBackWithinASecond(t *testing.T) {
 	forged.Status.KeyHash = keys.Hash(planted)
 	forged.Status.PreviousKeys = []keywardv1alpha1.PreviousKey{{KeyID: keys.Sum(planted).ID(), KeyHash: keys.Hash(planted),
 		ValidUntil: metav1.NewTime(time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC))}}
+	withoutStatusPolicy(t, genuine, forged)
 	start := time.Now()
 	if err := env.Client.Status().Patch(context.Background(), forged, client.MergeFrom(genuine)); err != nil {
 		t.Fatal(err)
@@ -161,6 +198,7 @@ func TestAForgedStatusNeverBecomesTheLastKnownKey(t *testing.T) {
 	planted := attackerKey(t)
 	forged := genuine.DeepCopy()
 	forged.Status.KeyHash = keys.Hash(planted)
+	withoutStatusPolicy(t, genuine, forged)
 	if err := env.Client.Status().Patch(context.Background(), forged, client.MergeFrom(genuine)); err != nil {
 		t.Fatal(err)
 	}

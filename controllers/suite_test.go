@@ -88,6 +88,9 @@ func (h *harness) startManager(opts managerOptions) {
 	h.queue.Store(nil) // reconcile counts start again with the new controller
 	cfg := rest.CopyConfig(env.Config)
 	cfg.QPS = -1 // as in production: no client-side throttling, the API server's fairness applies
+	// As in production: the manager's service account with the bundle's RBAC and admission policies.
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: testenv.ManagerUser,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + testenv.SystemNamespace, "system:authenticated"}}
 	cfg.WrapTransport = h.writes.wrap
 	cacheOpts := CacheOptions()
 	cacheOpts.DefaultNamespaces = map[string]cache.Config{h.ns: {}}

@@ -2,9 +2,11 @@ package v1alpha1_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -13,10 +15,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/testenv"
 )
 
@@ -215,5 +220,126 @@ func TestAChangeAddsAtMostTwelveScopesUnlessItsAuthorMayGrantEveryScope(t *testi
 	}
 	if err := as(t, "dave").Create(ctx, apiKey(t, ns, "many", manyScopes(256))); err != nil {
 		t.Errorf("256 scopes by someone who may grant every scope: %v", err)
+	}
+}
+
+func TestOnlyTheManagerMayChangeStatusBeyondUsage(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	if err := env.Client.Create(ctx, apiKey(t, ns, "orders", "{}")); err != nil {
+		t.Fatal(err)
+	}
+	// A tenant whose role allows writing status, as a careless Role might.
+	if err := env.Client.Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "status-writer", Namespace: ns},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"keyward.dev"}, Resources: []string{"apikeys", "apikeys/status"}, Verbs: []string{"get", "patch"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "mallory", Namespace: ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "status-writer"},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "mallory"}}}); err != nil {
+		t.Fatal(err)
+	}
+	patch := func(c client.Client, status map[string]any) error {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion("keyward.dev/v1alpha1")
+		u.SetKind("APIKey")
+		u.SetNamespace(ns)
+		u.SetName("orders")
+		body, _ := json.Marshal(map[string]any{"status": status})
+		return c.Status().Patch(ctx, u, client.RawPatch(types.MergePatchType, body))
+	}
+	hash := "sha256:" + strings.Repeat("ab", 32)
+	planted := map[string]any{"keyHash": hash, "previousKeys": []any{map[string]any{"keyID": "kid_abababababab", "keyHash": hash, "validUntil": "2099-01-01T00:00:00Z"}}}
+	manager, verifier := testenv.Impersonating(env.Config, testenv.ManagerUser), testenv.Impersonating(env.Config, testenv.VerifierUser)
+	if err := patch(manager, map[string]any{"keyHash": "sha256:" + strings.Repeat("cd", 32), "revision": 1}); err != nil {
+		t.Errorf("the manager writing status: %v", err)
+	}
+	if err := patch(verifier, map[string]any{"usage": map[string]any{"requests": 5}}); err != nil {
+		t.Errorf("the verifier reporting usage: %v", err)
+	}
+	for name, c := range map[string]client.Client{"the verifier": verifier, "an admin": env.Client, "a tenant with status access": as(t, "mallory")} {
+		for field, value := range planted {
+			err := patch(c, map[string]any{field: value})
+			if err == nil || !strings.Contains(err.Error(), "may not change status."+field) {
+				t.Errorf("%s writing status.%s: %v", name, field, err)
+			}
+		}
+	}
+	if err := patch(verifier, map[string]any{"usage": map[string]any{"requests": 6}, "revision": 9}); err == nil {
+		t.Error("the verifier changed status.revision alongside usage")
+	}
+}
+
+func TestTheManagersIdentityWritesOnlyKeywardSecrets(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	owner := apiKey(t, ns, "orders", "{}")
+	if err := env.Client.Create(ctx, owner); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "app-db", Namespace: ns},
+		Data: map[string][]byte{"password": []byte("theirs")}}); err != nil {
+		t.Fatal(err)
+	}
+	manager := testenv.Impersonating(env.Config, testenv.ManagerUser)
+	ours := func(name string, mutate ...func(*corev1.Secret)) *corev1.Secret {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns,
+			Labels: map[string]string{"keyward.dev/apikey": "orders"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "keyward.dev/v1alpha1", Kind: "APIKey", Name: "orders",
+				UID: owner.GetUID(), Controller: ptr.To(true)}}}, Type: corev1.SecretTypeOpaque}
+		for _, m := range mutate {
+			m(s)
+		}
+		return s
+	}
+	cases := []struct {
+		name   string
+		secret *corev1.Secret
+		want   string // "" = allowed
+	}{
+		{"a labelled Opaque Secret controlled by an APIKey", ours("orders"), ""},
+		{"a service-account token in kube-system", &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "steal", Namespace: "kube-system",
+			Annotations: map[string]string{"kubernetes.io/service-account.name": "default"}}, Type: corev1.SecretTypeServiceAccountToken},
+			"only Opaque Secrets"},
+		{"a Secret without Keyward's label", ours("unlabelled", func(s *corev1.Secret) { s.Labels = nil }), "labelled keyward.dev/apikey"},
+		{"a labelled Secret no APIKey controls", ours("orphan", func(s *corev1.Secret) { s.OwnerReferences = nil }), "controlled by an APIKey"},
+		{"its record signing key", &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "keyward-record-signing-key", Namespace: testenv.SystemNamespace},
+			Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"key": make([]byte, 32)}}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := manager.Create(ctx, tc.secret)
+			if tc.want == "" && err != nil {
+				t.Errorf("denied: %v", err)
+			}
+			if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("error %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+	theirs := &corev1.Secret{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "app-db"}, theirs); err != nil {
+		t.Fatal(err)
+	}
+	theirs.Data["password"] = []byte("mine now")
+	if err := manager.Update(ctx, theirs); err == nil || !strings.Contains(err.Error(), "keyward-manager-secrets") {
+		t.Errorf("the manager rewriting an application's Secret: %v", err)
+	}
+}
+
+func TestTheStatusPolicyCoversEveryStatusFieldButUsage(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "admission", "status_writers_policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := reflect.TypeFor[keywardv1alpha1.APIKeyStatus]()
+	for i := range st.NumField() {
+		name, _, _ := strings.Cut(st.Field(i).Tag.Get("json"), ",")
+		if name == "usage" {
+			continue
+		}
+		if !strings.Contains(string(raw), "'status."+name+"': object.?status.?"+name+" == oldObject.?status.?"+name) {
+			t.Errorf("status.%s is not protected by keyward-status-writers: anyone who may patch status could change it", name)
+		}
 	}
 }

@@ -71,7 +71,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("creating a client: %w", err)
 	}
-	if err := testenv.InstallAdmission(context.Background(), c); err != nil {
+	if err := testenv.InstallAdmission(context.Background(), cfg, c); err != nil {
 		return err
 	}
 	// The manager keeps its record signing key in its own namespace, as it does in a cluster.

@@ -3,26 +3,21 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -92,80 +87,10 @@ func Start() (*Env, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("creating a client: %w", err), env.Stop())
 	}
-	if err := InstallAdmission(context.Background(), c); err != nil {
+	if err := InstallAdmission(context.Background(), cfg, c); err != nil {
 		return nil, errors.Join(err, env.Stop())
 	}
 	return &Env{Environment: env, Config: cfg, Client: c}, nil
-}
-
-// AccessDirs hold the shipped admission policies, their bindings and the user-facing roles.
-func AccessDirs() []string {
-	return []string{filepath.Join(RepoRoot(), "config", "admission"), filepath.Join(RepoRoot(), "config", "access")}
-}
-
-// InstallAdmission creates every object in the shipped config/admission and config/access manifests,
-// exactly as shipped, and waits until the API server enforces the policies (a policy takes effect a moment
-// after it is created).
-func InstallAdmission(ctx context.Context, c client.Client) error {
-	var files []string
-	for _, dir := range AccessDirs() {
-		found, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
-		if err != nil || len(found) == 0 {
-			return fmt.Errorf("no manifests in %s: %v", dir, err)
-		}
-		for _, f := range found {
-			if filepath.Base(f) != "kustomization.yaml" {
-				files = append(files, f)
-			}
-		}
-	}
-	for _, f := range files {
-		objs, err := ReadManifests(f)
-		if err != nil {
-			return err
-		}
-		for _, o := range objs {
-			if err := c.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
-				return fmt.Errorf("creating %s %s from %s: %w", o.GetKind(), o.GetName(), f, err)
-			}
-		}
-	}
-	// A far expiry is what the expiry policy rejects; once it does, the policies are in force.
-	probe := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "admission-probe", Namespace: "default"},
-		Spec: keywardv1alpha1.APIKeySpec{ExpiresAt: &metav1.Time{Time: time.Now().AddDate(50, 0, 0)}}}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := c.Create(ctx, probe.DeepCopy(), client.DryRunAll)
-		if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the admission policies in %v were not enforced after 30s (last answer: %v)", AccessDirs(), err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// ReadManifests decodes every YAML document in file into unstructured objects.
-func ReadManifests(file string) ([]*unstructured.Unstructured, error) {
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	var out []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			if errors.Is(err, io.EOF) {
-				return out, nil
-			}
-			return nil, fmt.Errorf("decoding %s: %w", file, err)
-		}
-		if len(u.Object) > 0 {
-			out = append(out, u)
-		}
-	}
 }
 
 // Stop stops the control plane.

@@ -15,7 +15,7 @@ import (
 
 // The verifier reads APIKeys and writes only their status.usage; it has no access to Secrets.
 // +kubebuilder:rbac:groups=keyward.dev,resources=apikeys,verbs=get;list;watch
-// +kubebuilder:rbac:groups=keyward.dev,resources=apikeys/status,verbs=get;patch
+// +kubebuilder:rbac:groups=keyward.dev,resources=apikeys/status,verbs=patch
 
 // Watch feeds the index from the informer of APIKeys in informers. It returns a function that reports
 // whether the initial list has been indexed; serve "ready" only after it says true.

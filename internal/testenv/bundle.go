@@ -1,0 +1,177 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+)
+
+// installedKinds are the kinds of the release bundle (config/default) that the test environment and
+// run-local install, in this order: everything but the CRDs (envtest installs those) and the workloads
+// (nothing runs them here).
+var installedKinds = []string{"Namespace", "ServiceAccount", "ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding",
+	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+// Identities of Keyward's own components in the bundle (config/default).
+const (
+	SystemNamespace = "keyward-system"
+	ManagerUser     = "system:serviceaccount:keyward-system:keyward-manager"
+	VerifierUser    = "system:serviceaccount:keyward-system:keyward-verifier"
+)
+
+// Bundle renders config/default with the control plane's kubectl, as `kubectl apply -k config/default` would.
+func Bundle() ([]*unstructured.Unstructured, error) {
+	assets, err := AssetsDir()
+	if err != nil {
+		return nil, err
+	}
+	out, err := exec.Command(filepath.Join(assets, "kubectl"), "kustomize", filepath.Join(RepoRoot(), "config", "default")).Output()
+	if err != nil {
+		return nil, fmt.Errorf("kubectl kustomize config/default: %w", err)
+	}
+	return DecodeManifests(out)
+}
+
+// InstallAdmission creates the bundle's namespace, service accounts, RBAC and admission policies exactly as
+// shipped, and waits until the API server enforces the policies (a policy takes effect a moment after it is
+// created). Tests then prove behaviour with the permissions and policies a real install has.
+func InstallAdmission(ctx context.Context, cfg *rest.Config, c client.Client) error {
+	objs, err := Bundle()
+	if err != nil {
+		return err
+	}
+	for _, kind := range installedKinds {
+		for _, o := range objs {
+			if o.GetKind() != kind {
+				continue
+			}
+			if err := c.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+				return fmt.Errorf("creating %s %s: %w", o.GetKind(), o.GetName(), err)
+			}
+		}
+	}
+	return WaitForPolicies(ctx, cfg, c)
+}
+
+// WaitForPolicies waits until the API server enforces every admission policy of the bundle: for each, a dry
+// run that only that policy refuses is refused by it. (Policies take effect a moment after they are created,
+// and envtest runs no controller that would report them type-checked.)
+func WaitForPolicies(ctx context.Context, cfg *rest.Config, c client.Client) error {
+	const ns = "default"
+	probe := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "admission-probe", Namespace: ns}}
+	if err := c.Create(ctx, probe); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating the probe APIKey: %w", err)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(probe), probe); err != nil {
+		return err
+	}
+	// A user who may edit APIKeys in the probe namespace but grant no scope.
+	if err := c.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "keyward-admission-probe", Namespace: ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keyward-edit"},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "keyward-admission-probe"}}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	as := func(user string) client.Client {
+		return Impersonating(cfg, user)
+	}
+	probes := map[string]func() error{
+		"keyward-apikey-expiry": func() error {
+			far := probe.DeepCopy()
+			far.ResourceVersion, far.Name = "", "admission-probe-far"
+			far.Spec.ExpiresAt = &metav1.Time{Time: time.Now().AddDate(50, 0, 0)}
+			return c.Create(ctx, far, client.DryRunAll)
+		},
+		"keyward-scope-grants": func() error {
+			scoped := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "admission-probe-scoped", Namespace: ns},
+				Spec: keywardv1alpha1.APIKeySpec{Scopes: []keywardv1alpha1.Scope{"probe:read"}}}
+			return as("keyward-admission-probe").Create(ctx, scoped, client.DryRunAll)
+		},
+		"keyward-status-writers": func() error {
+			forged := probe.DeepCopy()
+			forged.Status.KeyHash = "sha256:" + strings.Repeat("0", 64)
+			return c.Status().Update(ctx, forged, client.DryRunAll)
+		},
+		"keyward-manager-secrets": func() error {
+			s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "admission-probe", Namespace: ns}}
+			return as(ManagerUser).Create(ctx, s, client.DryRunAll)
+		},
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for name, try := range probes {
+		for {
+			err := try()
+			if err != nil && strings.Contains(err.Error(), "ValidatingAdmissionPolicy '"+name+"'") {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("admission policy %s was not enforced after 30s (last answer: %v)", name, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// ReadManifests decodes every YAML document in file into unstructured objects.
+func ReadManifests(file string) ([]*unstructured.Unstructured, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := DecodeManifests(raw)
+	if err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", file, err)
+	}
+	return objs, nil
+}
+
+// DecodeManifests decodes every YAML document in raw into unstructured objects.
+func DecodeManifests(raw []byte) ([]*unstructured.Unstructured, error) {
+	var out []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return nil, err
+		}
+		if len(u.Object) > 0 {
+			out = append(out, u)
+		}
+	}
+}
+
+// Impersonating returns a client that acts as user (as kubectl --as does). A service account's username
+// brings its groups, as the API server gives them to its tokens.
+func Impersonating(cfg *rest.Config, user string) client.Client {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+	if parts := strings.Split(user, ":"); len(parts) == 4 && parts[0] == "system" && parts[1] == "serviceaccount" {
+		cfg.Impersonate.Groups = []string{"system:serviceaccounts", "system:serviceaccounts:" + parts[2], "system:authenticated"}
+	}
+	c, err := client.New(cfg, client.Options{Scheme: Scheme})
+	if err != nil {
+		panic(err) // only a malformed config fails here, and cfg came from a running control plane
+	}
+	return c
+}
