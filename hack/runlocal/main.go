@@ -14,11 +14,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -110,6 +112,16 @@ JSON on http://127.0.0.1:8090, ext_authz on 127.0.0.1:9001, metrics on http://12
 Ctrl-C stops everything
 `, kubeconfigPath, filepath.Dir(kubectlLink))
 
+	// The manager and the verifier run as their service accounts, with the bundle's RBAC and admission
+	// policies, as in a cluster.
+	managerKubeconfig, err := impersonating(kubeconfig, absDir, "manager", testenv.ManagerUser)
+	if err != nil {
+		return err
+	}
+	verifierKubeconfig, err := impersonating(kubeconfig, absDir, "verifier", testenv.VerifierUser)
+	if err != nil {
+		return err
+	}
 	procs := []*exec.Cmd{exec.Command(*manager, "--metrics-bind-address=127.0.0.1:8080", "--metrics-secure=false",
 		"--health-probe-bind-address=127.0.0.1:8081", "--signing-key-secret=keyward-system/keyward-record-signing-key")}
 	if *verifierBin != "" {
@@ -127,11 +139,30 @@ Ctrl-C stops everything
 		}
 		procs = append(procs, exec.Command(*verifierBin, args...))
 	}
-	return runUntilSignal(procs, kubeconfigPath)
+	kubeconfigs := map[string]string{*manager: managerKubeconfig, *verifierBin: verifierKubeconfig}
+	for _, p := range procs {
+		p.Env = append(os.Environ(), "KUBECONFIG="+kubeconfigs[p.Path], "POD_NAMESPACE="+testenv.SystemNamespace)
+	}
+	return runUntilSignal(procs)
+}
+
+// impersonating writes a kubeconfig that acts as the service account user (with its groups) and returns its path.
+func impersonating(adminKubeconfig []byte, dir, name, user string) (string, error) {
+	cfg, err := clientcmd.Load(adminKubeconfig)
+	if err != nil {
+		return "", err
+	}
+	ns := strings.Split(user, ":")[2]
+	for _, auth := range cfg.AuthInfos {
+		auth.Impersonate = user
+		auth.ImpersonateGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
+	}
+	path := filepath.Join(dir, name+".kubeconfig")
+	return path, clientcmd.WriteToFile(*cfg, path)
 }
 
 // runUntilSignal runs the processes until Ctrl-C or until one of them exits, then stops the others.
-func runUntilSignal(procs []*exec.Cmd, kubeconfigPath string) error {
+func runUntilSignal(procs []*exec.Cmd) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	exited := make(chan error, len(procs))
@@ -145,7 +176,6 @@ func runUntilSignal(procs []*exec.Cmd, kubeconfigPath string) error {
 		}
 	}()
 	for _, p := range procs {
-		p.Env = append(os.Environ(), "KUBECONFIG="+kubeconfigPath)
 		p.Stdout, p.Stderr = os.Stdout, os.Stderr
 		// Each child gets its own process group so that Ctrl-C reaches it once, through us, after which we
 		// stop the control plane it depends on.

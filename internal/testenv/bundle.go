@@ -84,11 +84,16 @@ func WaitForPolicies(ctx context.Context, cfg *rest.Config, c client.Client) err
 		return err
 	}
 	// A user who may edit APIKeys in the probe namespace but grant no scope.
-	if err := c.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "keyward-admission-probe", Namespace: ns},
+	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "keyward-admission-probe", Namespace: ns},
 		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keyward-edit"},
-		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "keyward-admission-probe"}}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "keyward-admission-probe"}}}
+	if err := c.Create(ctx, binding); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
+	defer func() {
+		_ = c.Delete(ctx, binding)
+		_ = c.Delete(ctx, probe)
+	}()
 	as := func(user string) client.Client {
 		return Impersonating(cfg, user)
 	}
