@@ -31,6 +31,7 @@ func main() {
 		leaderElect  bool
 		concurrency  int
 		signingKey   string
+		namespaces   string
 	)
 	metricsFlags.Bind(flag.CommandLine)
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
@@ -41,6 +42,9 @@ func main() {
 	flag.StringVar(&signingKey, "signing-key-secret", defaultSigningKeySecret(),
 		"namespace/name of the Secret holding the key that signs every key record; created when missing. "+
 			"Losing it gives every APIKey a new key, so back it up with the rest of Keyward's state.")
+	flag.StringVar(&namespaces, "namespaces", "",
+		"Namespaced mode: comma-separated namespaces whose APIKeys the manager reconciles; it caches and watches "+
+			"nothing else, so RBAC in those namespaces (and its own) is enough. Empty: the whole cluster.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -54,7 +58,7 @@ func main() {
 	ctx := ctrl.SetupSignalHandler()
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 scheme,
-		Cache:                  controllers.CacheOptions(),
+		Cache:                  controllers.CacheOptions(splitList(namespaces)...),
 		Metrics:                metricsFlags.Options(),
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
@@ -129,4 +133,15 @@ func parseNamespacedName(s string) (types.NamespacedName, error) {
 		return types.NamespacedName{}, fmt.Errorf("%q is not namespace/name", s)
 	}
 	return types.NamespacedName{Namespace: ns, Name: name}, nil
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }

@@ -31,15 +31,23 @@ import (
 const secretNameIndex = "keyward.dev/secret-name"
 
 // CacheOptions restricts the manager's Secret cache to the Secrets Keyward owns, so unrelated Secrets cost
-// no memory and no watch traffic.
-func CacheOptions() cache.Options {
+// no memory and no watch traffic, and, when namespaces are given (namespaced mode), every cache and watch to
+// those namespaces, so the manager needs RBAC in them only.
+func CacheOptions(namespaces ...string) cache.Options {
 	owned, err := labels.NewRequirement(keywardv1alpha1.APIKeyNameLabel, selection.Exists, nil)
 	if err != nil {
 		panic(err) // a constant label key; cannot fail
 	}
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&corev1.Secret{}: {Label: labels.NewSelector().Add(*owned)},
 	}}
+	if len(namespaces) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return opts
 }
 
 // SetupWithManager registers the reconciler, its index and its watches. opts tunes the controller (tests

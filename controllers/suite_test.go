@@ -26,7 +26,6 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -92,8 +91,8 @@ func (h *harness) startManager(opts managerOptions) {
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: testenv.ManagerUser,
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + testenv.SystemNamespace, "system:authenticated"}}
 	cfg.WrapTransport = h.writes.wrap
-	cacheOpts := CacheOptions()
-	cacheOpts.DefaultNamespaces = map[string]cache.Config{h.ns: {}}
+	// Namespaced mode, as the manager runs with --namespaces: the test's namespace only.
+	cacheOpts := CacheOptions(h.ns)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 testenv.Scheme,
 		Cache:                  cacheOpts,

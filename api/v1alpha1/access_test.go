@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -341,5 +343,69 @@ func TestTheStatusPolicyCoversEveryStatusFieldButUsage(t *testing.T) {
 		if !strings.Contains(string(raw), "'status."+name+"': object.?status.?"+name+" == oldObject.?status.?"+name) {
 			t.Errorf("status.%s is not protected by keyward-status-writers: anyone who may patch status could change it", name)
 		}
+	}
+}
+
+func TestInNamespacedModeTheManagerCannotTouchSecretsOfOtherNamespaces(t *testing.T) {
+	ctx := context.Background()
+	assets, err := testenv.AssetsDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(assets, "kubectl"), "kustomize", filepath.Join(testenv.RepoRoot(), "config", "namespaced")).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := testenv.DecodeManifests(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{"team-a", "team-b", "team-c"} {
+		if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	// The overlay's bindings of the manager's role, given to a service account of their own so that the
+	// default install's cluster-wide binding (which testenv installed) cannot mask what they allow.
+	const sa = "keyward-manager-namespaced"
+	bindings, args := 0, ""
+	for _, o := range objs {
+		if o.GetKind() == "ClusterRoleBinding" && o.GetName() == "keyward-manager-rolebinding" {
+			t.Error("namespaced mode still binds the manager's role cluster-wide")
+		}
+		if o.GetKind() == "Deployment" && o.GetName() == "keyward-manager" {
+			containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+			list, _, _ := unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
+			args = strings.Join(list, " ")
+		}
+		if o.GetKind() != "RoleBinding" || o.GetName() != "keyward-manager" {
+			continue
+		}
+		var rb rbacv1.RoleBinding
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &rb); err != nil {
+			t.Fatal(err)
+		}
+		rb.Name, rb.Subjects[0].Name = sa, sa
+		if err := env.Client.Create(ctx, &rb); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		bindings++
+	}
+	if bindings != 3 || !strings.Contains(args, "--namespaces=team-a,team-b") {
+		t.Fatalf("the overlay has %d manager RoleBindings (want team-a, team-b, keyward-system) and args %q", bindings, args)
+	}
+	manager := testenv.Impersonating(env.Config, "system:serviceaccount:keyward-system:"+sa)
+	if err := manager.List(ctx, &corev1.SecretList{}, client.InNamespace("team-a")); err != nil {
+		t.Errorf("listing Secrets in a managed namespace: %v", err)
+	}
+	if err := manager.Get(ctx, client.ObjectKey{Namespace: "team-c", Name: "anything"}, &corev1.Secret{}); !apierrors.IsForbidden(err) {
+		t.Errorf("reading a Secret in an unmanaged namespace: %v, want Forbidden", err)
+	}
+	if err := manager.List(ctx, &corev1.SecretList{}); !apierrors.IsForbidden(err) {
+		t.Errorf("listing Secrets cluster-wide: %v, want Forbidden", err)
+	}
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "planted", Namespace: "kube-system"}}
+	if err := manager.Create(ctx, s); !apierrors.IsForbidden(err) {
+		t.Errorf("creating a Secret in kube-system: %v, want Forbidden", err)
 	}
 }
