@@ -32,6 +32,7 @@ func main() {
 		concurrency  int
 		signingKey   string
 		namespaces   string
+		allowedCIDRs string
 	)
 	metricsFlags.Bind(flag.CommandLine)
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
@@ -45,6 +46,9 @@ func main() {
 	flag.StringVar(&namespaces, "namespaces", "",
 		"Namespaced mode: comma-separated namespaces whose APIKeys the manager reconciles; it caches and watches "+
 			"nothing else, so RBAC in those namespaces (and its own) is enough. Empty: the whole cluster.")
+	flag.StringVar(&allowedCIDRs, "webhook-allowed-cidrs", "",
+		"Comma-separated CIDRs that webhook deliveries may reach although they are loopback, private, link-local or "+
+			"otherwise special-purpose (for in-cluster receivers: the cluster's service CIDR). Everything else there is refused.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -90,6 +94,17 @@ func main() {
 	}
 	if err := reconciler.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		setupLog.Error(err, "Unable to set up the APIKey controller")
+		os.Exit(1)
+	}
+	allowed, err := controllers.ParseCIDRs(splitList(allowedCIDRs))
+	if err != nil {
+		setupLog.Error(err, "Invalid --webhook-allowed-cidrs")
+		os.Exit(1)
+	}
+	deliveries := &controllers.WebhookReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clock.RealClock{},
+		Events: mgr.GetEventRecorder("keyward-webhook"), AllowedCIDRs: allowed}
+	if err := deliveries.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
+		setupLog.Error(err, "Unable to set up the webhook controller")
 		os.Exit(1)
 	}
 	if err := metrics.Registry.Register(controllers.StatusCollector{Reader: mgr.GetCache()}); err != nil {

@@ -26,7 +26,9 @@ import (
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
+	"github.com/keyward-dev/keyward/internal/period"
 	"github.com/keyward-dev/keyward/internal/policy"
+	"github.com/keyward-dev/keyward/internal/webhook"
 )
 
 // EventReason is the reason of a Kubernetes event Keyward records on an APIKey.
@@ -123,11 +125,17 @@ type observed struct {
 // observe reads the spec, the signed record in status and the Secret, and judges the Secret.
 func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIKey, now time.Time) (observed, error) {
 	o := observed{subject: keyrecord.Subject{Namespace: ak.Namespace, APIKey: ak.Name, Secret: SecretNameOf(ak)}}
+	var err error
 	o.Now = now
 	o.Spec, o.SpecError = policy.Resolve(ak.Spec)
 	o.RotateToken = ak.Annotations[keywardv1alpha1.RotateAnnotation]
 	o.Revoke = policy.ParseKeyIDs(ak.Annotations[keywardv1alpha1.RevokeAnnotation])
 	o.ConflictRecheck = r.conflictRecheckInterval()
+	if w := ak.Spec.Webhook; w != nil && o.SpecError == nil {
+		if o.ExpiringBefore, err = period.ParseOr(string(w.ExpiringBefore), policy.DefaultExpiringBefore); err != nil {
+			o.SpecError = fmt.Errorf("spec.webhook.expiringBefore: %w", err)
+		}
+	}
 	var genuine bool
 	if o.LastKnown, genuine = keyrecord.GenuineStatus(ak.Status, r.Signer, o.subject); !genuine {
 		if claimed := keyrecord.FromStatus(ak.Status); !claimed.IsZero() {
@@ -285,6 +293,7 @@ func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKe
 	if health != nil {
 		st.ObservedGeneration = ak.Generation
 	}
+	r.queueWebhookEvents(ctx, before, ak, plan, done, now)
 
 	if !equality.Semantic.DeepEqual(before.Status, ak.Status) {
 		if err := r.Client.Status().Patch(ctx, ak, client.MergeFrom(before)); err != nil {
@@ -294,6 +303,33 @@ func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKe
 	r.recordEvents(ctx, ak, o, plan, done)
 	r.recordTransition(ak, readyReason(before), readyReason(ak))
 	return ctrl.Result{RequeueAfter: requeue}, done.err
+}
+
+// queueWebhookEvents appends to the outbox the webhook events that this status write announces, derived
+// from the status read and the status about to be written, so that the events and the change they describe
+// land in one write. Delivered messages are pruned on the way.
+func (r *APIKeyReconciler) queueWebhookEvents(ctx context.Context, before, ak *keywardv1alpha1.APIKey, plan policy.Plan, done applied, now time.Time) {
+	st := &ak.Status
+	if ak.Spec.Webhook == nil || done.err != nil {
+		if st.Webhook != nil {
+			webhook.Prune(st.Webhook)
+		}
+		return
+	}
+	if st.Webhook == nil {
+		st.Webhook = &keywardv1alpha1.WebhookStatus{}
+	}
+	rec := done.record
+	expiring := !rec.IsZero() && !plan.ExpiringNotice.IsZero() && !now.Before(plan.ExpiringNotice) && now.Before(rec.ExpiresAt) &&
+		st.Webhook.ExpiringNotifiedRevision != rec.Revision
+	events := webhook.Events(webhook.Change{Before: before.Status, After: *st, BeforeReady: readyReason(before), AfterReady: readyReason(ak),
+		Revoked: plan.Revoked, Expiring: expiring, Now: now})
+	if expiring {
+		st.Webhook.ExpiringNotifiedRevision = rec.Revision
+	}
+	if dropped := webhook.Enqueue(st.Webhook, string(ak.UID), ak.Spec.Webhook.Events, events); dropped > 0 {
+		log.FromContext(ctx).Info("The webhook outbox is full; dropped the oldest undelivered events", "dropped", dropped)
+	}
 }
 
 func clearKeyStatus(st *keywardv1alpha1.APIKeyStatus) {

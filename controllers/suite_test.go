@@ -61,6 +61,8 @@ type harness struct {
 	// queue is the running controller's workqueue, which records the requeues it schedules.
 	// It is set from the controller's goroutine when the controller starts.
 	queue atomic.Pointer[schedulingQueue]
+	// webhookQueue is the delivery controller's workqueue, when it runs.
+	webhookQueue atomic.Pointer[schedulingQueue]
 }
 
 func newHarness(t testing.TB) *harness {
@@ -79,12 +81,15 @@ type managerOptions struct {
 	wrapClient func(client.Client, context.CancelFunc) client.Client
 	// production runs on the real clock with the production controller options, for benchmarks.
 	production bool
+	// webhookCIDRs are the --webhook-allowed-cidrs of the delivery controller; nil runs none.
+	webhookCIDRs []string
 }
 
 func (h *harness) startManager(opts managerOptions) {
 	h.t.Helper()
 	h.stopManager()
 	h.queue.Store(nil) // reconcile counts start again with the new controller
+	h.webhookQueue.Store(nil)
 	cfg := rest.CopyConfig(env.Config)
 	cfg.QPS = -1 // as in production: no client-side throttling, the API server's fairness applies
 	// As in production: the manager's service account with the bundle's RBAC and admission policies.
@@ -126,7 +131,11 @@ func (h *harness) startManager(opts managerOptions) {
 			q := &schedulingQueue{clock: h.clock, TypedRateLimitingInterface: workqueue.NewTypedRateLimitingQueueWithConfig(
 				workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](0, 0),
 				workqueue.TypedRateLimitingQueueConfig[reconcile.Request]{Name: name, Clock: h.clock})}
-			h.queue.Store(q)
+			if name == "webhook" {
+				h.webhookQueue.Store(q)
+			} else {
+				h.queue.Store(q)
+			}
 			return q
 		},
 	}
@@ -137,6 +146,17 @@ func (h *harness) startManager(opts managerOptions) {
 	err = r.SetupWithManager(ctx, mgr, ctrlOpts)
 	if err != nil {
 		h.t.Fatal(err)
+	}
+	if opts.webhookCIDRs != nil {
+		allowed, err := ParseCIDRs(opts.webhookCIDRs)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		wr := &WebhookReconciler{Client: c, APIReader: mgr.GetAPIReader(), Clock: h.clock, Events: mgr.GetEventRecorder("keyward-webhook"),
+			AllowedCIDRs: allowed, Jitter: func() float64 { return 0 }}
+		if err := wr.SetupWithManager(mgr, ctrlOpts); err != nil {
+			h.t.Fatal(err)
+		}
 	}
 	done := make(chan struct{})
 	go func() {

@@ -25,7 +25,7 @@ const (
 )
 
 // WebhookEvent names a lifecycle event that Keyward can deliver to a webhook endpoint.
-// +kubebuilder:validation:Enum=key.created;key.rotated;key.expiring;key.expired;key.disabled;key.enabled;key.deleted
+// +kubebuilder:validation:Enum=key.created;key.rotated;key.expiring;key.expired;key.disabled;key.enabled;key.revoked;key.deleted
 type WebhookEvent string
 
 // The lifecycle events a webhook can subscribe to.
@@ -36,7 +36,10 @@ const (
 	WebhookEventKeyExpired  WebhookEvent = "key.expired"
 	WebhookEventKeyDisabled WebhookEvent = "key.disabled"
 	WebhookEventKeyEnabled  WebhookEvent = "key.enabled"
+	WebhookEventKeyRevoked  WebhookEvent = "key.revoked"
 	WebhookEventKeyDeleted  WebhookEvent = "key.deleted"
+	// WebhookEventTest answers the keyward.dev/webhook-test annotation; spec.webhook.events does not filter it.
+	WebhookEventTest WebhookEvent = "webhook.test"
 )
 
 // Scope is one permission granted to a key, such as orders:read. Segments are separated by colons and a segment of "*" is a wildcard: orders:* grants orders:read, and "*" alone grants everything.
@@ -176,9 +179,14 @@ type WebhookSpec struct {
 	// +optional
 	Events []WebhookEvent `json:"events,omitempty"`
 
-	// ExpiringBefore is how long before expiry the key.expiring event is sent. Defaults to 7d.
+	// ExpiringBefore is how long before expiry the key.expiring event is sent, for a key that no renewal will replace first. Defaults to 7d.
 	// +optional
 	ExpiringBefore Duration `json:"expiringBefore,omitempty"`
+
+	// CABundle is PEM certificates that the endpoint's certificate must chain to, for a receiver behind a private CA. Without it the system roots apply.
+	// +kubebuilder:validation:MaxLength=65536
+	// +optional
+	CABundle string `json:"caBundle,omitempty"`
 }
 
 // SecretKeyRef points at one key of a Secret in the same namespace.
@@ -278,8 +286,18 @@ type PreviousKey struct {
 	ValidUntil metav1.Time `json:"validUntil"`
 }
 
-// WebhookStatus reports webhook delivery.
+// WebhookStatus reports webhook delivery. The outbox is written by the key controller, in the same status
+// write as the change it announces; the delivery fields by the delivery controller.
 type WebhookStatus struct {
+	// Outbox holds the events not yet delivered, oldest first. They live in the API server, so none is lost
+	// when the manager restarts or the leader changes.
+	// +listType=atomic
+	// +optional
+	Outbox []WebhookMessage `json:"outbox,omitempty"`
+	// DeliveredSequence is the sequence number of the last outbox message the delivery controller is done
+	// with (delivered, or given up after the retry schedule).
+	// +optional
+	DeliveredSequence int64 `json:"deliveredSequence,omitempty"`
 	// LastDeliveredRevision is the key revision of the last event the endpoint accepted.
 	// +optional
 	LastDeliveredRevision int64 `json:"lastDeliveredRevision,omitempty"`
@@ -289,9 +307,65 @@ type WebhookStatus struct {
 	// LastError describes the last failed delivery, empty after a success.
 	// +optional
 	LastError string `json:"lastError,omitempty"`
-	// ConsecutiveFailures counts failed deliveries since the last success.
+	// ConsecutiveFailures counts failed attempts since the last success.
 	// +optional
 	ConsecutiveFailures int32 `json:"consecutiveFailures,omitempty"`
+	// NextAttemptTime is when the next delivery attempt is due after a failure.
+	// +optional
+	NextAttemptTime *metav1.Time `json:"nextAttemptTime,omitempty"`
+	// GoneGeneration is the APIKey generation whose endpoint answered 410 Gone; nothing more is sent until the spec changes.
+	// +optional
+	GoneGeneration int64 `json:"goneGeneration,omitempty"`
+	// ExpiringNotifiedRevision is the key revision for which key.expiring was queued (once per key).
+	// +optional
+	ExpiringNotifiedRevision int64 `json:"expiringNotifiedRevision,omitempty"`
+	// LastTest is the outcome of the last webhook.test sent for the keyward.dev/webhook-test annotation.
+	// +optional
+	LastTest *WebhookTestStatus `json:"lastTest,omitempty"`
+}
+
+// WebhookMessage is one event waiting in the outbox. It holds what the payload says, never the key or its hash.
+type WebhookMessage struct {
+	// ID is the webhook-id: stable across retries and restarts, so receivers can deduplicate.
+	ID string `json:"id"`
+	// Sequence orders the APIKey's events.
+	Sequence int64 `json:"sequence"`
+	// Type is the event type, such as key.rotated.
+	Type WebhookEvent `json:"type"`
+	// Timestamp is when the change happened.
+	Timestamp metav1.Time `json:"timestamp"`
+	// KeyID is the current key's ID after the change.
+	// +optional
+	KeyID string `json:"keyID,omitempty"`
+	// Revision is the current key's revision after the change.
+	// +optional
+	Revision int64 `json:"revision,omitempty"`
+	// ExpiresAt is when the current key expires.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+	// Reason is why the key was minted (rotations) or the condition reason (other events).
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// PreviousKeyID is the key a rotation replaced.
+	// +optional
+	PreviousKeyID string `json:"previousKeyID,omitempty"`
+	// PreviousValidUntil is until when the replaced key stays valid.
+	// +optional
+	PreviousValidUntil *metav1.Time `json:"previousValidUntil,omitempty"`
+	// RevokedKeyIDs are the keys a revocation stopped.
+	// +listType=atomic
+	// +optional
+	RevokedKeyIDs []string `json:"revokedKeyIDs,omitempty"`
+}
+
+// WebhookTestStatus is the outcome of a webhook.test.
+type WebhookTestStatus struct {
+	// Token is the keyward.dev/webhook-test value it answered.
+	Token string `json:"token"`
+	// Time is when it was sent.
+	Time metav1.Time `json:"time"`
+	// Result is the HTTP status the endpoint answered, or why it could not be reached.
+	Result string `json:"result"`
 }
 
 // UsageStatus is what the verifier observed of the key's use.

@@ -17,6 +17,10 @@ const (
 	// that outlived its APIKey may hold a key that was meant to die with it.
 	AdoptOrphanAnnotation = "keyward.dev/adopt-orphaned-secret"
 
+	// WebhookTestAnnotation asks for one webhook.test delivery: any value different from
+	// status.webhook.lastTest.token sends one. Keyward never removes it.
+	WebhookTestAnnotation = "keyward.dev/webhook-test"
+
 	// ManagedByLabel marks the Secrets that Keyward owns. The manager caches only Secrets with this label.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	// ManagedByValue is the value of ManagedByLabel on Keyward's Secrets.

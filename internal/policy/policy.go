@@ -143,7 +143,12 @@ type Observation struct {
 	Revoke []string
 	// ConflictRecheck is how long a conflict waits before it is looked at again.
 	ConflictRecheck time.Duration
+	// ExpiringBefore is spec.webhook.expiringBefore (default 7d) when the APIKey has a webhook; zero without.
+	ExpiringBefore period.Period
 }
+
+// DefaultExpiringBefore is how long before an expiry key.expiring is sent when spec.webhook does not say.
+var DefaultExpiringBefore = period.MustParse("7d")
 
 // Mint is a decision to mint a new key.
 type Mint struct {
@@ -173,6 +178,9 @@ type Plan struct {
 	RenewalTime time.Time
 	// NextCheck is the next instant the plan changes by itself; zero when nothing is pending.
 	NextCheck time.Time
+	// ExpiringNotice is when key.expiring is due for the current key: ExpiringBefore before an expiry that no
+	// renewal will prevent. Zero without a webhook, or when a renewal replaces the key first.
+	ExpiringNotice time.Time
 }
 
 // Health is whether the key is usable, in condition terms.
@@ -250,6 +258,12 @@ func PlanFor(o Observation) Plan {
 	p.RenewalTime = spec.RenewalTime(p.Record.IssuedAt)
 	p.Health = assess(now, spec, p.Record)
 	p.NextCheck = nextCheck(now, p.RenewalTime, p.Record)
+	if !o.ExpiringBefore.IsZero() && p.RenewalTime.IsZero() {
+		p.ExpiringNotice = o.ExpiringBefore.SubtractFrom(p.Record.ExpiresAt)
+		if p.ExpiringNotice.After(now) {
+			p.NextCheck = earliest(p.NextCheck, p.ExpiringNotice)
+		}
+	}
 	return p
 }
 

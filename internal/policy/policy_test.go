@@ -384,3 +384,31 @@ func TestLivePreviousDropsEndedKeysAndSorts(t *testing.T) {
 		t.Errorf("LivePrevious = %+v", got)
 	}
 }
+
+func TestPlanSaysWhenKeyExpiringIsDue(t *testing.T) {
+	issued := at("2026-11-24T10:00:00Z")
+	current := keyrecord.Record{Hash: hash("c"), Revision: 1, IssuedAt: issued, ExpiresAt: at("2026-12-24T10:00:00Z")}
+	week := period.MustParse("7d")
+	cases := []struct {
+		name      string
+		spec      Spec
+		before    period.Period
+		notice    string
+		nextCheck string
+	}{
+		{"a key that is not renewed: a week before its expiry", Spec{Validity: period.MustParse("30d")}, week, "2026-12-17T10:00:00Z", "2026-12-17T10:00:00Z"},
+		{"a key a renewal replaces first: never", Spec{Validity: period.MustParse("30d"), AutoRotate: true}, week, "", "2026-12-14T10:00:00Z"},
+		{"no webhook: never", Spec{Validity: period.MustParse("30d")}, period.Period{}, "", "2026-12-24T10:00:00Z"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := PlanFor(Observation{Now: issued, Spec: tc.spec, Secret: SecretGenuine, Current: current, ExpiringBefore: tc.before})
+			if (tc.notice == "") != p.ExpiringNotice.IsZero() || (tc.notice != "" && !p.ExpiringNotice.Equal(at(tc.notice))) {
+				t.Errorf("ExpiringNotice = %v, want %q", p.ExpiringNotice, tc.notice)
+			}
+			if !p.NextCheck.Equal(at(tc.nextCheck)) {
+				t.Errorf("NextCheck = %v, want %s", p.NextCheck, tc.nextCheck)
+			}
+		})
+	}
+}
