@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -33,6 +34,7 @@ func main() {
 		signingKey   string
 		namespaces   string
 		allowedCIDRs string
+		deletionWait time.Duration
 	)
 	metricsFlags.Bind(flag.CommandLine)
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
@@ -49,6 +51,8 @@ func main() {
 	flag.StringVar(&allowedCIDRs, "webhook-allowed-cidrs", "",
 		"Comma-separated CIDRs that webhook deliveries may reach although they are loopback, private, link-local or "+
 			"otherwise special-purpose (for in-cluster receivers: the cluster's service CIDR). Everything else there is refused.")
+	flag.DurationVar(&deletionWait, "webhook-deletion-timeout", controllers.DefaultWebhookDeletionTimeout,
+		"How long a deleted APIKey with a webhook is held (by a finalizer) at most, for key.deleted to be delivered.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -102,7 +106,7 @@ func main() {
 		os.Exit(1)
 	}
 	deliveries := &controllers.WebhookReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clock.RealClock{},
-		Events: mgr.GetEventRecorder("keyward-webhook"), AllowedCIDRs: allowed}
+		Events: mgr.GetEventRecorder("keyward-webhook"), AllowedCIDRs: allowed, DeletionTimeout: deletionWait}
 	if err := deliveries.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		setupLog.Error(err, "Unable to set up the webhook controller")
 		os.Exit(1)

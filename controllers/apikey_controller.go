@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
@@ -79,7 +80,7 @@ type APIKeyReconciler struct {
 	secrets *SecretWriter
 }
 
-// +kubebuilder:rbac:groups=keyward.dev,resources=apikeys,verbs=get;list;watch
+// +kubebuilder:rbac:groups=keyward.dev,resources=apikeys,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=keyward.dev,resources=apikeys/status,verbs=patch
 // +kubebuilder:rbac:groups=keyward.dev,resources=apikeys/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
@@ -93,8 +94,12 @@ func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !ak.DeletionTimestamp.IsZero() {
-		// The Secret is owned by the APIKey and goes with it through garbage collection.
-		return ctrl.Result{}, nil
+		// The Secret is owned by the APIKey and goes with it through garbage collection; what is left is to
+		// announce the deletion, which the delivery controller sends before it lets the APIKey go.
+		return ctrl.Result{}, r.queueDeletion(ctx, ak)
+	}
+	if err := r.holdForWebhook(ctx, ak); err != nil {
+		return ctrl.Result{}, err
 	}
 	now := r.Clock.Now().UTC()
 	obs, err := r.observe(ctx, ak, now)
@@ -303,6 +308,40 @@ func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKe
 	r.recordEvents(ctx, ak, o, plan, done)
 	r.recordTransition(ak, readyReason(before), readyReason(ak))
 	return ctrl.Result{RequeueAfter: requeue}, done.err
+}
+
+// holdForWebhook adds the webhook finalizer to an APIKey with a webhook, so that key.deleted can be sent
+// before it is gone. The delivery controller removes it.
+func (r *APIKeyReconciler) holdForWebhook(ctx context.Context, ak *keywardv1alpha1.APIKey) error {
+	if ak.Spec.Webhook == nil || controllerutil.ContainsFinalizer(ak, keywardv1alpha1.WebhookFinalizer) {
+		return nil
+	}
+	base := ak.DeepCopy()
+	controllerutil.AddFinalizer(ak, keywardv1alpha1.WebhookFinalizer)
+	if err := r.Client.Patch(ctx, ak, client.MergeFrom(base)); err != nil {
+		return fmt.Errorf("adding the webhook finalizer: %w", err)
+	}
+	return nil
+}
+
+// queueDeletion queues key.deleted once for an APIKey being deleted that its webhook finalizer holds.
+func (r *APIKeyReconciler) queueDeletion(ctx context.Context, ak *keywardv1alpha1.APIKey) error {
+	if ak.Spec.Webhook == nil || !controllerutil.ContainsFinalizer(ak, keywardv1alpha1.WebhookFinalizer) ||
+		(ak.Status.Webhook != nil && ak.Status.Webhook.DeletionQueuedAt != nil) {
+		return nil
+	}
+	before := ak.DeepCopy()
+	if ak.Status.Webhook == nil {
+		ak.Status.Webhook = &keywardv1alpha1.WebhookStatus{}
+	}
+	now := metav1.NewTime(r.Clock.Now().UTC().Truncate(time.Second))
+	ak.Status.Webhook.DeletionQueuedAt = &now
+	webhook.Enqueue(ak.Status.Webhook, string(ak.UID), ak.Spec.Webhook.Events, []keywardv1alpha1.WebhookMessage{{
+		Type: keywardv1alpha1.WebhookEventKeyDeleted, Timestamp: now, KeyID: ak.Status.KeyID, Revision: ak.Status.Revision}})
+	if err := r.Client.Status().Patch(ctx, ak, client.MergeFrom(before)); err != nil {
+		return fmt.Errorf("queueing key.deleted: %w", err)
+	}
+	return nil
 }
 
 // queueWebhookEvents appends to the outbox the webhook events that this status write announces, derived

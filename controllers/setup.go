@@ -67,7 +67,7 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		// Spec edits bump the generation, a rotation or revocation changes an annotation, and any status edit
 		// other than the verifier's usage reports is looked at, so a forged status is put back at once.
 		For(&keywardv1alpha1.APIKey{}, builder.WithPredicates(predicate.Or[client.Object](
-			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, statusEdited()))).
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, statusEdited(), deletionStarted()))).
 		Watches(&corev1.Secret{}, r.secretEvents()).
 		WithOptions(opts).
 		Complete(r)
@@ -129,6 +129,13 @@ func (r *APIKeyReconciler) apiKeysUsing(ctx context.Context, secret client.Objec
 		add(list.Items[i].Name)
 	}
 	return reqs
+}
+
+// deletionStarted passes the update that sets an APIKey's deletion timestamp, so key.deleted is queued.
+func deletionStarted() predicate.Funcs {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		return e.ObjectOld.GetDeletionTimestamp() == nil && e.ObjectNew.GetDeletionTimestamp() != nil
+	}}
 }
 
 // statusEdited passes updates that change an APIKey's status other than status.usage: Keyward's own status

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -49,6 +50,8 @@ const (
 	WebhookResponseBodyLimit = 4 << 10
 	// webhookBatch is how many pending events one reconcile delivers before it yields to other APIKeys.
 	webhookBatch = 16
+	// DefaultWebhookDeletionTimeout is how long a deleted APIKey waits at most for key.deleted to be delivered.
+	DefaultWebhookDeletionTimeout = 5 * time.Minute
 )
 
 var (
@@ -80,6 +83,9 @@ type WebhookReconciler struct {
 	AllowedCIDRs []netip.Prefix
 	// Jitter spreads retries; webhook.Jitter when nil.
 	Jitter func() float64
+	// DeletionTimeout bounds how long the webhook finalizer holds a deleted APIKey for key.deleted and the
+	// events before it; DefaultWebhookDeletionTimeout when zero.
+	DeletionTimeout time.Duration
 
 	// done remembers, per APIKey UID, the highest sequence and the test token this process is done with,
 	// because the cache can show a reconcile the status from before this process's own last patch: without
@@ -105,7 +111,7 @@ func (r *WebhookReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.O
 			if !ok1 || !ok2 {
 				return false
 			}
-			return before.Generation != after.Generation ||
+			return before.Generation != after.Generation || !before.DeletionTimestamp.Equal(after.DeletionTimestamp) ||
 				before.Annotations[keywardv1alpha1.WebhookTestAnnotation] != after.Annotations[keywardv1alpha1.WebhookTestAnnotation] ||
 				!equality.Semantic.DeepEqual(outboxOf(before), outboxOf(after))
 		},
@@ -134,8 +140,8 @@ func (r *WebhookReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.Client.Get(ctx, req.NamespacedName, ak); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if ak.Spec.Webhook == nil || !ak.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
+	if ak.Spec.Webhook == nil {
+		return ctrl.Result{}, r.release(ctx, ak)
 	}
 	before := ak.DeepCopy()
 	if ak.Status.Webhook == nil {
@@ -189,7 +195,36 @@ func (r *WebhookReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		finished.testToken = ws.LastTest.Token
 	}
 	r.done.Store(ak.UID, finished)
+	if !ak.DeletionTimestamp.IsZero() && ws.DeletionQueuedAt != nil {
+		_, pending := nextPending(ws)
+		timeout := r.DeletionTimeout
+		if timeout <= 0 {
+			timeout = DefaultWebhookDeletionTimeout
+		}
+		deadline := ws.DeletionQueuedAt.Add(timeout)
+		if !pending || !now.Before(deadline) {
+			return ctrl.Result{}, r.release(ctx, ak)
+		}
+		if requeue == 0 || deadline.Sub(now) < requeue {
+			requeue = deadline.Sub(now)
+		}
+	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+// release removes the webhook finalizer: the deletion was announced (or gave up waiting), or the APIKey no
+// longer has a webhook.
+func (r *WebhookReconciler) release(ctx context.Context, ak *keywardv1alpha1.APIKey) error {
+	if !controllerutil.ContainsFinalizer(ak, keywardv1alpha1.WebhookFinalizer) {
+		return nil
+	}
+	base := ak.DeepCopy()
+	controllerutil.RemoveFinalizer(ak, keywardv1alpha1.WebhookFinalizer)
+	if err := r.Client.Patch(ctx, ak, client.MergeFrom(base)); err != nil {
+		return fmt.Errorf("removing the webhook finalizer: %w", client.IgnoreNotFound(err))
+	}
+	r.done.Delete(ak.UID)
+	return nil
 }
 
 // nextPending is the oldest outbox message not yet done with.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -337,4 +338,42 @@ func TestA410StopsDeliveryUntilTheWebhookSpecChanges(t *testing.T) {
 	h.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Webhook.URL = rcv.srv.URL + "/keyward/v2" })
 	rcv.waitFor("key.created", "key.rotated")
 	_ = ak
+}
+
+func TestDeletingAnAPIKeyAnnouncesItBeforeItGoes(t *testing.T) {
+	h := newHarness(t)
+	rcv := newReceiver(t)
+	h.startManager(managerOptions{webhookCIDRs: []string{"127.0.0.0/8"}})
+	h.create("orders", "", h.webhookSpec(rcv))
+	ak := h.waitReady("orders")
+	if !slices.Contains(ak.Finalizers, keywardv1alpha1.WebhookFinalizer) {
+		t.Fatalf("an APIKey with a webhook is not held by %s: %v", keywardv1alpha1.WebhookFinalizer, ak.Finalizers)
+	}
+	rcv.waitFor("key.created")
+	if err := env.Client.Delete(context.Background(), ak); err != nil {
+		t.Fatal(err)
+	}
+	if d := rcv.waitFor("key.deleted")[0].parsed.Data; d.Name != "orders" || d.KeyID != ak.Status.KeyID {
+		t.Errorf("key.deleted data %+v", d)
+	}
+	h.waitForDeletion("orders")
+}
+
+func TestADeletionIsHeldNoLongerThanTheTimeoutWhenTheReceiverIsDown(t *testing.T) {
+	h := newHarness(t)
+	rcv := newReceiver(t)
+	rcv.respond(func(int) int { return http.StatusServiceUnavailable })
+	h.startManager(managerOptions{webhookCIDRs: []string{"127.0.0.0/8"}})
+	h.create("orders", "", h.webhookSpec(rcv))
+	ak := h.waitFor("orders", "held", func(ak *keywardv1alpha1.APIKey) bool {
+		return slices.Contains(ak.Finalizers, keywardv1alpha1.WebhookFinalizer)
+	})
+	if err := env.Client.Delete(context.Background(), ak); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("orders", "key.deleted queued", func(ak *keywardv1alpha1.APIKey) bool {
+		return ak.Status.Webhook != nil && ak.Status.Webhook.DeletionQueuedAt != nil
+	})
+	h.stepWebhookTo(DefaultWebhookDeletionTimeout)
+	h.waitForDeletion("orders")
 }

@@ -322,6 +322,10 @@ type WebhookStatus struct {
 	// LastTest is the outcome of the last webhook.test sent for the keyward.dev/webhook-test annotation.
 	// +optional
 	LastTest *WebhookTestStatus `json:"lastTest,omitempty"`
+	// DeletionQueuedAt is when key.deleted was queued for an APIKey being deleted; its finalizer is removed once
+	// the outbox is delivered, or a bounded time after this.
+	// +optional
+	DeletionQueuedAt *metav1.Time `json:"deletionQueuedAt,omitempty"`
 }
 
 // WebhookMessage is one event waiting in the outbox. It holds what the payload says, never the key or its hash.

@@ -21,6 +21,9 @@ const (
 	// status.webhook.lastTest.token sends one. Keyward never removes it.
 	WebhookTestAnnotation = "keyward.dev/webhook-test"
 
+	// WebhookFinalizer holds an APIKey with a webhook until key.deleted is delivered, for a bounded time.
+	WebhookFinalizer = "keyward.dev/webhook"
+
 	// ManagedByLabel marks the Secrets that Keyward owns. The manager caches only Secrets with this label.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	// ManagedByValue is the value of ManagedByLabel on Keyward's Secrets.
