@@ -28,6 +28,10 @@ var (
 		"When Keyward will mint the APIKey's next key, in seconds since the epoch (absent when never).", []string{"namespace", "name"}, nil)
 	readyDesc = prometheus.NewDesc("keyward_apikey_ready_status",
 		"The APIKey's Ready condition: 1 for the series whose condition label matches its status.", []string{"namespace", "name", "condition"}, nil)
+	webhookFailuresDesc = prometheus.NewDesc("keyward_apikey_webhook_consecutive_failures",
+		"Failed webhook delivery attempts since the APIKey's last success (status.webhook.consecutiveFailures).", []string{"namespace", "name"}, nil)
+	webhookPendingDesc = prometheus.NewDesc("keyward_apikey_webhook_pending_events",
+		"Webhook events queued for the APIKey and not yet delivered.", []string{"namespace", "name"}, nil)
 )
 
 // StatusCollector exports APIKey expiry, renewal and readiness, read from the cache at scrape time, so
@@ -42,6 +46,8 @@ func (c StatusCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- expirationDesc
 	ch <- renewalDesc
 	ch <- readyDesc
+	ch <- webhookFailuresDesc
+	ch <- webhookPendingDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -63,6 +69,16 @@ func (c StatusCollector) Collect(ch chan<- prometheus.Metric) {
 		status := "Unknown"
 		if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady); c != nil {
 			status = string(c.Status)
+		}
+		if w := ak.Status.Webhook; ak.Spec.Webhook != nil && w != nil {
+			pending := 0
+			for _, m := range w.Outbox {
+				if m.Sequence > w.DeliveredSequence {
+					pending++
+				}
+			}
+			ch <- prometheus.MustNewConstMetric(webhookFailuresDesc, prometheus.GaugeValue, float64(w.ConsecutiveFailures), ak.Namespace, ak.Name)
+			ch <- prometheus.MustNewConstMetric(webhookPendingDesc, prometheus.GaugeValue, float64(pending), ak.Namespace, ak.Name)
 		}
 		for _, s := range []string{"True", "False", "Unknown"} {
 			v := 0.0
