@@ -64,6 +64,8 @@ type Env struct {
 	Environment *envtest.Environment
 	Config      *rest.Config
 	Client      client.Client
+	// AuditLog is the kube-apiserver's audit log, written under the shipped config/audit/policy.yaml.
+	AuditLog string
 }
 
 // Start starts etcd and kube-apiserver and installs the CRDs from config/crd/bases.
@@ -77,6 +79,16 @@ func Start() (*Env, error) {
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
+	// The API server audits under the shipped policy, so tests can prove what the audit trail holds.
+	auditDir, err := os.MkdirTemp("", "keyward-audit-")
+	if err != nil {
+		return nil, err
+	}
+	auditLog := filepath.Join(auditDir, "audit.log")
+	env.ControlPlane.GetAPIServer().Configure().
+		Set("audit-policy-file", filepath.Join(RepoRoot(), "config", "audit", "policy.yaml")).
+		Set("audit-log-path", auditLog).
+		Set("audit-log-mode", "blocking")
 	cfg, err := env.Start()
 	if err != nil {
 		// Start may fail after etcd and kube-apiserver are up (installing an invalid CRD, say): stop them,
@@ -90,15 +102,19 @@ func Start() (*Env, error) {
 	if err := InstallAdmission(context.Background(), cfg, c); err != nil {
 		return nil, errors.Join(err, env.Stop())
 	}
-	return &Env{Environment: env, Config: cfg, Client: c}, nil
+	return &Env{Environment: env, Config: cfg, Client: c, AuditLog: auditLog}, nil
 }
 
-// Stop stops the control plane.
+// Stop stops the control plane and removes its audit log.
 func (e *Env) Stop() error {
 	if e == nil {
 		return nil
 	}
-	return e.Environment.Stop()
+	err := e.Environment.Stop()
+	if e.AuditLog != "" {
+		_ = os.RemoveAll(filepath.Dir(e.AuditLog))
+	}
+	return err
 }
 
 // Run is the body of a TestMain: start the control plane, run the tests, stop it, exit.
