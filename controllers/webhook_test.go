@@ -353,7 +353,9 @@ func TestDeletingAnAPIKeyAnnouncesItBeforeItGoes(t *testing.T) {
 	if err := env.Client.Delete(context.Background(), ak); err != nil {
 		t.Fatal(err)
 	}
-	if d := rcv.waitFor("key.deleted")[0].parsed.Data; d.Name != "orders" || d.KeyID != ak.Status.KeyID {
+	deleted := rcv.waitFor("key.deleted")[0]
+	rcv.verify(deleted, h.clock.Now())
+	if d := deleted.parsed.Data; d.Name != "orders" || d.KeyID != ak.Status.KeyID {
 		t.Errorf("key.deleted data %+v", d)
 	}
 	h.waitForDeletion("orders")
