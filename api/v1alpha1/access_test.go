@@ -27,6 +27,16 @@ import (
 	"github.com/keyward-dev/keyward/internal/testenv"
 )
 
+// apiKeyRef is an APIKey known only by its name, to read into or patch.
+func apiKeyRef(ns, name string) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion("keyward.dev/v1alpha1")
+	u.SetKind("APIKey")
+	u.SetNamespace(ns)
+	u.SetName(name)
+	return u
+}
+
 // as returns a client that impersonates user, as `kubectl --as` does.
 func as(t *testing.T, user string) client.Client {
 	t.Helper()
@@ -149,10 +159,7 @@ func TestKeywardViewCannotReadTheKeysSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	bob := as(t, "bob")
-	u := &unstructured.Unstructured{}
-	u.SetAPIVersion("keyward.dev/v1alpha1")
-	u.SetKind("APIKey")
-	if err := bob.Get(ctx, client.ObjectKey{Namespace: ns, Name: "orders"}, u); err != nil {
+	if err := bob.Get(ctx, client.ObjectKey{Namespace: ns, Name: "orders"}, apiKeyRef(ns, "orders")); err != nil {
 		t.Errorf("keyward-view cannot read APIKeys: %v", err)
 	}
 	if err := bob.Get(ctx, client.ObjectKey{Namespace: ns, Name: "orders"}, &corev1.Secret{}); !apierrors.IsForbidden(err) {
@@ -242,13 +249,8 @@ func TestOnlyTheManagerMayChangeStatusBeyondUsage(t *testing.T) {
 		t.Fatal(err)
 	}
 	patch := func(c client.Client, status map[string]any) error {
-		u := &unstructured.Unstructured{}
-		u.SetAPIVersion("keyward.dev/v1alpha1")
-		u.SetKind("APIKey")
-		u.SetNamespace(ns)
-		u.SetName("orders")
 		body, _ := json.Marshal(map[string]any{"status": status})
-		return c.Status().Patch(ctx, u, client.RawPatch(types.MergePatchType, body))
+		return c.Status().Patch(ctx, apiKeyRef(ns, "orders"), client.RawPatch(types.MergePatchType, body))
 	}
 	hash := "sha256:" + strings.Repeat("ab", 32)
 	planted := map[string]any{"keyHash": hash, "previousKeys": []any{map[string]any{"keyID": "kid_abababababab", "keyHash": hash, "validUntil": "2099-01-01T00:00:00Z"}}}

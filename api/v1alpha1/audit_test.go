@@ -12,7 +12,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -53,13 +52,8 @@ func TestTheAuditLogNamesWhoRotatedAKeyAndHoldsNoKey(t *testing.T) {
 		Data: map[string][]byte{"api-key": []byte(key)}}); err != nil {
 		t.Fatal(err)
 	}
-	u := &unstructured.Unstructured{}
-	u.SetAPIVersion("keyward.dev/v1alpha1")
-	u.SetKind("APIKey")
-	u.SetNamespace(ns)
-	u.SetName("orders")
 	rotate := []byte(`{"metadata":{"annotations":{"keyward.dev/rotate":"leaked-2026-11-24"}}}`)
-	if err := as(t, "alice").Patch(ctx, u, client.RawPatch(types.MergePatchType, rotate)); err != nil {
+	if err := as(t, "alice").Patch(ctx, apiKeyRef(ns, "orders"), client.RawPatch(types.MergePatchType, rotate)); err != nil {
 		t.Fatalf("alice rotating the key: %v", err)
 	}
 
