@@ -8,6 +8,10 @@ CONTROLLER_GEN := go tool controller-gen
 CONTROLPLANE = hack/controlplane.sh
 GO_TEST_FLAGS ?= -count=1 -race
 LOCAL_DIR ?= $(CURDIR)/.local
+VERSION ?= v0.0.0-dev
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# Image timestamps come from the commit, so two builds of one commit give the same digests.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
 .PHONY: help
 help: ## List the targets.
@@ -50,6 +54,10 @@ bench: ## Run every benchmark: keys, verifier (Verify, memory, HTTP), control pl
 	go test -run '^$$' -bench 'Verify|Memory|RejectOversized' -benchmem -count=1 ./pkg/verifier && \
 	go test -run '^$$' -bench 'HTTPForwardAuth|RevokeToReject' -benchtime 1x -count=1 ./pkg/verifier && \
 	go test -run '^$$' -bench ThousandAPIKeys -benchtime 1x -count=1 ./controllers
+
+.PHONY: images
+images: ## Build the manager and verifier OCI images into dist/ (OCI layout and docker-load tarballs; no Docker needed).
+	go run ./hack/images --version $(VERSION) --revision $(REVISION) --created $(SOURCE_DATE_EPOCH) --out dist
 
 .PHONY: run-local
 run-local: build ## Start etcd + kube-apiserver, install the CRDs, run the manager and the verifier in the foreground.

@@ -23,6 +23,7 @@ import (
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/controllers"
 	"github.com/keyward-dev/keyward/internal/serving"
+	"github.com/keyward-dev/keyward/internal/version"
 )
 
 func main() {
@@ -53,9 +54,14 @@ func main() {
 			"otherwise special-purpose (for in-cluster receivers: the cluster's service CIDR). Everything else there is refused.")
 	flag.DurationVar(&deletionWait, "webhook-deletion-timeout", controllers.DefaultWebhookDeletionTimeout,
 		"How long a deleted APIKey with a webhook is held (by a finalizer) at most, for key.deleted to be delivered.")
+	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(version.String("manager"))
+		return
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	setupLog := ctrl.Log.WithName("setup")
 

@@ -34,6 +34,7 @@ import (
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/serving"
+	"github.com/keyward-dev/keyward/internal/version"
 	"github.com/keyward-dev/keyward/pkg/verifier"
 )
 
@@ -69,9 +70,14 @@ func main() {
 		"When Redis cannot answer: open (allow the request; authentication still applies) or closed (answer RATE_LIMITED).")
 	flag.StringVar(&o.peersService, "rate-limit-peers-service", "",
 		"Without Redis: the verifier's own Service (in POD_NAMESPACE); each replica allows 1/N of every limit, N its ready endpoints.")
+	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(version.String("verifier"))
+		return
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	if err := run(o); err != nil {
 		ctrl.Log.Error(err, "The verifier stopped with an error")
