@@ -59,6 +59,11 @@ bench: ## Run every benchmark: keys, verifier (Verify, memory, HTTP), control pl
 images: ## Build the manager and verifier OCI images into dist/ (OCI layout and docker-load tarballs; no Docker needed).
 	go run ./hack/images --version $(VERSION) --revision $(REVISION) --created $(SOURCE_DATE_EPOCH) --out dist
 
+.PHONY: release
+release: ## Write a release into dist/: images, keyward.yaml (images pinned by digest) and keyward-crds.yaml. VERSION=vX.Y.Z
+	$(CONTROLPLANE) ensure >/dev/null
+	go run ./hack/release --version $(VERSION) --revision $(REVISION) --created $(SOURCE_DATE_EPOCH) --out dist
+
 .PHONY: run-local
 run-local: build ## Start etcd + kube-apiserver, install the CRDs, run the manager and the verifier in the foreground.
 	go build -o bin/runlocal ./hack/runlocal

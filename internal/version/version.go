@@ -10,4 +10,6 @@ var (
 )
 
 // String is the one-line answer to --version.
-func String(binary string) string { return fmt.Sprintf("keyward %s %s (revision %s)", binary, Version, Revision) }
+func String(binary string) string {
+	return fmt.Sprintf("keyward %s %s (revision %s)", binary, Version, Revision)
+}

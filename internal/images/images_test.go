@@ -1,4 +1,4 @@
-package main
+package images
 
 import (
 	"archive/tar"
@@ -18,7 +18,7 @@ func TestImagesAreReproducibleAndRunFromTheirUnpackedRootFilesystem(t *testing.T
 	if err != nil {
 		t.Fatal("umoci is not installed: apt-get install umoci (.ci/run installs it)")
 	}
-	if err := os.Chdir("../.."); err != nil { // go build needs the module root
+	if err := os.Chdir("../.."); err != nil { // go build needs the module root: internal/images → .
 		t.Fatal(err)
 	}
 	o := Options{Version: "v0.1.0-test", Revision: "0123abc", Source: "https://github.com/keyward-dev/keyward", Registry: "ghcr.io/keyward-dev",
