@@ -38,9 +38,10 @@ controlplane: ## Build kube-apiserver, etcd and kubectl into the cache (once; la
 	@$(CONTROLPLANE) ensure
 
 .PHONY: build
-build: ## Build the manager and verifier binaries into bin/.
+build: ## Build the manager, the verifier and the kubectl plugin into bin/.
 	go build -o bin/manager ./cmd
 	go build -o bin/verifier ./cmd/verifier
+	go build -o bin/kubectl-keyward ./cmd/kubectl-keyward
 
 .PHONY: test
 test: verify ## Run unit and envtest tests against a real kube-apiserver and etcd.

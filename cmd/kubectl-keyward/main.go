@@ -1,0 +1,147 @@
+// Command kubectl-keyward is a kubectl plugin for the everyday actions on API keys: list, create, rotate,
+// revoke, disable and enable, reveal once, verify, test the webhook and show status. Install it on your PATH
+// as kubectl-keyward and run `kubectl keyward --help`.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/keyward-dev/keyward/internal/plugin"
+	"github.com/keyward-dev/keyward/internal/version"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	flags := genericclioptions.NewConfigFlags(true)
+	root := &cobra.Command{
+		Use:           "kubectl-keyward",
+		Short:         "Manage Keyward API keys: list, create, rotate, revoke, reveal, verify",
+		Version:       version.Version + " (" + version.Revision + ")",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+	}
+	flags.AddFlags(root.PersistentFlags())
+	env := func(cmd *cobra.Command) (*plugin.Plugin, string, error) {
+		cfg, err := flags.ToRESTConfig()
+		if err != nil {
+			return nil, "", err
+		}
+		c, err := client.New(cfg, client.Options{Scheme: plugin.Scheme()})
+		if err != nil {
+			return nil, "", err
+		}
+		ns, _, err := flags.ToRawKubeConfigLoader().Namespace()
+		if err != nil {
+			return nil, "", err
+		}
+		return &plugin.Plugin{Client: c, Out: cmd.OutOrStdout(), Now: time.Now}, ns, nil
+	}
+	run := func(f func(ctx context.Context, p *plugin.Plugin, ns string, args []string) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			p, ns, err := env(cmd)
+			if err != nil {
+				return err
+			}
+			return f(cmd.Context(), p, ns, args)
+		}
+	}
+
+	var allNamespaces bool
+	var selector string
+	list := &cobra.Command{Use: "list", Short: "List API keys: ID, masked key, created, expires, scopes, state", Args: cobra.NoArgs,
+		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, _ []string) error {
+			return p.List(ctx, ns, allNamespaces, selector)
+		})}
+	list.Flags().BoolVarP(&allNamespaces, "all-namespaces", "A", false, "List across all namespaces.")
+	list.Flags().StringVarP(&selector, "selector", "l", "", "Label selector.")
+
+	var co plugin.CreateOptions
+	var dryRun, output string
+	create := &cobra.Command{Use: "create NAME", Short: "Create an API key (--dry-run=client -o yaml prints it for GitOps)", Args: cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, args []string) error {
+			co.DryRun = dryRun == "client"
+			if dryRun != "" && dryRun != "none" && dryRun != "client" {
+				return fmt.Errorf("--dry-run must be none or client")
+			}
+			if co.DryRun && output != "yaml" {
+				return fmt.Errorf("--dry-run=client needs -o yaml")
+			}
+			return p.Create(ctx, ns, args[0], co)
+		})}
+	create.Flags().StringSliceVar(&co.Scopes, "scopes", nil, "Scopes, comma-separated (\"*\" for unrestricted).")
+	create.Flags().StringVar(&co.Validity, "validity", "", "Validity: 30d, 60d, 90d, 6mo, 1y, ... (default 90d).")
+	create.Flags().StringVar(&co.Description, "description", "", "What the key is for.")
+	create.Flags().StringVar(&co.WebhookURL, "webhook-url", "", "HTTPS endpoint for lifecycle webhooks.")
+	create.Flags().StringVar(&co.WebhookSecret, "webhook-secret-ref", "", "Secret holding the whsec_ signing secret (key \"secret\").")
+	create.Flags().StringVar(&dryRun, "dry-run", "none", "client: print the APIKey instead of creating it.")
+	create.Flags().StringVarP(&output, "output", "o", "", "yaml, with --dry-run=client.")
+
+	var grace string
+	rotate := &cobra.Command{Use: "rotate NAME", Short: "Mint a new key now (--grace 0s for a leaked key: every earlier key stops)", Args: cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, args []string) error {
+			return p.Rotate(ctx, ns, args[0], grace)
+		})}
+	rotate.Flags().StringVar(&grace, "grace", "", "How long the replaced key keeps working (sets spec.rotation.gracePeriod).")
+
+	var keyID string
+	revoke := &cobra.Command{Use: "revoke NAME --key-id kid_...", Short: "Stop one key by ID at once", Args: cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, args []string) error {
+			return p.Revoke(ctx, ns, args[0], keyID)
+		})}
+	revoke.Flags().StringVar(&keyID, "key-id", "", "The key's ID (kid_...).")
+	_ = revoke.MarkFlagRequired("key-id")
+
+	disable := &cobra.Command{Use: "disable NAME", Short: "Reject every key of the API key (reversible)", Args: cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, args []string) error {
+			return p.SetDisabled(ctx, ns, args[0], true)
+		})}
+	enable := &cobra.Command{Use: "enable NAME", Short: "Accept the API key's keys again", Args: cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, args []string) error {
+			return p.SetDisabled(ctx, ns, args[0], false)
+		})}
+
+	var force bool
+	reveal := &cobra.Command{Use: "reveal NAME", Short: "Print the key, to a terminal only unless --force", Args: cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, args []string) error {
+			return p.Reveal(ctx, ns, args[0], term.IsTerminal(int(os.Stdout.Fd())), force)
+		})}
+	reveal.Flags().BoolVar(&force, "force", false, "Print even when the output is not a terminal.")
+
+	var scopes []string
+	var verifierURL string
+	verify := &cobra.Command{Use: "verify KEY", Short: "Check a key offline, then with the verifier when --verifier-url is given", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p := &plugin.Plugin{Out: cmd.OutOrStdout(), Now: time.Now}
+			return p.Verify(cmd.Context(), strings.TrimSpace(args[0]), scopes, verifierURL)
+		}}
+	verify.Flags().StringSliceVar(&scopes, "scopes", nil, "Scopes the key must grant.")
+	verify.Flags().StringVar(&verifierURL, "verifier-url", "", "The verifier's base URL, for POST /v1/verify.")
+
+	webhook := &cobra.Command{Use: "webhook", Short: "Webhook actions"}
+	webhook.AddCommand(&cobra.Command{Use: "test NAME", Short: "Send one webhook.test", Args: cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, args []string) error {
+			return p.TestWebhook(ctx, ns, args[0])
+		})})
+
+	status := &cobra.Command{Use: "status NAME", Short: "The API key, its Secret's metadata, previous keys, events and webhook state", Args: cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, args []string) error {
+			return p.Status(ctx, ns, args[0])
+		})}
+
+	root.AddCommand(list, create, rotate, revoke, disable, enable, reveal, verify, webhook, status)
+	return root
+}

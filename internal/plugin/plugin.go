@@ -1,0 +1,367 @@
+// Package plugin is the logic of the kubectl-keyward plugin: the everyday actions of the dashboards our users
+// come from (list keys with ID, masked hint, creation and scopes; create; rotate; revoke; disable and enable;
+// reveal once; verify; test the webhook; status), as calls on a controller-runtime client that
+// cmd/kubectl-keyward wires to kubectl's flags.
+package plugin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/keys"
+)
+
+// Scheme knows the kinds the plugin reads: Keyward's and the built-in ones.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(keywardv1alpha1.AddToScheme(s))
+	return s
+}
+
+// Plugin runs the verbs against one cluster.
+type Plugin struct {
+	Client client.Client
+	Out    io.Writer
+	// Now is the clock for ages and rotate tokens.
+	Now func() time.Time
+}
+
+// List prints the APIKeys of namespace (every namespace when allNamespaces) matching selector: name, key ID,
+// masked key, created, expires, scopes (or unrestricted), state.
+func (p *Plugin) List(ctx context.Context, namespace string, allNamespaces bool, selector string) error {
+	sel, err := labels.Parse(selector)
+	if err != nil {
+		return fmt.Errorf("-l %q: %w", selector, err)
+	}
+	opts := []client.ListOption{client.MatchingLabelsSelector{Selector: sel}}
+	if !allNamespaces {
+		opts = append(opts, client.InNamespace(namespace))
+	}
+	var list keywardv1alpha1.APIKeyList
+	if err := p.Client.List(ctx, &list, opts...); err != nil {
+		return err
+	}
+	sort.Slice(list.Items, func(i, j int) bool {
+		a, b := list.Items[i], list.Items[j]
+		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
+	})
+	w := tabwriter.NewWriter(p.Out, 0, 4, 2, ' ', 0)
+	header := "NAME\tKEY ID\tKEY\tCREATED\tEXPIRES\tSCOPES\tSTATE"
+	if allNamespaces {
+		header = "NAMESPACE\t" + header
+	}
+	fmt.Fprintln(w, header)
+	for _, ak := range list.Items {
+		row := []string{ak.Name, dash(ak.Status.KeyID), dash(ak.Status.KeyHint), ak.CreationTimestamp.UTC().Format("2006-01-02"),
+			timeOrDash(ak.Status.ExpiresAt), scopesOf(ak), State(&ak)}
+		if allNamespaces {
+			row = append([]string{ak.Namespace}, row...)
+		}
+		fmt.Fprintln(w, strings.Join(row, "\t"))
+	}
+	return w.Flush()
+}
+
+// State is a one-word summary of an APIKey's conditions.
+func State(ak *keywardv1alpha1.APIKey) string {
+	if ak.Status.ObservedGeneration < ak.Generation {
+		return "Reconciling"
+	}
+	if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady); c != nil {
+		if c.Status == metav1.ConditionTrue {
+			return "Ready"
+		}
+		return c.Reason
+	}
+	return "Pending"
+}
+
+func scopesOf(ak keywardv1alpha1.APIKey) string {
+	var s []string
+	for _, sc := range ak.Spec.Scopes {
+		if sc == "*" {
+			return "unrestricted"
+		}
+		s = append(s, string(sc))
+	}
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ",")
+}
+
+// CreateOptions are what `create` sets.
+type CreateOptions struct {
+	Scopes                    []string
+	Validity, Description     string
+	WebhookURL, WebhookSecret string
+	DryRun                    bool
+}
+
+// Create builds an APIKey and creates it, or with DryRun prints it as YAML (to commit to a GitOps repository).
+func (p *Plugin) Create(ctx context.Context, namespace, name string, o CreateOptions) error {
+	ak := &keywardv1alpha1.APIKey{TypeMeta: metav1.TypeMeta{APIVersion: keywardv1alpha1.GroupVersion.String(), Kind: "APIKey"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec:       keywardv1alpha1.APIKeySpec{Description: o.Description, Validity: keywardv1alpha1.Duration(o.Validity)}}
+	for _, s := range o.Scopes {
+		ak.Spec.Scopes = append(ak.Spec.Scopes, keywardv1alpha1.Scope(s))
+	}
+	if o.WebhookURL != "" {
+		ak.Spec.Webhook = &keywardv1alpha1.WebhookSpec{URL: o.WebhookURL, SigningSecretRef: keywardv1alpha1.SecretKeyRef{Name: o.WebhookSecret}}
+	}
+	if o.DryRun {
+		out, err := yaml.Marshal(struct {
+			APIVersion string                     `json:"apiVersion"`
+			Kind       string                     `json:"kind"`
+			Metadata   map[string]string          `json:"metadata"`
+			Spec       keywardv1alpha1.APIKeySpec `json:"spec"`
+		}{ak.APIVersion, ak.Kind, map[string]string{"name": name, "namespace": namespace}, ak.Spec})
+		if err != nil {
+			return err
+		}
+		_, err = p.Out.Write(out)
+		return err
+	}
+	if err := p.Client.Create(ctx, ak); err != nil {
+		return err
+	}
+	fmt.Fprintf(p.Out, "apikey.keyward.dev/%s created; `kubectl keyward reveal %s` shows the key once it is minted\n", name, name)
+	return nil
+}
+
+// Rotate asks for a new key now; grace, when set, is the previous key's grace period ("0s" for a leaked key).
+func (p *Plugin) Rotate(ctx context.Context, namespace, name, grace string) error {
+	return p.patch(ctx, namespace, name, func(ak *keywardv1alpha1.APIKey) {
+		if grace != "" {
+			if ak.Spec.Rotation == nil {
+				ak.Spec.Rotation = &keywardv1alpha1.RotationSpec{}
+			}
+			ak.Spec.Rotation.GracePeriod = keywardv1alpha1.Duration(grace)
+		}
+		setAnnotation(ak, keywardv1alpha1.RotateAnnotation, p.Now().UTC().Format("2006-01-02T15:04:05Z"))
+	}, "rotation requested")
+}
+
+// Revoke stops one key by ID at once, adding it to the keyward.dev/revoke annotation.
+func (p *Plugin) Revoke(ctx context.Context, namespace, name, keyID string) error {
+	if !strings.HasPrefix(keyID, keys.IDPrefix) {
+		return fmt.Errorf("%q is not a key ID (kid_…)", keyID)
+	}
+	return p.patch(ctx, namespace, name, func(ak *keywardv1alpha1.APIKey) {
+		ids := strings.Split(ak.Annotations[keywardv1alpha1.RevokeAnnotation], ",")
+		ids = append(ids, keyID)
+		var kept []string
+		for _, id := range ids {
+			if id = strings.TrimSpace(id); id != "" && !contains(kept, id) {
+				kept = append(kept, id)
+			}
+		}
+		setAnnotation(ak, keywardv1alpha1.RevokeAnnotation, strings.Join(kept, ","))
+	}, keyID+" revoked")
+}
+
+// SetDisabled disables or enables every key of the APIKey.
+func (p *Plugin) SetDisabled(ctx context.Context, namespace, name string, disabled bool) error {
+	what := "enabled"
+	if disabled {
+		what = "disabled"
+	}
+	return p.patch(ctx, namespace, name, func(ak *keywardv1alpha1.APIKey) { ak.Spec.Disabled = disabled }, what)
+}
+
+// TestWebhook sends one webhook.test.
+func (p *Plugin) TestWebhook(ctx context.Context, namespace, name string) error {
+	token := p.Now().UTC().Format("20060102T150405.000Z")
+	return p.patch(ctx, namespace, name, func(ak *keywardv1alpha1.APIKey) {
+		setAnnotation(ak, keywardv1alpha1.WebhookTestAnnotation, token)
+	}, "webhook.test "+token+" requested; `kubectl keyward status "+name+"` shows the answer")
+}
+
+// ErrNotATerminal is returned by Reveal when the output is not a terminal and force is not set.
+var ErrNotATerminal = errors.New("refusing to print a key to something that is not a terminal; pass --force to do it anyway")
+
+// Reveal prints the current key, once, to a terminal (isTerminal) unless force.
+func (p *Plugin) Reveal(ctx context.Context, namespace, name string, isTerminal, force bool) error {
+	if !isTerminal && !force {
+		return ErrNotATerminal
+	}
+	ak := &keywardv1alpha1.APIKey{}
+	if err := p.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, ak); err != nil {
+		return err
+	}
+	secretName := ak.Status.SecretName
+	if secretName == "" {
+		return fmt.Errorf("APIKey %s has no key yet", name)
+	}
+	s := &corev1.Secret{}
+	if err := p.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: secretName}, s); err != nil {
+		if apierrors.IsForbidden(err) {
+			return fmt.Errorf("you may not read Secret %s: revealing a key needs \"get\" on secrets in namespace %q (keyward-view and view do not grant it)", secretName, namespace)
+		}
+		return err
+	}
+	key := string(s.Data["api-key"])
+	if key == "" || keys.Hash(key) != ak.Status.KeyHash {
+		return fmt.Errorf("Secret %s does not hold the key status describes (%s); Keyward is replacing it", secretName, ak.Status.KeyID)
+	}
+	_, err := fmt.Fprintln(p.Out, key)
+	return err
+}
+
+// Verify checks a key offline (shape and checksum) and, with verifierURL, asks the verifier's JSON API.
+func (p *Plugin) Verify(ctx context.Context, key string, scopes []string, verifierURL string) error {
+	if _, err := keys.Parse(key); err != nil {
+		fmt.Fprintf(p.Out, "MALFORMED: %v (checked offline)\n", err)
+		return errors.New("the key is malformed")
+	}
+	fmt.Fprintf(p.Out, "well-formed key %s (checksum valid)\n", keys.Sum(key).ID())
+	if verifierURL == "" {
+		return nil
+	}
+	body, _ := json.Marshal(map[string]any{"key": key, "scopes": scopes})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(verifierURL, "/")+"/v1/verify", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("asking the verifier: %w", err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out); err != nil {
+		return fmt.Errorf("the verifier answered %s: %w", resp.Status, err)
+	}
+	pretty, _ := json.MarshalIndent(out, "", "  ")
+	fmt.Fprintln(p.Out, string(pretty))
+	if out["valid"] != true {
+		return fmt.Errorf("the verifier says %v", out["code"])
+	}
+	return nil
+}
+
+// Status prints an APIKey, its Secret's metadata (never its data), previous keys, recent events and webhook state.
+func (p *Plugin) Status(ctx context.Context, namespace, name string) error {
+	ak := &keywardv1alpha1.APIKey{}
+	if err := p.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, ak); err != nil {
+		return err
+	}
+	st := ak.Status
+	w := tabwriter.NewWriter(p.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "APIKey:\t%s/%s\n", namespace, name)
+	fmt.Fprintf(w, "State:\t%s\n", State(ak))
+	for _, c := range st.Conditions {
+		fmt.Fprintf(w, "  %s=%s\t%s: %s\n", c.Type, c.Status, c.Reason, c.Message)
+	}
+	fmt.Fprintf(w, "Key:\t%s %s (revision %d, %s)\n", dash(st.KeyID), dash(st.KeyHint), st.Revision, dash(string(st.LastRotationReason)))
+	fmt.Fprintf(w, "Issued / expires / renews:\t%s / %s / %s\n", timeOrDash(st.IssuedAt), timeOrDash(st.ExpiresAt), timeOrDash(st.RenewalTime))
+	fmt.Fprintf(w, "Scopes:\t%s\n", scopesOf(*ak))
+	for _, pk := range st.PreviousKeys {
+		fmt.Fprintf(w, "Previous key:\t%s valid until %s\n", pk.KeyID, pk.ValidUntil.UTC().Format(time.RFC3339))
+	}
+	if st.SecretName != "" {
+		s := &metav1.PartialObjectMetadata{}
+		s.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+		switch err := p.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: st.SecretName}, s); {
+		case err == nil:
+			fmt.Fprintf(w, "Secret:\t%s (revision %s, issued %s, APIKey %s)\n", st.SecretName,
+				dash(s.Annotations["keyward.dev/revision"]), dash(s.Annotations["keyward.dev/issued-at"]), dash(s.Labels[keywardv1alpha1.APIKeyNameLabel]))
+		case apierrors.IsForbidden(err):
+			fmt.Fprintf(w, "Secret:\t%s (you may not read its metadata)\n", st.SecretName)
+		default:
+			fmt.Fprintf(w, "Secret:\t%s (%v)\n", st.SecretName, err)
+		}
+	}
+	if u := st.Usage; u != nil {
+		fmt.Fprintf(w, "Usage:\t%d requests, last %s\n", u.Requests, timeOrDash(u.LastUsedAt))
+	}
+	if wh := st.Webhook; ak.Spec.Webhook != nil && wh != nil {
+		fmt.Fprintf(w, "Webhook:\t%s: delivered revision %d at %s, %d failing, %d waiting\n", ak.Spec.Webhook.URL, wh.LastDeliveredRevision,
+			timeOrDash(wh.LastDeliveryTime), wh.ConsecutiveFailures, len(wh.Outbox))
+		if wh.LastError != "" {
+			fmt.Fprintf(w, "  last error:\t%s\n", wh.LastError)
+		}
+		if t := wh.LastTest; t != nil {
+			fmt.Fprintf(w, "  last test:\t%s at %s: %s\n", t.Token, t.Time.UTC().Format(time.RFC3339), t.Result)
+		}
+	}
+	var evs eventsv1.EventList
+	if err := p.Client.List(ctx, &evs, client.InNamespace(namespace)); err == nil {
+		sort.Slice(evs.Items, func(i, j int) bool { return evs.Items[i].EventTime.Before(&evs.Items[j].EventTime) })
+		for _, e := range evs.Items {
+			if e.Regarding.Kind == "APIKey" && e.Regarding.Name == name {
+				fmt.Fprintf(w, "Event:\t%s %s: %s\n", e.Type, e.Reason, e.Note)
+			}
+		}
+	}
+	return w.Flush()
+}
+
+func (p *Plugin) patch(ctx context.Context, namespace, name string, change func(*keywardv1alpha1.APIKey), done string) error {
+	ak := &keywardv1alpha1.APIKey{}
+	if err := p.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, ak); err != nil {
+		return err
+	}
+	base := ak.DeepCopy()
+	change(ak)
+	if err := p.Client.Patch(ctx, ak, client.MergeFrom(base)); err != nil {
+		return err
+	}
+	fmt.Fprintf(p.Out, "apikey.keyward.dev/%s: %s\n", name, done)
+	return nil
+}
+
+func setAnnotation(ak *keywardv1alpha1.APIKey, k, v string) {
+	if ak.Annotations == nil {
+		ak.Annotations = map[string]string{}
+	}
+	ak.Annotations[k] = v
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func timeOrDash(t *metav1.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
