@@ -27,6 +27,10 @@ manifests: ## Regenerate the CRD and RBAC YAML from markers.
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	$(CONTROLLER_GEN) rbac:roleName=verifier-role paths=./pkg/verifier/... output:rbac:artifacts:config=config/verifier
 
+.PHONY: chart-files
+chart-files: controlplane ## Copy the bundle's CRDs, RBAC and policies into charts/keyward/files (the chart test fails when stale).
+	go run ./hack/chartfiles
+
 .PHONY: verify
 verify: ## Fail when generated files are stale, Go code is not gofmt'ed, or go vet complains.
 	hack/verify-generated.sh

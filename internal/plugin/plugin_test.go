@@ -57,7 +57,7 @@ func withKey(t *testing.T, ns, name string, scopes ...keywardv1alpha1.Scope) (*k
 	ak.Status = keywardv1alpha1.APIKeyStatus{SecretName: name, KeyHash: keys.Hash(key), KeyID: keys.Sum(key).ID(), KeyHint: keys.Hint(key),
 		Revision: 1, ExpiresAt: &exp, ObservedGeneration: ak.Generation,
 		PreviousKeys: []keywardv1alpha1.PreviousKey{{KeyID: "kid_0123456789ab", KeyHash: "sha256:" + strings.Repeat("0", 64), ValidUntil: metav1.NewTime(now.Add(time.Hour))}},
-		Conditions: []metav1.Condition{{Type: "Ready", Status: "True", Reason: "KeyReady", Message: "valid", LastTransitionTime: metav1.NewTime(now)}}}
+		Conditions:   []metav1.Condition{{Type: "Ready", Status: "True", Reason: "KeyReady", Message: "valid", LastTransitionTime: metav1.NewTime(now)}}}
 	if err := testenv.Impersonating(env.Config, testenv.ManagerUser).Status().Patch(ctx, ak, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
