@@ -20,7 +20,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -90,11 +89,9 @@ func (h *harness) startManager(opts managerOptions) {
 	h.stopManager()
 	h.queue.Store(nil) // reconcile counts start again with the new controller
 	h.webhookQueue.Store(nil)
-	cfg := rest.CopyConfig(env.Config)
-	cfg.QPS = -1 // as in production: no client-side throttling, the API server's fairness applies
 	// As in production: the manager's service account with the bundle's RBAC and admission policies.
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: testenv.ManagerUser,
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + testenv.SystemNamespace, "system:authenticated"}}
+	cfg := testenv.ImpersonatingConfig(env.Config, testenv.ManagerUser)
+	cfg.QPS = -1 // as in production: no client-side throttling, the API server's fairness applies
 	cfg.WrapTransport = h.writes.wrap
 	// Namespaced mode, as the manager runs with --namespaces: the test's namespace only.
 	cacheOpts := CacheOptions(h.ns)

@@ -166,15 +166,20 @@ func DecodeManifests(raw []byte) ([]*unstructured.Unstructured, error) {
 	}
 }
 
-// Impersonating returns a client that acts as user (as kubectl --as does). A service account's username
-// brings its groups, as the API server gives them to its tokens.
-func Impersonating(cfg *rest.Config, user string) client.Client {
+// ImpersonatingConfig is cfg acting as user (as kubectl --as does). A service account's username brings its
+// groups, as the API server gives them to its tokens.
+func ImpersonatingConfig(cfg *rest.Config, user string) *rest.Config {
 	cfg = rest.CopyConfig(cfg)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
 	if parts := strings.Split(user, ":"); len(parts) == 4 && parts[0] == "system" && parts[1] == "serviceaccount" {
 		cfg.Impersonate.Groups = []string{"system:serviceaccounts", "system:serviceaccounts:" + parts[2], "system:authenticated"}
 	}
-	c, err := client.New(cfg, client.Options{Scheme: Scheme})
+	return cfg
+}
+
+// Impersonating returns a client that acts as user; see ImpersonatingConfig.
+func Impersonating(cfg *rest.Config, user string) client.Client {
+	c, err := client.New(ImpersonatingConfig(cfg, user), client.Options{Scheme: Scheme})
 	if err != nil {
 		panic(err) // only a malformed config fails here, and cfg came from a running control plane
 	}

@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -68,10 +67,7 @@ func startCluster(t testing.TB) *cluster {
 	// Each runs as its service account, with the bundle's RBAC and admission policies.
 	newManager := func(user string, cacheOpts cache.Options) ctrl.Manager {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{c.ns: {}}
-		cfg := rest.CopyConfig(env.Config)
-		cfg.Impersonate = rest.ImpersonationConfig{UserName: user,
-			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + testenv.SystemNamespace, "system:authenticated"}}
-		mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		mgr, err := ctrl.NewManager(testenv.ImpersonatingConfig(env.Config, user), ctrl.Options{
 			Scheme: testenv.Scheme, Cache: cacheOpts, Metrics: metricsserver.Options{BindAddress: "0"},
 			Logger:     zap.New(zap.WriteTo(logOut)),
 			Controller: config.Controller{SkipNameValidation: ptr.To(true)},
