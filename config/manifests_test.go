@@ -15,10 +15,7 @@ import (
 )
 
 func TestDefaultKustomizationBuildsEveryComponent(t *testing.T) {
-	assets, err := testenv.AssetsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
+	assets := testenv.Binaries(t)
 	out, err := exec.Command(filepath.Join(assets, "kubectl"), "kustomize", filepath.Join(testenv.RepoRoot(), "config", "default")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("kubectl kustomize config/default: %v\n%s", err, out)

@@ -3,23 +3,27 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/eventually"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/testenv"
 )
 
 func TestMintsTheFirstKeyIntoAnOwnedSecretAndRecordsOnlyItsHash(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("orders", `
@@ -74,6 +78,7 @@ scopes: [orders:read]`)
 }
 
 func TestEditsThatAreNoRotationReasonNeverMintAKey(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("orders", "secretTemplate: {labels: {team: billing, tier: gold}}")
@@ -101,6 +106,7 @@ func TestEditsThatAreNoRotationReasonNeverMintAKey(t *testing.T) {
 }
 
 func TestRenewsAtTheRenewalInstantAndKeepsThePreviousKeyUntilItsExpiry(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("orders", "validity: 3h\nrotation: {renewBefore: 1h}")
@@ -137,6 +143,7 @@ func TestRenewsAtTheRenewalInstantAndKeepsThePreviousKeyUntilItsExpiry(t *testin
 }
 
 func TestManualRotationKeepsThePreviousKeyForTheGracePeriodOnly(t *testing.T) {
+	testenv.Need(t)
 	for _, tc := range []struct {
 		name, grace string
 		keepFor     time.Duration
@@ -180,6 +187,7 @@ func TestManualRotationKeepsThePreviousKeyForTheGracePeriodOnly(t *testing.T) {
 }
 
 func TestKeysThatAreNotRenewedExpireWithoutANewKey(t *testing.T) {
+	testenv.Need(t)
 	for _, tc := range []struct{ name, spec string }{
 		{"fixed expiresAt", `expiresAt: "2026-11-24T12:00:00Z"`},
 		{"rotation policy Disabled", "validity: 2h\nrotation: {policy: Disabled}"},
@@ -206,6 +214,7 @@ func TestKeysThatAreNotRenewedExpireWithoutANewKey(t *testing.T) {
 }
 
 func TestDisablingRejectsAndReenablingRestoresTheSameKey(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("orders", "")
@@ -224,6 +233,7 @@ func TestDisablingRejectsAndReenablingRestoresTheSameKey(t *testing.T) {
 }
 
 func TestADeletedSecretIsRecreatedWithANewKey(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("orders", "")
@@ -245,6 +255,7 @@ func TestADeletedSecretIsRecreatedWithANewKey(t *testing.T) {
 }
 
 func TestACrashBetweenSecretAndStatusMintsNoSecondKey(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	// The first manager writes the Secret, then "crashes": its status patch fails and it stops.
 	crashed := make(chan struct{})
@@ -259,11 +270,7 @@ func TestACrashBetweenSecretAndStatusMintsNoSecondKey(t *testing.T) {
 		}}
 	}})
 	h.create("orders", "")
-	select {
-	case <-crashed:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the manager never reached the status patch")
-	}
+	eventually.Receive(t, "the manager reaches the status patch and crashes", crashed)
 	h.stopManager()
 	key := h.key("orders")
 	if ak := h.get("orders"); ak.Status.Revision != 0 || ak.Status.KeyHash != "" {
@@ -281,6 +288,7 @@ func TestACrashBetweenSecretAndStatusMintsNoSecondKey(t *testing.T) {
 }
 
 func TestRestartingTheManagerFiveTimesNeverRotates(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("orders", "")
@@ -299,20 +307,20 @@ func TestRestartingTheManagerFiveTimesNeverRotates(t *testing.T) {
 
 func (h *harness) waitForDeletion(name string) {
 	h.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	eventually.Succeeds(h.t, "APIKey "+name+" is deleted", func() error {
 		err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: h.ns, Name: name}, &keywardv1alpha1.APIKey{})
-		if client.IgnoreNotFound(err) == nil && err != nil {
-			return
+		if apierrors.IsNotFound(err) {
+			return nil
 		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("APIKey %s was not deleted", name)
+		if err == nil {
+			return errors.New("it still exists")
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 func TestASecretKeywardDoesNotOwnIsNeverTouchedAndTheConflictClearsByItself(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	foreign := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: h.ns, Labels: map[string]string{"owner": "someone"}},
@@ -344,6 +352,7 @@ func TestASecretKeywardDoesNotOwnIsNeverTouchedAndTheConflictClearsByItself(t *t
 }
 
 func TestASecondAPIKeyNamingTheSameSecretConflictsWhileTheFirstKeepsWorking(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("first", "secretName: shared")
@@ -375,6 +384,7 @@ func TestASecondAPIKeyNamingTheSameSecretConflictsWhileTheFirstKeepsWorking(t *t
 }
 
 func TestAReconcileThatChangesNothingWritesNothing(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	mark := h.reconciles()
@@ -400,6 +410,7 @@ func TestAReconcileThatChangesNothingWritesNothing(t *testing.T) {
 }
 
 func TestEditingTheValidityMovesTheExpiryWithoutANewKey(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("orders", "validity: 90d")
@@ -439,6 +450,7 @@ func (w crashingStatusWriter) Patch(context.Context, client.Object, client.Patch
 }
 
 func TestTheManagerCachesOnlyKeywardSecrets(t *testing.T) {
+	testenv.Need(t)
 	ns := env.Namespace(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -461,16 +473,10 @@ func TestTheManagerCachesOnlyKeywardSecrets(t *testing.T) {
 	if !c.WaitForCacheSync(ctx) {
 		t.Fatal("the cache did not sync")
 	}
+	// Every Secret existed before the cache started, so the synced cache holds all it will ever hold of them.
 	var list corev1.SecretList
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
-			t.Fatal(err)
-		}
-		if len(list.Items) > 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
 	}
 	if len(list.Items) != 1 || list.Items[0].Name != "ours" {
 		names := []string{}
@@ -482,6 +488,7 @@ func TestTheManagerCachesOnlyKeywardSecrets(t *testing.T) {
 }
 
 func TestASecretWhoseLabelWasRemovedIsRelabelledNotTreatedAsForeign(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("orders", "")
@@ -493,13 +500,12 @@ func TestASecretWhoseLabelWasRemovedIsRelabelledNotTreatedAsForeign(t *testing.T
 	if err := env.Client.Update(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for keyrecord.SecretOwner(h.secret("orders")) != "orders" {
-		if time.Now().After(deadline) {
-			t.Fatal("the label was not restored")
+	eventually.Succeeds(t, "the Secret's label is restored", func() error {
+		if owner := keyrecord.SecretOwner(h.secret("orders")); owner != "orders" {
+			return fmt.Errorf("the Secret is labelled for %q", owner)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	h.touch("orders")
 	ak := h.waitReady("orders")
 	if ak.Status.KeyHash != first.Status.KeyHash || h.key("orders") != key {

@@ -10,9 +10,11 @@ import (
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/argocdhealth"
+	"github.com/keyward-dev/keyward/internal/testenv"
 )
 
 func TestTheArgoCDHealthScriptJudgesLiveAPIKeys(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	if err := env.Client.Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "taken", Namespace: h.ns}}); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/testenv"
 )
 
 func envInt(name string, def int) int {
@@ -29,6 +30,7 @@ func envInt(name string, def int) int {
 // manager's write requests per new key (Secret and status; events separately) and its writes while idle.
 // Run it once: go test ./controllers -run '^$' -bench ThousandAPIKeys -benchtime 1x
 func BenchmarkThousandAPIKeys(b *testing.B) {
+	testenv.Need(b)
 	n := envInt("KEYWARD_BENCH_APIKEYS", 1000)
 	idle := time.Duration(envInt("KEYWARD_BENCH_IDLE_SECONDS", 60)) * time.Second
 	for range b.N {

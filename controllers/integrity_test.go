@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/eventually"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/testenv"
@@ -24,7 +25,7 @@ import (
 )
 
 // attackerKey is a well-formed key that someone with write access to Secrets or status chose.
-func attackerKey(t *testing.T) string {
+func attackerKey(t testing.TB) string {
 	t.Helper()
 	k, err := keys.Generate("kw", rand.Reader)
 	if err != nil {
@@ -45,6 +46,7 @@ func hasPrevious(ak *keywardv1alpha1.APIKey, hash string) bool {
 }
 
 func TestAnEditOfTheKeyOrItsRecordIsTamperingAnsweredWithANewKey(t *testing.T) {
+	testenv.Need(t)
 	cases := []struct {
 		name string
 		// edit changes the Secret and returns the key the editor wants accepted ("" when none).
@@ -122,7 +124,7 @@ func TestAnEditOfTheKeyOrItsRecordIsTamperingAnsweredWithANewKey(t *testing.T) {
 
 // withoutStatusPolicy lifts the keyward-status-writers policy for one test, to prove the controller's own
 // defence for clusters without it, and puts it back (enforced) afterwards. The policy's refusal comes first.
-func withoutStatusPolicy(t *testing.T, genuine, forged *keywardv1alpha1.APIKey) {
+func withoutStatusPolicy(t testing.TB, genuine, forged *keywardv1alpha1.APIKey) {
 	t.Helper()
 	ctx := context.Background()
 	err := env.Client.Status().Patch(ctx, forged.DeepCopy(), client.MergeFrom(genuine), client.DryRunAll)
@@ -145,38 +147,42 @@ func withoutStatusPolicy(t *testing.T, genuine, forged *keywardv1alpha1.APIKey) 
 			t.Error(err)
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for env.Client.Status().Patch(ctx, forged.DeepCopy(), client.MergeFrom(genuine), client.DryRunAll) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the status policy still applies 15s after its binding was deleted")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually.Succeeds(t, "the status policy no longer applies once its binding is deleted", func() error {
+		return env.Client.Status().Patch(ctx, forged.DeepCopy(), client.MergeFrom(genuine), client.DryRunAll)
+	})
 }
 
-func TestAForgedStatusIsPutBackWithinASecond(t *testing.T) {
-	h := newHarness(t)
-	h.startManager(managerOptions{})
-	h.create("orders", "")
-	genuine := h.waitReady("orders")
-	planted := attackerKey(t)
-
+// forgeStatus writes a status naming planted as the current and a previous key of the APIKey whose genuine
+// state is genuine, and returns the forged object.
+func forgeStatus(t testing.TB, genuine *keywardv1alpha1.APIKey, planted string) *keywardv1alpha1.APIKey {
+	t.Helper()
 	forged := genuine.DeepCopy()
 	forged.Status.KeyHash = keys.Hash(planted)
 	forged.Status.PreviousKeys = []keywardv1alpha1.PreviousKey{{KeyID: keys.Sum(planted).ID(), KeyHash: keys.Hash(planted),
 		ValidUntil: metav1.NewTime(time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC))}}
+	return forged
+}
+
+func statusPutBack(genuine *keywardv1alpha1.APIKey) func(*keywardv1alpha1.APIKey) bool {
+	return func(ak *keywardv1alpha1.APIKey) bool {
+		return ak.Status.KeyHash == genuine.Status.KeyHash && len(ak.Status.PreviousKeys) == 0
+	}
+}
+
+// How fast a forged status is put back is measured by BenchmarkForgedStatusPutBack; this test proves that
+// it is, and how.
+func TestAForgedStatusIsPutBackWithAnEventNamingTheFields(t *testing.T) {
+	testenv.Need(t)
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("orders", "")
+	genuine := h.waitReady("orders")
+	forged := forgeStatus(t, genuine, attackerKey(t))
 	withoutStatusPolicy(t, genuine, forged)
-	start := time.Now()
 	if err := env.Client.Status().Patch(context.Background(), forged, client.MergeFrom(genuine)); err != nil {
 		t.Fatal(err)
 	}
-	ak := h.waitFor("orders", "status is put back", func(ak *keywardv1alpha1.APIKey) bool {
-		return ak.Status.KeyHash == genuine.Status.KeyHash && len(ak.Status.PreviousKeys) == 0
-	})
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("the forged status stood for %v", took)
-	}
-	t.Logf("forged status put back after %v", time.Since(start).Round(time.Millisecond))
+	ak := h.waitFor("orders", "status is put back", statusPutBack(genuine))
 	if ak.Status.Revision != 1 || ak.Status.RecordSignature != genuine.Status.RecordSignature {
 		t.Errorf("putting status back changed the key: revision %d", ak.Status.Revision)
 	}
@@ -186,7 +192,33 @@ func TestAForgedStatusIsPutBackWithinASecond(t *testing.T) {
 	}
 }
 
+// BenchmarkForgedStatusPutBack measures how long a forged status stands before the controller puts it back
+// (ms/forgery); the target is under a second.
+func BenchmarkForgedStatusPutBack(b *testing.B) {
+	testenv.Need(b)
+	h := newHarness(b)
+	h.startManager(managerOptions{})
+	h.create("orders", "")
+	genuine := h.waitReady("orders")
+	forged := forgeStatus(b, genuine, attackerKey(b))
+	withoutStatusPolicy(b, genuine, forged)
+	var total time.Duration
+	b.ResetTimer()
+	for range b.N {
+		current := h.get("orders")
+		forged := forgeStatus(b, current, attackerKey(b))
+		start := time.Now()
+		if err := env.Client.Status().Patch(context.Background(), forged, client.MergeFrom(current)); err != nil {
+			b.Fatal(err)
+		}
+		h.waitFor("orders", "status is put back", statusPutBack(genuine))
+		total += time.Since(start)
+	}
+	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/forgery")
+}
+
 func TestAForgedStatusNeverBecomesTheLastKnownKey(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("orders", "")
@@ -216,6 +248,7 @@ func TestAForgedStatusNeverBecomesTheLastKnownKey(t *testing.T) {
 }
 
 func TestAZeroGraceRotationRevokesEveryEarlierKey(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("orders", "validity: 3h\nrotation: {renewBefore: 1h}")
@@ -247,6 +280,7 @@ func TestAZeroGraceRotationRevokesEveryEarlierKey(t *testing.T) {
 }
 
 func TestTheRevokeAnnotationRevokesKeysByIDAndOnlyThose(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("orders", "validity: 3h\nrotation: {renewBefore: 1h, gracePeriod: 30m}")
@@ -295,6 +329,7 @@ func TestTheRevokeAnnotationRevokesKeysByIDAndOnlyThose(t *testing.T) {
 }
 
 func TestASecretLeftBehindByADeletedAPIKeyIsNotAdopted(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("orders", "")
@@ -328,6 +363,7 @@ func TestASecretLeftBehindByADeletedAPIKeyIsNotAdopted(t *testing.T) {
 }
 
 func TestAnOrphanedSecretIsAdoptedOnlyWithTheOptInAnnotation(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("orders", "")
@@ -363,6 +399,7 @@ func TestAnOrphanedSecretIsAdoptedOnlyWithTheOptInAnnotation(t *testing.T) {
 }
 
 func TestAnExpiredKeyIsNotRevivedByAValidityEdit(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("trial", "validity: 2h\nrotation: {policy: Disabled}")
@@ -386,6 +423,7 @@ func TestAnExpiredKeyIsNotRevivedByAValidityEdit(t *testing.T) {
 }
 
 func TestCalendarExpiryIsComputedInUTCWhateverTheClocksZone(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	// 23:00 UTC on 30 January is 01:00 on 31 January at UTC+2: a month later is 28 February at 23:00 UTC,
 	// but 27 February at 23:00 UTC if computed in local time.
@@ -405,6 +443,7 @@ func TestCalendarExpiryIsComputedInUTCWhateverTheClocksZone(t *testing.T) {
 }
 
 func TestAFarFixedExpiryStallsAndIsLookedAtAgainWhenTheClockMakesItValid(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	// The admission policy bounds expiresAt by the APIKey's real creation time; the controller judges it
 	// against its own clock, which here runs ten years behind the expiry minus half a day.
@@ -426,6 +465,7 @@ func TestAFarFixedExpiryStallsAndIsLookedAtAgainWhenTheClockMakesItValid(t *test
 }
 
 func TestObservedGenerationMovesOnlyWhenTheKeyWasJudged(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("orders", "")

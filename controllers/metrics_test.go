@@ -14,9 +14,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/testenv"
 )
 
 func TestMetricsReportExpiryRenewalAndReadinessWithoutKeyMaterial(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
 	h.create("orders", "validity: 30d")

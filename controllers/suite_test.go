@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -34,6 +36,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/eventually"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/testenv"
@@ -205,18 +208,14 @@ func (h *harness) update(name string, change func(*keywardv1alpha1.APIKey)) {
 // waitFor polls the API server (not the manager's cache) until cond holds.
 func (h *harness) waitFor(name, what string, cond func(*keywardv1alpha1.APIKey) bool) *keywardv1alpha1.APIKey {
 	h.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	return eventually.Get(h.t, "APIKey "+name+": "+what, func() (*keywardv1alpha1.APIKey, error) {
 		ak := h.get(name)
 		if cond(ak) {
-			return ak
+			return ak, nil
 		}
-		if time.Now().After(deadline) {
-			status, _ := json.MarshalIndent(ak.Status, "", "  ")
-			h.t.Fatalf("APIKey %s: timed out waiting until %s; status:\n%s", name, what, status)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		status, _ := json.MarshalIndent(ak.Status, "", "  ")
+		return nil, fmt.Errorf("status is\n%s", status)
+	})
 }
 
 // stepToRequeue moves the fake clock by d once the controller has scheduled a requeue at or before the new
@@ -230,13 +229,12 @@ func (h *harness) stepToRequeue(d time.Duration) {
 // waitForRequeueBy waits until the controller has scheduled a requeue after now and at or before t.
 func (h *harness) waitForRequeueBy(t time.Time) {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !h.queue.Load().scheduledBetween(h.clock.Now(), t) {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("the controller scheduled no requeue by %s", t.Format(time.RFC3339))
+	eventually.Succeeds(h.t, "the controller schedules a requeue by "+t.Format(time.RFC3339), func() error {
+		if !h.queue.Load().scheduledBetween(h.clock.Now(), t) {
+			return fmt.Errorf("requeues scheduled at %v", h.queue.Load().scheduledTimes())
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // schedulingQueue records the instants of the delayed adds (RequeueAfter) on the fake clock, and counts the
@@ -280,6 +278,16 @@ func (q *schedulingQueue) AddAfter(item reconcile.Request, d time.Duration) {
 	}
 }
 
+// scheduledTimes lists the instants of the requeues scheduled so far, for a failure message.
+func (q *schedulingQueue) scheduledTimes() []time.Time {
+	if q == nil {
+		return nil
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return append([]time.Time(nil), q.scheduled...)
+}
+
 func (q *schedulingQueue) scheduledBetween(after, by time.Time) bool {
 	if q == nil {
 		return false
@@ -294,9 +302,21 @@ func (q *schedulingQueue) scheduledBetween(after, by time.Time) bool {
 	return false
 }
 
-// reconciles is how many reconciles the running controller has finished; pass it to waitIdleAfter.
-func (h *harness) reconciles() int {
-	q := h.queue.Load()
+// reconciles is how many reconciles the running key controller has finished; pass it to waitIdleAfter.
+func (h *harness) reconciles() int { return h.queue.Load().finished() }
+
+// webhookReconciles is how many reconciles the running delivery controller has finished; pass it to
+// waitWebhookIdleAfter.
+func (h *harness) webhookReconciles() int { return h.webhookQueue.Load().finished() }
+
+// waitWebhookIdleAfter is waitIdleAfter for the delivery controller.
+func (h *harness) waitWebhookIdleAfter(mark int) {
+	h.t.Helper()
+	waitQueueIdleAfter(h.t, "the delivery controller", &h.webhookQueue, mark)
+}
+
+// finished is how many reconciles have finished; 0 before the controller started.
+func (q *schedulingQueue) finished() int {
 	if q == nil {
 		return 0
 	}
@@ -309,18 +329,23 @@ func (h *harness) reconciles() int {
 // proof that the controller has acted on the change.
 func (h *harness) waitIdleAfter(mark int) {
 	h.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if q := h.queue.Load(); q != nil {
-			if done, idle := q.progress(); done > mark && idle {
-				return
-			}
+	waitQueueIdleAfter(h.t, "the key controller", &h.queue, mark)
+}
+
+// waitQueueIdleAfter waits until the controller whose queue q holds has finished a reconcile since mark and
+// has none running or queued.
+func waitQueueIdleAfter(t testing.TB, name string, q *atomic.Pointer[schedulingQueue], mark int) {
+	t.Helper()
+	eventually.Succeeds(t, fmt.Sprintf("%s finishes a reconcile after mark %d and is idle", name, mark), func() error {
+		queue := q.Load()
+		if queue == nil {
+			return errors.New("the controller has not started")
 		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("no reconcile finished after mark %d", mark)
+		if done, idle := queue.progress(); done <= mark || !idle {
+			return fmt.Errorf("%d reconciles finished, idle %v", done, idle)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // touch changes an unrelated annotation of the APIKey, which makes the controller reconcile it, and waits
@@ -388,17 +413,13 @@ func (h *harness) events() map[EventReason][]eventsv1.Event {
 // waitForEvent waits until count events with the reason exist.
 func (h *harness) waitForEvent(reason EventReason, count int) []eventsv1.Event {
 	h.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	return eventually.Get(h.t, fmt.Sprintf("%d %s events exist", count, reason), func() ([]eventsv1.Event, error) {
 		evs := h.events()[reason]
 		if len(evs) >= count {
-			return evs
+			return evs, nil
 		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("timed out waiting for %d %s events; have %d", count, reason, len(evs))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil, fmt.Errorf("%d so far", len(evs))
+	})
 }
 
 // assertNoKeyMaterialLeaked scans the manager logs, the events and every APIKey's status for each key the
@@ -406,13 +427,18 @@ func (h *harness) waitForEvent(reason EventReason, count int) []eventsv1.Event {
 func (h *harness) assertNoKeyMaterialLeaked() {
 	var haystack strings.Builder
 	haystack.WriteString(h.logs.String())
+	// A failed List would make the scan search nothing and pass: it fails the test instead.
 	var evs eventsv1.EventList
-	_ = env.Client.List(context.Background(), &evs, client.InNamespace(h.ns))
+	if err := env.Client.List(context.Background(), &evs, client.InNamespace(h.ns)); err != nil {
+		h.t.Errorf("the key-leak scan cannot list events: %v", err)
+	}
 	for _, e := range evs.Items {
 		haystack.WriteString(e.Note + e.Reason + e.Action + "\n")
 	}
 	var aks keywardv1alpha1.APIKeyList
-	_ = env.Client.List(context.Background(), &aks, client.InNamespace(h.ns))
+	if err := env.Client.List(context.Background(), &aks, client.InNamespace(h.ns)); err != nil {
+		h.t.Errorf("the key-leak scan cannot list APIKeys: %v", err)
+	}
 	for _, ak := range aks.Items {
 		b, _ := json.Marshal(ak)
 		haystack.Write(b)

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/eventually"
+	"github.com/keyward-dev/keyward/internal/testenv"
 	"github.com/keyward-dev/keyward/internal/webhook"
 )
 
@@ -78,8 +81,7 @@ func (r *receiver) deliveries() []delivery {
 // accepted before, and returns those deliveries.
 func (r *receiver) waitFor(types ...string) []delivery {
 	r.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	return eventually.Get(r.t, fmt.Sprintf("the receiver accepts %v last", types), func() ([]delivery, error) {
 		var accepted []delivery
 		for _, d := range r.deliveries() {
 			if d.status < 300 {
@@ -93,18 +95,15 @@ func (r *receiver) waitFor(types ...string) []delivery {
 				got = append(got, d.parsed.Type)
 			}
 			if strings.Join(got, ",") == strings.Join(types, ",") {
-				return tail
+				return tail, nil
 			}
 		}
-		if time.Now().After(deadline) {
-			var all []string
-			for _, d := range r.deliveries() {
-				all = append(all, d.parsed.Type)
-			}
-			r.t.Fatalf("the receiver has %v; want %v last", all, types)
+		var all []string
+		for _, d := range r.deliveries() {
+			all = append(all, fmt.Sprintf("%s:%d", d.parsed.Type, d.status))
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil, fmt.Errorf("it has %v", all)
+	})
 }
 
 // verify checks a delivery as a receiver would, with the Standard Webhooks reference library. The test's
@@ -142,17 +141,17 @@ func (h *harness) webhookSpec(r *receiver, mutate ...func(*keywardv1alpha1.Webho
 func (h *harness) stepWebhookTo(d time.Duration) {
 	h.t.Helper()
 	by := h.clock.Now().Add(d)
-	deadline := time.Now().Add(10 * time.Second)
-	for !h.webhookQueue.Load().scheduledBetween(h.clock.Now(), by) {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("the delivery controller scheduled no retry by %s", by)
+	eventually.Succeeds(h.t, "the delivery controller schedules a retry by "+by.Format(time.RFC3339), func() error {
+		if !h.webhookQueue.Load().scheduledBetween(h.clock.Now(), by) {
+			return fmt.Errorf("retries scheduled at %v", h.webhookQueue.Load().scheduledTimes())
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	h.clock.Step(d)
 }
 
 func TestEveryLifecycleEventIsDeliveredSignedInOrderAndWithoutKeyMaterial(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	rcv := newReceiver(t)
 	h.startManager(managerOptions{webhookCIDRs: []string{"127.0.0.0/8"}})
@@ -238,6 +237,7 @@ func TestEveryLifecycleEventIsDeliveredSignedInOrderAndWithoutKeyMaterial(t *tes
 }
 
 func TestAFailingReceiverGetsTheSameEventAgainOnTheScheduleAndInOrder(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	rcv := newReceiver(t)
 	rcv.respond(func(n int) int {
@@ -279,6 +279,7 @@ func TestAFailingReceiverGetsTheSameEventAgainOnTheScheduleAndInOrder(t *testing
 }
 
 func TestAnUndeliveredEventIsDeliveredAfterTheManagerRestarts(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	rcv := newReceiver(t)
 	rcv.respond(func(int) int { return http.StatusServiceUnavailable })
@@ -299,6 +300,7 @@ func TestAnUndeliveredEventIsDeliveredAfterTheManagerRestarts(t *testing.T) {
 }
 
 func TestALoopbackTargetIsRefusedWithoutTheAllowList(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	rcv := newReceiver(t)
 	h.startManager(managerOptions{webhookCIDRs: []string{}})
@@ -318,29 +320,34 @@ func TestALoopbackTargetIsRefusedWithoutTheAllowList(t *testing.T) {
 }
 
 func TestA410StopsDeliveryUntilTheWebhookSpecChanges(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	rcv := newReceiver(t)
 	rcv.respond(func(int) int { return http.StatusGone })
 	h.startManager(managerOptions{webhookCIDRs: []string{"127.0.0.0/8"}})
 	h.create("orders", "", h.webhookSpec(rcv))
-	ak := h.waitFor("orders", "gone", func(ak *keywardv1alpha1.APIKey) bool {
+	h.waitFor("orders", "gone", func(ak *keywardv1alpha1.APIKey) bool {
 		return ak.Status.Webhook != nil && ak.Status.Webhook.GoneGeneration == ak.Generation
 	})
+	// A rotation queues key.rotated; the delivery controller looks at it and must send nothing.
+	mark := h.webhookReconciles()
 	h.update("orders", func(ak *keywardv1alpha1.APIKey) {
 		ak.Annotations = map[string]string{keywardv1alpha1.RotateAnnotation: "r1"}
 	})
-	h.waitFor("orders", "revision 2", revisionIs(2))
-	h.touch("orders")
+	h.waitFor("orders", "revision 2 with key.rotated queued", func(ak *keywardv1alpha1.APIKey) bool {
+		return ak.Status.Revision == 2 && ak.Status.Webhook != nil && len(ak.Status.Webhook.Outbox) == 2
+	})
+	h.waitWebhookIdleAfter(mark)
 	if n := len(rcv.deliveries()); n != 1 {
 		t.Errorf("%d requests after a 410; want none after the first", n)
 	}
 	rcv.respond(func(int) int { return http.StatusOK })
 	h.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Webhook.URL = rcv.srv.URL + "/keyward/v2" })
 	rcv.waitFor("key.created", "key.rotated")
-	_ = ak
 }
 
 func TestDeletingAnAPIKeyAnnouncesItBeforeItGoes(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	rcv := newReceiver(t)
 	h.startManager(managerOptions{webhookCIDRs: []string{"127.0.0.0/8"}})
@@ -362,6 +369,7 @@ func TestDeletingAnAPIKeyAnnouncesItBeforeItGoes(t *testing.T) {
 }
 
 func TestADeletionIsHeldNoLongerThanTheTimeoutWhenTheReceiverIsDown(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	rcv := newReceiver(t)
 	rcv.respond(func(int) int { return http.StatusServiceUnavailable })
@@ -376,6 +384,18 @@ func TestADeletionIsHeldNoLongerThanTheTimeoutWhenTheReceiverIsDown(t *testing.T
 	h.waitFor("orders", "key.deleted queued", func(ak *keywardv1alpha1.APIKey) bool {
 		return ak.Status.Webhook != nil && ak.Status.Webhook.DeletionQueuedAt != nil
 	})
-	h.stepWebhookTo(DefaultWebhookDeletionTimeout)
+	// Before the bound, a retry fails and the finalizer keeps holding the APIKey.
+	mark := h.webhookReconciles()
+	h.stepWebhookTo(5 * time.Second)
+	h.waitWebhookIdleAfter(mark)
+	held := h.get("orders")
+	if held.DeletionTimestamp.IsZero() || !slices.Contains(held.Finalizers, keywardv1alpha1.WebhookFinalizer) {
+		t.Fatalf("5s into a 5m bound the APIKey is not held: deletion %v, finalizers %v", held.DeletionTimestamp, held.Finalizers)
+	}
+	if n := len(rcv.deliveries()); n < 2 {
+		t.Fatalf("the receiver got %d attempts; want the first and the retry", n)
+	}
+	// At the bound it goes, although key.deleted was never delivered.
+	h.stepWebhookTo(DefaultWebhookDeletionTimeout - 5*time.Second)
 	h.waitForDeletion("orders")
 }

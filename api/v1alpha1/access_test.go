@@ -67,6 +67,7 @@ func bind(t *testing.T, ns, user, clusterRole string, grants ...string) {
 }
 
 func TestScopesAreGrantedThroughRBAC(t *testing.T) {
+	testenv.Need(t)
 	ns := env.Namespace(t)
 	bind(t, ns, "alice", "keyward-edit", "orders:read")
 	bind(t, ns, "carol", "keyward-edit", "orders:*")
@@ -109,6 +110,7 @@ func TestScopesAreGrantedThroughRBAC(t *testing.T) {
 }
 
 func TestUpdatesAreCheckedOnlyForTheScopesTheyAdd(t *testing.T) {
+	testenv.Need(t)
 	ns := env.Namespace(t)
 	bind(t, ns, "alice", "keyward-edit", "orders:read")
 	ctx := context.Background()
@@ -141,6 +143,7 @@ func TestUpdatesAreCheckedOnlyForTheScopesTheyAdd(t *testing.T) {
 }
 
 func TestKeywardViewCannotReadTheKeysSecret(t *testing.T) {
+	testenv.Need(t)
 	ns := env.Namespace(t)
 	bind(t, ns, "bob", "keyward-view")
 	ctx := context.Background()
@@ -164,6 +167,7 @@ func TestKeywardViewCannotReadTheKeysSecret(t *testing.T) {
 }
 
 func TestTheUserRolesAggregateIntoKubernetesRoles(t *testing.T) {
+	testenv.Need(t)
 	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "access", "user_roles.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -197,6 +201,7 @@ func TestTheUserRolesAggregateIntoKubernetesRoles(t *testing.T) {
 }
 
 func TestAChangeAddsAtMostTwelveScopesUnlessItsAuthorMayGrantEveryScope(t *testing.T) {
+	testenv.Need(t)
 	ns := env.Namespace(t)
 	var twelve, names []string
 	for i := range 13 {
@@ -226,6 +231,7 @@ func TestAChangeAddsAtMostTwelveScopesUnlessItsAuthorMayGrantEveryScope(t *testi
 }
 
 func TestOnlyTheManagerMayChangeStatusBeyondUsage(t *testing.T) {
+	testenv.Need(t)
 	ns := env.Namespace(t)
 	ctx := context.Background()
 	if err := env.Client.Create(ctx, apiKey(t, ns, "orders", "{}")); err != nil {
@@ -268,6 +274,7 @@ func TestOnlyTheManagerMayChangeStatusBeyondUsage(t *testing.T) {
 }
 
 func TestTheManagersIdentityWritesOnlyKeywardSecrets(t *testing.T) {
+	testenv.Need(t)
 	ns := env.Namespace(t)
 	ctx := context.Background()
 	owner := apiKey(t, ns, "orders", "{}")
@@ -325,6 +332,7 @@ func TestTheManagersIdentityWritesOnlyKeywardSecrets(t *testing.T) {
 }
 
 func TestTheStatusPolicyCoversEveryStatusFieldButUsage(t *testing.T) {
+	testenv.Need(t)
 	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "admission", "status_writers_policy.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -342,11 +350,9 @@ func TestTheStatusPolicyCoversEveryStatusFieldButUsage(t *testing.T) {
 }
 
 func TestInNamespacedModeTheManagerCannotTouchSecretsOfOtherNamespaces(t *testing.T) {
+	testenv.Need(t)
 	ctx := context.Background()
-	assets, err := testenv.AssetsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
+	assets := testenv.Binaries(t)
 	out, err := exec.Command(filepath.Join(assets, "kubectl"), "kustomize", filepath.Join(testenv.RepoRoot(), "config", "namespaced")).Output()
 	if err != nil {
 		t.Fatal(err)

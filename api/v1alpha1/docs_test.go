@@ -1,21 +1,23 @@
 package v1alpha1_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/keyward-dev/keyward/internal/eventually"
 	"github.com/keyward-dev/keyward/internal/testenv"
 )
 
 func TestEveryCRDFieldHasADescription(t *testing.T) {
+	testenv.Need(t)
 	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "crd", "bases", "keyward.dev_apikeys.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -48,6 +50,7 @@ func TestEveryCRDFieldHasADescription(t *testing.T) {
 }
 
 func TestKubectlExplainDescribesTheSpec(t *testing.T) {
+	testenv.Need(t)
 	user, err := env.Environment.AddUser(envtest.User{Name: "docs-reader", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -60,24 +63,15 @@ func TestKubectlExplainDescribesTheSpec(t *testing.T) {
 	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	assets, err := testenv.AssetsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
+	assets := testenv.Binaries(t)
 	// The API server publishes a new CRD's OpenAPI schema a few seconds after the CRD is established.
-	var out []byte
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		out, err = exec.Command(filepath.Join(assets, "kubectl"), "--kubeconfig", path, "explain", "apikey.spec").CombinedOutput()
-		if err == nil {
-			break
+	text := eventually.Get(t, "kubectl explain apikey.spec answers", func() (string, error) {
+		out, err := exec.Command(filepath.Join(assets, "kubectl"), "--kubeconfig", path, "explain", "apikey.spec").CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("%w: %s", err, out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kubectl explain apikey.spec: %v\n%s", err, out)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	text := string(out)
+		return string(out), nil
+	})
 	for _, want := range []string{
 		"secretName\t<string>", "Defaults to the APIKey's own name",
 		"validity\t<string>", "from 1h to 10y",

@@ -74,6 +74,7 @@ func get(t *testing.T, ns, name string) *keywardv1alpha1.APIKey {
 }
 
 func TestListShowsIDMaskedKeyScopesAndState(t *testing.T) {
+	testenv.Need(t)
 	ns := env.Namespace(t)
 	ak, key := withKey(t, ns, "orders", "*")
 	withKey(t, ns, "reports", "reports:read")
@@ -100,6 +101,7 @@ func TestListShowsIDMaskedKeyScopesAndState(t *testing.T) {
 }
 
 func TestCreateCreatesOrPrintsYAMLForGitOps(t *testing.T) {
+	testenv.Need(t)
 	ns := env.Namespace(t)
 	p, out := newPlugin(env.Client)
 	o := CreateOptions{Scopes: []string{"orders:read"}, Validity: "30d", Description: "billing worker",
@@ -125,6 +127,7 @@ func TestCreateCreatesOrPrintsYAMLForGitOps(t *testing.T) {
 }
 
 func TestRotateRevokeDisableEnableAndWebhookTestExpressIntentOnTheAPIKey(t *testing.T) {
+	testenv.Need(t)
 	ns := env.Namespace(t)
 	withKey(t, ns, "orders")
 	p, _ := newPlugin(env.Client)
@@ -160,6 +163,7 @@ func TestRotateRevokeDisableEnableAndWebhookTestExpressIntentOnTheAPIKey(t *test
 }
 
 func TestRevealPrintsTheKeyOnceToATerminalAndSaysWhatIsMissing(t *testing.T) {
+	testenv.Need(t)
 	ns := env.Namespace(t)
 	_, key := withKey(t, ns, "orders")
 	p, out := newPlugin(env.Client)
@@ -207,6 +211,7 @@ func TestVerifyChecksOfflineThenAsksTheVerifier(t *testing.T) {
 }
 
 func TestStatusShowsTheKeySecretMetadataPreviousKeysAndNoKey(t *testing.T) {
+	testenv.Need(t)
 	ns := env.Namespace(t)
 	ak, key := withKey(t, ns, "orders")
 	p, out := newPlugin(env.Client)

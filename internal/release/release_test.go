@@ -21,10 +21,8 @@ var pinned = map[string]string{
 }
 
 func TestTheBundleAppliesServerSideAndReapplyingItChangesNothing(t *testing.T) {
-	assets, err := testenv.AssetsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
+	testenv.Need(t)
+	assets := testenv.Binaries(t)
 	b, err := Render(filepath.Join(assets, "kubectl"), pinned)
 	if err != nil {
 		t.Fatal(err)

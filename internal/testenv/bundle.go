@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/eventually"
 )
 
 // installedKinds are the kinds of the release bundle (config/default) that the test environment and
@@ -119,17 +120,15 @@ func WaitForPolicies(ctx context.Context, cfg *rest.Config, c client.Client) err
 			return as(ManagerUser).Create(ctx, s, client.DryRunAll)
 		},
 	}
-	deadline := time.Now().Add(30 * time.Second)
 	for name, try := range probes {
-		for {
+		if err := eventually.Poll(func() error {
 			err := try()
 			if err != nil && strings.Contains(err.Error(), "ValidatingAdmissionPolicy '"+name+"'") {
-				break
+				return nil
 			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("admission policy %s was not enforced after 30s (last answer: %v)", name, err)
-			}
-			time.Sleep(50 * time.Millisecond)
+			return fmt.Errorf("the probe's answer is %v", err)
+		}); err != nil {
+			return fmt.Errorf("admission policy %s is not enforced: %w", name, err)
 		}
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -57,6 +58,20 @@ func AssetsDir() (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// Binaries returns the directory of the control plane binaries for a test that runs one of them (kubectl
+// kustomize) without an API server. It fails with a hint when they are missing, or skips as Need does.
+func Binaries(t testing.TB) string {
+	t.Helper()
+	if os.Getenv(SkipEnvVar) == "1" {
+		t.Skipf("needs the control plane binaries; %s=1", SkipEnvVar)
+	}
+	dir, err := AssetsDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // Env is a running control plane with Keyward's CRDs.
@@ -117,19 +132,47 @@ func (e *Env) Stop() error {
 	return err
 }
 
-// Run is the body of a TestMain: start the control plane, run the tests, stop it, exit.
+// The control plane of this test binary: started by the first test that needs one (Need), so that the
+// unit tests of a package run with nothing but Go, and stopped by Run after the last test.
+var (
+	shared     **Env
+	sharedOnce sync.Once
+	sharedErr  error
+)
+
+// SkipEnvVar names the environment variable that turns Need into a skip: `make test-unit` sets it to run
+// every test that needs no API server, on a machine without the control plane binaries.
+const SkipEnvVar = "KEYWARD_SKIP_ENVTEST"
+
+// Run is the body of a TestMain: run the tests, stop the control plane if a test started one, exit. env is
+// the package's variable for the control plane; Need fills it.
 func Run(m *testing.M, env **Env) {
-	e, err := Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "testenv:", err)
-		os.Exit(1)
-	}
-	*env = e
+	shared = env
 	code := m.Run()
-	if err := e.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "testenv: stopping the control plane:", err)
+	if *env != nil {
+		if err := (*env).Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "testenv: stopping the control plane:", err)
+		}
 	}
 	os.Exit(code)
+}
+
+// Need starts the test binary's control plane on first use and sets the variable given to Run. A test that
+// needs the API server calls it first; without the binaries it fails with a hint, or skips under
+// KEYWARD_SKIP_ENVTEST=1.
+func Need(t testing.TB) *Env {
+	t.Helper()
+	if os.Getenv(SkipEnvVar) == "1" {
+		t.Skipf("needs the control plane; %s=1", SkipEnvVar)
+	}
+	if shared == nil {
+		t.Fatal("testenv.Need without testenv.Run in TestMain")
+	}
+	sharedOnce.Do(func() { *shared, sharedErr = Start() })
+	if sharedErr != nil {
+		t.Fatalf("testenv: %v", sharedErr)
+	}
+	return *shared
 }
 
 // Namespace creates a namespace named after the test and returns its name. Namespaces are not deleted

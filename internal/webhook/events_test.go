@@ -2,6 +2,8 @@ package webhook
 
 import (
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,7 +83,7 @@ func TestEnqueueFiltersNumbersAndPrunes(t *testing.T) {
 	}
 }
 
-func TestBodyOfHoldsNoKeyMaterial(t *testing.T) {
+func TestBodyOfWritesTheDocumentedJSON(t *testing.T) {
 	exp := metav1.NewTime(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))
 	b := string(BodyOf("billing", "orders", keywardv1alpha1.WebhookMessage{Type: "key.created", KeyID: "kid_a", Revision: 1, ExpiresAt: &exp,
 		Timestamp: metav1.NewTime(exp.Time)}).Marshal())
@@ -89,4 +91,43 @@ func TestBodyOfHoldsNoKeyMaterial(t *testing.T) {
 	if b != want {
 		t.Errorf("body %s\nwant %s", b, want)
 	}
+}
+
+// A body can carry only what its type has fields for: this proves that no field of a webhook body, nor of
+// the outbox message it is built from, is meant for a key, its random part or its hash. (The envtest suite
+// also scans every delivered body for the keys it minted.)
+func TestNoWebhookBodyFieldCanCarryAKeyOrItsHash(t *testing.T) {
+	allowed := map[string]bool{"keyID": true, "previousKeyID": true, "revokedKeyIDs": true}
+	for _, typ := range []reflect.Type{reflect.TypeFor[Body](), reflect.TypeFor[keywardv1alpha1.WebhookMessage]()} {
+		for _, name := range jsonFieldNames(typ) {
+			lower := strings.ToLower(name)
+			if !allowed[name] && (strings.Contains(lower, "key") || strings.Contains(lower, "hash") || strings.Contains(lower, "secret") ||
+				strings.Contains(lower, "hint") || strings.Contains(lower, "token") && name != "token") {
+				t.Errorf("%s has a field %q that could carry key material", typ, name)
+			}
+		}
+	}
+	if names := jsonFieldNames(reflect.TypeFor[Body]()); !slices.Contains(names, "keyID") {
+		t.Errorf("the walk found %v; it misses the body's fields", names)
+	}
+}
+
+// jsonFieldNames lists the JSON names of typ's fields, nested structs included.
+func jsonFieldNames(typ reflect.Type) []string {
+	for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice {
+		typ = typ.Elem()
+	}
+	if typ.Kind() != reflect.Struct || typ.PkgPath() == "k8s.io/apimachinery/pkg/apis/meta/v1" {
+		return nil
+	}
+	var names []string
+	for f := range typ.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" {
+			name = f.Name
+		}
+		names = append(names, name)
+		names = append(names, jsonFieldNames(f.Type)...)
+	}
+	return names
 }

@@ -3,6 +3,8 @@ package verifier_test
 import (
 	"context"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"testing"
@@ -25,6 +27,7 @@ import (
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/controllers"
+	"github.com/keyward-dev/keyward/internal/eventually"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/testenv"
@@ -98,13 +101,12 @@ func startCluster(t testing.TB) *cluster {
 	}
 	c.client = verMgr.GetClient()
 	start(verMgr)
-	deadline := time.Now().Add(30 * time.Second)
-	for !synced() {
-		if time.Now().After(deadline) {
-			t.Fatal("the verifier's index never synced")
+	eventually.Succeeds(t, "the verifier's index syncs", func() error {
+		if !synced() {
+			return eventually.ErrNotYet
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	return c
 }
 
@@ -120,40 +122,34 @@ func (c *cluster) update(name string, change func(*keywardv1alpha1.APIKey)) {
 
 func (c *cluster) waitReadyRevision(name string, rev int64) string {
 	c.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	eventually.Succeeds(c.t, fmt.Sprintf("APIKey %s is Ready at revision %d", name, rev), func() error {
 		ak := c.get(name)
-		if ak.Status.Revision == rev && meta.IsStatusConditionTrue(ak.Status.Conditions, keywardv1alpha1.ConditionReady) {
-			s := &corev1.Secret{}
-			if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: c.ns, Name: name}, s); err != nil {
-				c.t.Fatal(err)
-			}
-			return string(s.Data[keyrecord.DataAPIKey])
+		if ak.Status.Revision != rev || !meta.IsStatusConditionTrue(ak.Status.Conditions, keywardv1alpha1.ConditionReady) {
+			return fmt.Errorf("revision %d, conditions %v", ak.Status.Revision, ak.Status.Conditions)
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("APIKey %s never reached revision %d Ready", name, rev)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return nil
+	})
+	s := &corev1.Secret{}
+	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: c.ns, Name: name}, s); err != nil {
+		c.t.Fatal(err)
 	}
+	return string(s.Data[keyrecord.DataAPIKey])
 }
 
 // waitCode polls the verifier until key gets the code and returns how long that took from since.
 func (c *cluster) waitCode(key string, scopes []string, want verifier.Code, since time.Time) time.Duration {
 	c.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got := c.index.Verify(key, scopes, time.Now())
-		if got.Code == want {
-			return time.Since(since)
+	eventually.Tight(c.t, fmt.Sprintf("the verifier answers %s", want), func() error {
+		if got := c.index.Verify(key, scopes, time.Now()); got.Code != want {
+			return fmt.Errorf("it answers %s", got.Code)
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("the verifier still says %s, want %s", got.Code, want)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
+	return time.Since(since)
 }
 
 func TestVerifierAnswersFollowAPIKeyChangesThroughTheAPIServer(t *testing.T) {
+	testenv.Need(t)
 	c := startCluster(t)
 	scopes := []string{"orders:read"}
 	t0 := time.Now()
@@ -213,6 +209,7 @@ func TestVerifierAnswersFollowAPIKeyChangesThroughTheAPIServer(t *testing.T) {
 }
 
 func TestUsageIsWrittenToStatusInOneBatchWithoutRotating(t *testing.T) {
+	testenv.Need(t)
 	c := startCluster(t)
 	if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{
 		ObjectMeta: metav1.ObjectMeta{Name: "used", Namespace: c.ns},
@@ -233,18 +230,11 @@ func TestUsageIsWrittenToStatusInOneBatchWithoutRotating(t *testing.T) {
 	reporter := &verifier.UsageReporter{Index: c.index, Client: c.client}
 	// The verifier's cache must show the controller's status before the optimistic patch can succeed.
 	var patched int
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually.Succeeds(t, "usage is flushed", func() error {
 		n, err := reporter.Flush(context.Background())
 		patched += n
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("flushing usage: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
 	if patched != 1 {
 		t.Errorf("patched %d APIKeys; want only the used one", patched)
 	}
@@ -261,13 +251,12 @@ func TestUsageIsWrittenToStatusInOneBatchWithoutRotating(t *testing.T) {
 	// Proof that the controller has judged the APIKey with the usage patch in its cache: a spec edit made
 	// after the patch is observed (watch events arrive in order). A mint caused by the patch would show by then.
 	c.update("used", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Description = "after the usage report" })
-	deadline = time.Now().Add(30 * time.Second)
-	for ak := c.get("used"); ak.Status.ObservedGeneration != ak.Generation; ak = c.get("used") {
-		if time.Now().After(deadline) {
-			t.Fatal("the controller never observed the edit made after the usage patch")
+	eventually.Succeeds(t, "the controller observes the edit made after the usage patch", func() error {
+		if ak := c.get("used"); ak.Status.ObservedGeneration != ak.Generation {
+			return fmt.Errorf("observedGeneration %d, generation %d", ak.Status.ObservedGeneration, ak.Generation)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if ak := c.get("used"); ak.Status.Revision != 1 || ak.Status.Usage == nil || ak.Status.Usage.Requests != 5 {
 		t.Errorf("after the usage patch: revision %d, usage %+v; want no new key and the usage kept", ak.Status.Revision, ak.Status.Usage)
 	}
@@ -276,6 +265,7 @@ func TestUsageIsWrittenToStatusInOneBatchWithoutRotating(t *testing.T) {
 // BenchmarkRevokeToReject measures, on the local control plane, the time from the API write that disables an
 // APIKey to the verifier rejecting its key, over 100 disable/enable rounds, and reports p50 and p99.
 func BenchmarkRevokeToReject(b *testing.B) {
+	testenv.Need(b)
 	for b.Loop() {
 		c := startCluster(b)
 		if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{
@@ -307,6 +297,7 @@ func BenchmarkRevokeToReject(b *testing.B) {
 }
 
 func TestShutdownFlushesPendingUsage(t *testing.T) {
+	testenv.Need(t)
 	c := startCluster(t)
 	if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{
 		ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: c.ns},
@@ -317,18 +308,16 @@ func TestShutdownFlushesPendingUsage(t *testing.T) {
 	c.waitCode(key, nil, verifier.CodeValid, time.Now())
 	// Let the verifier's cache catch up with the controller's last status write, as a running verifier's
 	// would have; the flush patches with that resourceVersion.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually.Succeeds(t, "the verifier's cache catches up", func() error {
 		cached := &keywardv1alpha1.APIKey{}
-		if err := c.client.Get(context.Background(), types.NamespacedName{Namespace: c.ns, Name: "late"}, cached); err == nil &&
-			cached.ResourceVersion == c.get("late").ResourceVersion {
-			break
+		if err := c.client.Get(context.Background(), types.NamespacedName{Namespace: c.ns, Name: "late"}, cached); err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the verifier's cache never caught up")
+		if latest := c.get("late").ResourceVersion; cached.ResourceVersion != latest {
+			return fmt.Errorf("the cache has resourceVersion %s, the API server %s", cached.ResourceVersion, latest)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	reporter := &verifier.UsageReporter{Index: c.index, Client: c.client, Interval: time.Hour}
@@ -336,13 +325,8 @@ func TestShutdownFlushesPendingUsage(t *testing.T) {
 	go func() { done <- reporter.Start(ctx) }()
 	c.index.Verify(key, nil, time.Now())
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the reporter did not stop")
+	if err := eventually.Receive(t, "the reporter stops", done); err != nil {
+		t.Fatal(err)
 	}
 	if u := c.get("late").Status.Usage; u == nil || u.Requests != 2 {
 		t.Errorf("status.usage after shutdown = %+v; want the 2 valid verifications flushed", u)
@@ -350,6 +334,7 @@ func TestShutdownFlushesPendingUsage(t *testing.T) {
 }
 
 func TestANamespaceSelectorDecidesWhichNamespacesKeysCountFrom(t *testing.T) {
+	testenv.Need(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	trusted, other := env.Namespace(t), env.Namespace(t)
@@ -407,28 +392,30 @@ func TestANamespaceSelectorDecidesWhichNamespacesKeysCountFrom(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { _ = c.Start(ctx) }()
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting until %s", what)
+	code := func(ns string) verifier.Code { return ix.Verify(keyIn[ns], nil, time.Now()).Code }
+	codeIs := func(ns string, want verifier.Code) func() error {
+		return func() error {
+			if !apiKeysSynced() || !nsSynced() {
+				return errors.New("the caches have not synced")
 			}
-			time.Sleep(10 * time.Millisecond)
+			if got := code(ns); got != want {
+				return fmt.Errorf("the key from %s gets %s", ns, got)
+			}
+			return nil
 		}
 	}
-	code := func(ns string) verifier.Code { return ix.Verify(keyIn[ns], nil, time.Now()).Code }
-	waitFor("synced", func() bool { return apiKeysSynced() && nsSynced() && code(trusted) == verifier.CodeValid })
+	eventually.Succeeds(t, "the trusted namespace's key is valid", codeIs(trusted, verifier.CodeValid))
 	if got := code(other); got != verifier.CodeNotFound {
 		t.Errorf("a key from a namespace the selector does not match: %s", got)
 	}
 	setLabel(other, &trustedValue)
-	waitFor("the relabelled namespace is trusted", func() bool { return code(other) == verifier.CodeValid })
+	eventually.Succeeds(t, "the relabelled namespace is trusted", codeIs(other, verifier.CodeValid))
 	setLabel(trusted, nil)
-	waitFor("the unlabelled namespace is no longer trusted", func() bool { return code(trusted) == verifier.CodeNotFound })
+	eventually.Succeeds(t, "the unlabelled namespace is no longer trusted", codeIs(trusted, verifier.CodeNotFound))
 }
 
 func TestKeysStopWhileTheirAPIKeyIsBeingDeleted(t *testing.T) {
+	testenv.Need(t)
 	c := startCluster(t)
 	ak := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "leaving", Namespace: c.ns,
 		Finalizers: []string{"keyward-test.dev/hold"}}} // like foreground deletion waiting for dependents

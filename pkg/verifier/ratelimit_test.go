@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/eventually"
 )
 
 // redisServer is a real redis-server (Debian's package) on a free loopback port, without persistence.
@@ -47,13 +48,7 @@ func startRedis(t testing.TB) *redisServer {
 	t.Cleanup(r.kill)
 	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
 	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("redis-server did not answer within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually.Succeeds(t, "redis-server answers", func() error { return c.Ping(context.Background()).Err() })
 	return r
 }
 

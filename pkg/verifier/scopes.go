@@ -46,15 +46,6 @@ func newScopeSet(granted []string) scopeSet {
 	return s
 }
 
-func (s scopeSet) grantsAll(required []string) bool {
-	for _, r := range required {
-		if !s.grants(r) {
-			return false
-		}
-	}
-	return true
-}
-
 // grants reports whether the set covers required, which must be a valid required scope (validRequiredScope).
 func (s scopeSet) grants(required string) bool {
 	if s.all {

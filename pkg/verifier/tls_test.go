@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"net/http"
@@ -20,6 +21,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/keyward-dev/keyward/internal/eventually"
 )
 
 // selfSigned writes a self-signed certificate for 127.0.0.1 into dir and returns a pool that trusts it.
@@ -84,7 +87,7 @@ func TestTLSListenersServeAndReloadTheCertificate(t *testing.T) {
 	defer g.Stop()
 
 	httpsGet := func(pool *x509.CertPool) error {
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 5 * time.Second}
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 30 * time.Second}
 		req, _ := http.NewRequest(http.MethodGet, "https://"+httpLn.Addr().String()+"/v1/auth", nil)
 		req.Header.Set("X-API-Key", key)
 		resp, err := c.Do(req)
@@ -103,7 +106,7 @@ func TestTLSListenersServeAndReloadTheCertificate(t *testing.T) {
 			return err
 		}
 		defer conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		_, err = authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{}, grpc.WaitForReady(false))
 		return err
@@ -116,17 +119,11 @@ func TestTLSListenersServeAndReloadTheCertificate(t *testing.T) {
 	}
 
 	second := selfSigned(t, dir, "second")
-	deadline := time.Now().Add(20 * time.Second)
-	for httpsGet(second) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the HTTP listener still serves the first certificate 20s after it was replaced")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err := grpcCheck(second); err != nil {
-		t.Errorf("gRPC after the certificate was replaced: %v", err)
-	}
-	if err := httpsGet(first); err == nil {
-		t.Error("the replaced certificate is still served")
+	// Each listener's certificate watcher notices the new files on its own; both get there.
+	eventually.Succeeds(t, "the HTTP listener serves the new certificate", func() error { return httpsGet(second) })
+	eventually.Succeeds(t, "the gRPC listener serves the new certificate", func() error { return grpcCheck(second) })
+	var unknown x509.UnknownAuthorityError
+	if err := httpsGet(first); !errors.As(err, &unknown) {
+		t.Errorf("a client trusting only the replaced certificate gets %v; want an unknown-authority error", err)
 	}
 }
