@@ -56,6 +56,15 @@ MOD
 	local args=(-require="k8s.io/kubernetes@${KUBE_VERSION}" -require="go.etcd.io/etcd/server/v3@${ETCD_VERSION}")
 	local m
 	for m in $staging; do args+=(-replace="$m=$m@${STAGING_VERSION}"); done
+	# Every module Keyward requires, at Keyward's version (or newer, where Kubernetes needs it): a package
+	# that kube-apiserver and Keyward's own code both import then has the same dependencies in both builds,
+	# so the Go build cache compiles it once for both (client-go, apimachinery, grpc, protobuf, ...).
+	if [[ -n "${PROJECT_DIR:-}" ]]; then
+		local req
+		while read -r req; do
+			[[ -n "$req" ]] && args+=(-require="$req")
+		done < <(cd "$PROJECT_DIR" && GOFLAGS= go list -m -f '{{if not .Main}}{{.Path}}@{{.Version}}{{end}}' all)
+	fi
 	go mod edit "${args[@]}"
 }
 
@@ -75,7 +84,8 @@ build() {
 	local bin=$1 pkg=$2 version=$3 flags=$4 work=$5
 	local start=$SECONDS
 	log "building $bin from $pkg@$version (this takes minutes on a cold cache)"
-	(cd "$work" && go get "$pkg@$version" >&2 && go build -trimpath -ldflags "$flags" -o "$ASSETS_DIR/$bin.tmp" "$pkg")
+	# No -trimpath: compiled packages then match those of Keyward's own builds (see prepare_module).
+	(cd "$work" && go get "$pkg@$version" >&2 && go build -ldflags "$flags" -o "$ASSETS_DIR/$bin.tmp" "$pkg")
 	mv "$ASSETS_DIR/$bin.tmp" "$ASSETS_DIR/$bin"
 	log "built $bin in $((SECONDS - start))s"
 }
@@ -93,7 +103,7 @@ ensure() {
 	# Expanded now: the local variable is gone by the time the shell exits.
 	# shellcheck disable=SC2064
 	trap "rm -rf '$work'" EXIT
-	(prepare_module "$work")
+	(PROJECT_DIR="$(cd "$(dirname "$0")/.." && pwd)" prepare_module "$work")
 	local kflags
 	kflags=$(ldflags)
 	[[ -x "$ASSETS_DIR/etcd" ]] || build etcd go.etcd.io/etcd/server/v3 "${ETCD_VERSION}" "-s -w" "$work"
