@@ -297,7 +297,7 @@ func TestRestartingTheManagerFiveTimesNeverRotates(t *testing.T) {
 	for i := range 5 {
 		h.startManager(managerOptions{}) // stops the running one first
 		h.clock.Step(time.Hour)
-		h.waitIdleAfter(0) // the new manager reconciled every APIKey it listed
+		h.waitReconciled("orders") // the new manager has reconciled the APIKey it listed
 		ak := h.get("orders")
 		if ak.Status.Revision != 1 || ak.Status.KeyHash != first.Status.KeyHash || h.key("orders") != key {
 			t.Fatalf("restart %d changed the key: revision %d", i+1, ak.Status.Revision)
@@ -387,10 +387,9 @@ func TestAReconcileThatChangesNothingWritesNothing(t *testing.T) {
 	testenv.Need(t)
 	h := newHarness(t)
 	h.startManager(managerOptions{})
-	mark := h.reconciles()
 	h.create("orders", "")
 	h.waitReady("orders")
-	h.waitIdleAfter(mark) // including the reconcile of the status patch's own echo
+	h.waitReconciled("orders") // including the reconcile of the status patch's own echo
 	before := h.writes.snapshot()
 	if before["secrets"] != 1 || before["apikeys/status"] != 1 {
 		t.Errorf("writes for a new key: %v; want one Secret create and one status patch", before)

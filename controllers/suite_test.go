@@ -10,6 +10,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,6 +66,8 @@ type harness struct {
 	queue atomic.Pointer[schedulingQueue]
 	// webhookQueue is the delivery controller's workqueue, when it runs.
 	webhookQueue atomic.Pointer[schedulingQueue]
+	// keySeen and webhookSeen record which APIKey versions each controller's reconciles read.
+	keySeen, webhookSeen seenVersions
 }
 
 func newHarness(t testing.TB) *harness {
@@ -122,7 +125,7 @@ func (h *harness) startManager(opts managerOptions) {
 		h.t.Fatal(err)
 	}
 	r := &APIKeyReconciler{
-		Client: c, APIReader: mgr.GetAPIReader(), Clock: h.clock, Random: rand.Reader, Signer: signer,
+		Client: recordingClient{Client: c, seen: &h.keySeen}, APIReader: mgr.GetAPIReader(), Clock: h.clock, Random: rand.Reader, Signer: signer,
 		Events: mgr.GetEventRecorder("keyward"), ConflictRecheckInterval: 30 * time.Second,
 	}
 	ctrlOpts := controller.Options{
@@ -152,7 +155,7 @@ func (h *harness) startManager(opts managerOptions) {
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		wr := &WebhookReconciler{Client: c, APIReader: mgr.GetAPIReader(), Clock: h.clock, Events: mgr.GetEventRecorder("keyward-webhook"),
+		wr := &WebhookReconciler{Client: recordingClient{Client: c, seen: &h.webhookSeen}, APIReader: mgr.GetAPIReader(), Clock: h.clock, Events: mgr.GetEventRecorder("keyward-webhook"),
 			AllowedCIDRs: allowed, Jitter: func() float64 { return 0 }}
 		if err := wr.SetupWithManager(mgr, ctrlOpts); err != nil {
 			h.t.Fatal(err)
@@ -241,9 +244,10 @@ func (h *harness) waitForRequeueBy(t time.Time) {
 // items the controller took and finished, which is proof that reconciles ran.
 type schedulingQueue struct {
 	workqueue.TypedRateLimitingInterface[reconcile.Request]
-	clock       *clocktesting.FakeClock
-	mu          sync.Mutex
-	scheduled   []time.Time
+	clock     *clocktesting.FakeClock
+	mu        sync.Mutex
+	scheduled []time.Time
+	// gets and dones count the items the controller took and finished.
 	gets, dones int
 }
 
@@ -262,11 +266,14 @@ func (q *schedulingQueue) Done(item reconcile.Request) {
 	q.mu.Unlock()
 }
 
-// progress returns how many reconciles have finished, and whether none is running or waiting.
-func (q *schedulingQueue) progress() (done int, idle bool) {
+// idle reports whether no reconcile is running or waiting; false before the controller started.
+func (q *schedulingQueue) idle() bool {
+	if q == nil {
+		return false
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.dones, q.gets == q.dones && q.TypedRateLimitingInterface.Len() == 0
+	return q.gets == q.dones && q.TypedRateLimitingInterface.Len() == 0
 }
 
 func (q *schedulingQueue) AddAfter(item reconcile.Request, d time.Duration) {
@@ -302,64 +309,105 @@ func (q *schedulingQueue) scheduledBetween(after, by time.Time) bool {
 	return false
 }
 
-// reconciles is how many reconciles the running key controller has finished; pass it to waitIdleAfter.
-func (h *harness) reconciles() int { return h.queue.Load().finished() }
-
-// webhookReconciles is how many reconciles the running delivery controller has finished; pass it to
-// waitWebhookIdleAfter.
-func (h *harness) webhookReconciles() int { return h.webhookQueue.Load().finished() }
-
-// waitWebhookIdleAfter is waitIdleAfter for the delivery controller.
-func (h *harness) waitWebhookIdleAfter(mark int) {
+// waitReconciledAt waits until the key controller has read APIKey name at resourceVersion rv or later, and
+// has finished that reconcile (no reconcile is running or queued). That is proof the controller acted on
+// every change up to rv: a reconcile that read the version started after it, and an idle queue says it ended.
+func (h *harness) waitReconciledAt(name, rv string) {
 	h.t.Helper()
-	waitQueueIdleAfter(h.t, "the delivery controller", &h.webhookQueue, mark)
+	waitReconciledAt(h.t, "the key controller", &h.queue, &h.keySeen, name, rv)
 }
 
-// finished is how many reconciles have finished; 0 before the controller started.
-func (q *schedulingQueue) finished() int {
-	if q == nil {
-		return 0
-	}
-	done, _ := q.progress()
-	return done
-}
-
-// waitIdleAfter waits until a reconcile has finished since mark (from reconciles, taken before the change
-// under test) and none is running or queued. On the fake clock nothing else starts a reconcile, so this is
-// proof that the controller has acted on the change.
-func (h *harness) waitIdleAfter(mark int) {
+// waitWebhookReconciledAt is waitReconciledAt for the delivery controller.
+func (h *harness) waitWebhookReconciledAt(name, rv string) {
 	h.t.Helper()
-	waitQueueIdleAfter(h.t, "the key controller", &h.queue, mark)
+	waitReconciledAt(h.t, "the delivery controller", &h.webhookQueue, &h.webhookSeen, name, rv)
 }
 
-// waitQueueIdleAfter waits until the controller whose queue q holds has finished a reconcile since mark and
-// has none running or queued.
-func waitQueueIdleAfter(t testing.TB, name string, q *atomic.Pointer[schedulingQueue], mark int) {
-	t.Helper()
-	eventually.Succeeds(t, fmt.Sprintf("%s finishes a reconcile after mark %d and is idle", name, mark), func() error {
-		queue := q.Load()
-		if queue == nil {
-			return errors.New("the controller has not started")
-		}
-		if done, idle := queue.progress(); done <= mark || !idle {
-			return fmt.Errorf("%d reconciles finished, idle %v", done, idle)
+// waitWebhookIdle waits until no reconcile of the delivery controller is running or queued. After seeing a
+// write that a reconcile made, it is proof that reconcile has finished.
+func (h *harness) waitWebhookIdle() {
+	h.t.Helper()
+	eventually.Succeeds(h.t, "the delivery controller is idle", func() error {
+		if !h.webhookQueue.Load().idle() {
+			return errors.New("a reconcile is running or queued")
 		}
 		return nil
 	})
+}
+
+// waitReconciled waits until the key controller has acted on the APIKey as the API server has it now.
+func (h *harness) waitReconciled(name string) {
+	h.t.Helper()
+	h.waitReconciledAt(name, h.get(name).ResourceVersion)
+}
+
+func waitReconciledAt(t testing.TB, controller string, q *atomic.Pointer[schedulingQueue], seen *seenVersions, name, rv string) {
+	t.Helper()
+	want, err := strconv.ParseInt(rv, 10, 64)
+	if err != nil {
+		t.Fatalf("resourceVersion %q is not a number", rv)
+	}
+	eventually.Succeeds(t, fmt.Sprintf("%s has reconciled APIKey %s at resourceVersion %s and is idle", controller, name, rv), func() error {
+		if got := seen.version(name); got < want {
+			return fmt.Errorf("it has read resourceVersion %d at most", got)
+		}
+		if !q.Load().idle() {
+			return errors.New("a reconcile is running or queued")
+		}
+		return nil
+	})
+}
+
+// seenVersions records, per APIKey name, the highest resourceVersion that a controller's reads returned.
+type seenVersions struct {
+	mu sync.Mutex
+	rv map[string]int64
+}
+
+func (s *seenVersions) note(ak *keywardv1alpha1.APIKey) {
+	v, err := strconv.ParseInt(ak.ResourceVersion, 10, 64)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rv == nil {
+		s.rv = map[string]int64{}
+	}
+	s.rv[ak.Name] = max(s.rv[ak.Name], v)
+}
+
+func (s *seenVersions) version(name string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rv[name]
+}
+
+// recordingClient notes the version of every APIKey that a controller reads.
+type recordingClient struct {
+	client.Client
+	seen *seenVersions
+}
+
+func (c recordingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	err := c.Client.Get(ctx, key, obj, opts...)
+	if ak, ok := obj.(*keywardv1alpha1.APIKey); ok && err == nil {
+		c.seen.note(ak)
+	}
+	return err
 }
 
 // touch changes an unrelated annotation of the APIKey, which makes the controller reconcile it, and waits
 // until it has.
 func (h *harness) touch(name string) {
 	h.t.Helper()
-	mark := h.reconciles()
 	h.update(name, func(ak *keywardv1alpha1.APIKey) {
 		if ak.Annotations == nil {
 			ak.Annotations = map[string]string{}
 		}
 		ak.Annotations["test.keyward.dev/touched"] = time.Now().Format(time.RFC3339Nano)
 	})
-	h.waitIdleAfter(mark)
+	h.waitReconciled(name)
 }
 
 func readyIs(status metav1.ConditionStatus, reason keywardv1alpha1.ConditionReason) func(*keywardv1alpha1.APIKey) bool {

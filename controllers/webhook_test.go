@@ -329,15 +329,14 @@ func TestA410StopsDeliveryUntilTheWebhookSpecChanges(t *testing.T) {
 	h.waitFor("orders", "gone", func(ak *keywardv1alpha1.APIKey) bool {
 		return ak.Status.Webhook != nil && ak.Status.Webhook.GoneGeneration == ak.Generation
 	})
-	// A rotation queues key.rotated; the delivery controller looks at it and must send nothing.
-	mark := h.webhookReconciles()
+	// A rotation queues key.rotated; the delivery controller reconciles the APIKey with it and must send nothing.
 	h.update("orders", func(ak *keywardv1alpha1.APIKey) {
 		ak.Annotations = map[string]string{keywardv1alpha1.RotateAnnotation: "r1"}
 	})
-	h.waitFor("orders", "revision 2 with key.rotated queued", func(ak *keywardv1alpha1.APIKey) bool {
+	queued := h.waitFor("orders", "revision 2 with key.rotated queued", func(ak *keywardv1alpha1.APIKey) bool {
 		return ak.Status.Revision == 2 && ak.Status.Webhook != nil && len(ak.Status.Webhook.Outbox) == 2
 	})
-	h.waitWebhookIdleAfter(mark)
+	h.waitWebhookReconciledAt("orders", queued.ResourceVersion)
 	if n := len(rcv.deliveries()); n != 1 {
 		t.Errorf("%d requests after a 410; want none after the first", n)
 	}
@@ -384,10 +383,13 @@ func TestADeletionIsHeldNoLongerThanTheTimeoutWhenTheReceiverIsDown(t *testing.T
 	h.waitFor("orders", "key.deleted queued", func(ak *keywardv1alpha1.APIKey) bool {
 		return ak.Status.Webhook != nil && ak.Status.Webhook.DeletionQueuedAt != nil
 	})
-	// Before the bound, a retry fails and the finalizer keeps holding the APIKey.
-	mark := h.webhookReconciles()
+	// Before the bound, a retry fails and the finalizer keeps holding the APIKey. Proof that the reconcile of
+	// the retry has finished: it reported the second failure, and the controller is idle since.
 	h.stepWebhookTo(5 * time.Second)
-	h.waitWebhookIdleAfter(mark)
+	h.waitFor("orders", "the retry failed", func(ak *keywardv1alpha1.APIKey) bool {
+		return ak.Status.Webhook != nil && ak.Status.Webhook.ConsecutiveFailures == 2
+	})
+	h.waitWebhookIdle()
 	held := h.get("orders")
 	if held.DeletionTimestamp.IsZero() || !slices.Contains(held.Finalizers, keywardv1alpha1.WebhookFinalizer) {
 		t.Fatalf("5s into a 5m bound the APIKey is not held: deletion %v, finalizers %v", held.DeletionTimestamp, held.Finalizers)
