@@ -58,7 +58,10 @@ keyward_apikey_ready_status{condition="Unknown",name="trial",namespace="NS"} 0
 	h.update("orders", func(ak *keywardv1alpha1.APIKey) {
 		ak.Annotations = map[string]string{keywardv1alpha1.RotateAnnotation: "now"}
 	})
-	h.waitFor("orders", "revision 2", revisionIs(2))
+	rotated := h.waitFor("orders", "revision 2", revisionIs(2))
+	// The counter moves after the status write; once the controller has reconciled its own write, the
+	// reconcile that rotated has finished.
+	h.waitReconciledAt("orders", rotated.ResourceVersion)
 	h.key("orders")
 	if got := testutil.ToFloat64(rotationsTotal.WithLabelValues("Manual")); got != before+1 {
 		t.Errorf("keyward_apikey_rotations_total{reason=Manual} = %v, want %v", got, before+1)
