@@ -22,6 +22,7 @@ import (
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/controllers"
+	"github.com/keyward-dev/keyward/internal/delivery"
 	"github.com/keyward-dev/keyward/internal/serving"
 	"github.com/keyward-dev/keyward/internal/version"
 )
@@ -36,6 +37,9 @@ func main() {
 		namespaces   string
 		allowedCIDRs string
 		deletionWait time.Duration
+		hookWorkers  int
+		hookPerNS    int
+		hookTimeout  time.Duration
 	)
 	metricsFlags.Bind(flag.CommandLine)
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
@@ -54,6 +58,14 @@ func main() {
 			"otherwise special-purpose (for in-cluster receivers: the cluster's service CIDR). Everything else there is refused.")
 	flag.DurationVar(&deletionWait, "webhook-deletion-timeout", controllers.DefaultWebhookDeletionTimeout,
 		"How long a deleted APIKey with a webhook is held (by a finalizer) at most, for key.deleted to be delivered.")
+	flag.IntVar(&hookWorkers, "webhook-workers", controllers.DefaultWebhookWorkers,
+		"How many webhook delivery attempts the manager makes at once, across all namespaces.")
+	flag.IntVar(&hookPerNS, "webhook-namespace-concurrency", controllers.DefaultWebhookNamespaceConcurrency,
+		"How many of those attempts one namespace may have in flight at once; keep it well below --webhook-workers, "+
+			"so one tenant's slow receivers cannot hold every worker.")
+	flag.DurationVar(&hookTimeout, "webhook-attempt-timeout", delivery.DefaultAttemptTimeout,
+		"How long one delivery attempt may take, connection and answer included; answers slower than 5s are "+
+			"delivered but pace the APIKey's next event.")
 	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -112,8 +124,9 @@ func main() {
 		os.Exit(1)
 	}
 	deliveries := &controllers.WebhookReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clock.RealClock{},
-		Events: mgr.GetEventRecorder("keyward-webhook"), AllowedCIDRs: allowed, DeletionTimeout: deletionWait}
-	if err := deliveries.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
+		Events: mgr.GetEventRecorder("keyward-webhook"), AllowedCIDRs: allowed, DeletionTimeout: deletionWait,
+		AttemptTimeout: hookTimeout, NamespaceConcurrency: hookPerNS}
+	if err := deliveries.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: hookWorkers}); err != nil {
 		setupLog.Error(err, "Unable to set up the webhook controller")
 		os.Exit(1)
 	}

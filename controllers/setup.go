@@ -65,7 +65,8 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("apikey").
 		// Spec edits bump the generation, a rotation or revocation changes an annotation, and any status edit
-		// other than the verifier's usage reports is looked at, so a forged status is put back at once.
+		// but the verifier's usage reports and the delivery controller's status.webhook is looked at, so a
+		// forged status is put back at once.
 		For(&keywardv1alpha1.APIKey{}, builder.WithPredicates(predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, statusEdited(), deletionStarted()))).
 		Watches(&corev1.Secret{}, r.secretEvents()).
@@ -148,8 +149,11 @@ func statusEdited() predicate.Funcs {
 		if !okBefore || !okAfter {
 			return false
 		}
+		// The verifier's usage reports and the delivery controller's writes to status.webhook are not the
+		// key's: reconciling them would only write the same status again (and once per delivery).
 		a, b := before.Status.DeepCopy(), after.Status.DeepCopy()
 		a.Usage, b.Usage = nil, nil
+		a.Webhook, b.Webhook = nil, nil
 		return !equality.Semantic.DeepEqual(a, b)
 	}}
 }

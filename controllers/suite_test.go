@@ -10,6 +10,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,6 +77,9 @@ func newHarness(t testing.TB) *harness {
 	t.Cleanup(func() {
 		h.stopManager()
 		h.assertNoKeyMaterialLeaked()
+		if t.Failed() && os.Getenv("KEYWARD_TEST_LOGS") != "" {
+			t.Log(h.logs.String())
+		}
 	})
 	return h
 }
@@ -88,6 +92,10 @@ type managerOptions struct {
 	production bool
 	// webhookCIDRs are the --webhook-allowed-cidrs of the delivery controller; nil runs none.
 	webhookCIDRs []string
+	// attemptTimeout is the delivery controller's --webhook-attempt-timeout; the default when zero.
+	attemptTimeout time.Duration
+	// alsoNamespaces are namespaces the manager reconciles besides the test's own.
+	alsoNamespaces []string
 }
 
 func (h *harness) startManager(opts managerOptions) {
@@ -100,7 +108,7 @@ func (h *harness) startManager(opts managerOptions) {
 	cfg.QPS = -1 // as in production: no client-side throttling, the API server's fairness applies
 	cfg.WrapTransport = h.writes.wrap
 	// Namespaced mode, as the manager runs with --namespaces: the test's namespace only.
-	cacheOpts := CacheOptions(h.ns)
+	cacheOpts := CacheOptions(append([]string{h.ns}, opts.alsoNamespaces...)...)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 testenv.Scheme,
 		Cache:                  cacheOpts,
@@ -156,8 +164,11 @@ func (h *harness) startManager(opts managerOptions) {
 			h.t.Fatal(err)
 		}
 		wr := &WebhookReconciler{Client: recordingClient{Client: c, seen: &h.webhookSeen}, APIReader: mgr.GetAPIReader(), Clock: h.clock, Events: mgr.GetEventRecorder("keyward-webhook"),
-			AllowedCIDRs: allowed, Jitter: func() float64 { return 0 }}
-		if err := wr.SetupWithManager(mgr, ctrlOpts); err != nil {
+			AllowedCIDRs: allowed, Jitter: func() float64 { return 0 }, AttemptTimeout: opts.attemptTimeout}
+		// As many delivery workers as in production, so fairness across namespaces is what ships.
+		webhookOpts := ctrlOpts
+		webhookOpts.MaxConcurrentReconciles = DefaultWebhookWorkers
+		if err := wr.SetupWithManager(mgr, webhookOpts); err != nil {
 			h.t.Fatal(err)
 		}
 	}

@@ -1,26 +1,20 @@
 package controllers
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"time"
 
-	"code.dny.dev/ssrf"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -28,36 +22,39 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/delivery"
 	"github.com/keyward-dev/keyward/internal/webhook"
 )
 
-// Webhook event reasons.
+// Webhook event reasons: the delivery state machine's notices, recorded as Kubernetes events.
 const (
-	EventWebhookFailed  EventReason = "WebhookFailed"
-	EventWebhookRefused EventReason = "WebhookRefused"
-	EventWebhookTested  EventReason = "WebhookTested"
+	EventWebhookFailed  = EventReason(delivery.ReasonFailed)
+	EventWebhookRefused = EventReason(delivery.ReasonRefused)
+	EventWebhookSlow    = EventReason(delivery.ReasonSlow)
+	EventWebhookTested  = EventReason(delivery.ReasonTested)
 )
 
-// Limits of one delivery attempt.
 const (
-	// WebhookAttemptTimeout bounds one attempt, connection and response included.
-	WebhookAttemptTimeout = 15 * time.Second
-	// WebhookResponseBodyLimit is how much of a response body is read (and then discarded).
-	WebhookResponseBodyLimit = 4 << 10
-	// webhookBatch is how many pending events one reconcile delivers before it yields to other APIKeys.
-	webhookBatch = 16
 	// DefaultWebhookDeletionTimeout is how long a deleted APIKey waits at most for key.deleted to be delivered.
 	DefaultWebhookDeletionTimeout = 5 * time.Minute
+	// DefaultWebhookWorkers is how many attempts the manager makes at once (--webhook-workers).
+	DefaultWebhookWorkers = 8
+	// DefaultWebhookNamespaceConcurrency is how many of them one namespace may have in flight at once
+	// (--webhook-namespace-concurrency): a tenant's slow receivers hold at most that many workers, and the
+	// rest keep delivering for every other namespace.
+	DefaultWebhookNamespaceConcurrency = 2
 )
 
 var (
 	webhookDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyward_webhook_deliveries_total",
-		Help: "Webhook delivery attempts, by result: success, failure, refused (target in a forbidden range), gone (410), dropped (retries exhausted).",
+		Help: "Webhook delivery attempts, by result: success, slow (accepted after more than 5s), failure, refused (target in a forbidden range), gone (410), dropped (retries exhausted).",
 	}, []string{"result"})
 	webhookLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "keyward_webhook_delivery_duration_seconds",
@@ -70,40 +67,46 @@ func init() { crmetrics.Registry.MustRegister(webhookDeliveries, webhookLatency)
 
 // WebhookReconciler delivers the events that the APIKey controller queues in status.webhook.outbox, in order
 // per APIKey, at least once, retrying on webhook.Schedule. It runs apart from the key lifecycle, so a slow or
-// dead receiver never delays a key. Its status writes touch only the delivery fields.
+// dead receiver never delays a key. Each reconcile is one step of the delivery state machine
+// (internal/delivery): get → Next → Begin (written before dialling) → Send → Advance → write. Its status
+// writes touch only the delivery fields.
 type WebhookReconciler struct {
 	Client client.Client
-	// APIReader reads signing secrets, which the manager's cache (Keyward's Secrets only) does not hold.
+	// APIReader reads signing secrets, which the manager's cache (Keyward's Secrets only) does not hold, and
+	// the APIKey itself before an attempt: the cache may not yet show this controller's own last write.
 	APIReader client.Reader
 	Clock     clock.PassiveClock
 	Events    events.EventRecorder
 	// AllowedCIDRs are ranges that deliveries may reach although they are loopback, private, link-local or
-	// otherwise special-purpose (--webhook-allowed-cidrs). Everything else in those ranges is refused when
-	// dialling, after DNS resolution, so rebinding a name cannot get around it.
+	// otherwise special-purpose (--webhook-allowed-cidrs).
 	AllowedCIDRs []netip.Prefix
+	// AttemptTimeout bounds one attempt; delivery.DefaultAttemptTimeout when zero.
+	AttemptTimeout time.Duration
+	// NamespaceConcurrency caps the attempts in flight per namespace; DefaultWebhookNamespaceConcurrency
+	// when zero.
+	NamespaceConcurrency int
 	// Jitter spreads retries; webhook.Jitter when nil.
 	Jitter func() float64
 	// DeletionTimeout bounds how long the webhook finalizer holds a deleted APIKey for key.deleted and the
 	// events before it; DefaultWebhookDeletionTimeout when zero.
 	DeletionTimeout time.Duration
 
-	// done remembers, per APIKey UID, the highest sequence and the test token this process is done with,
-	// because the cache can show a reconcile the status from before this process's own last patch: without
-	// it, that reconcile would send the same event again.
-	done sync.Map // types.UID → doneWith
-}
-
-// doneWith is what the delivery controller has finished for one APIKey.
-type doneWith struct {
-	sequence  int64
-	testToken string
+	sender *delivery.Sender
+	gate   *namespaceGate
 }
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 
 // SetupWithManager registers the delivery controller. It looks at an APIKey when its outbox, its webhook
-// spec or its test annotation changes, and at the retry instants it schedules.
+// spec, its deletion or its test annotation changes, at the instants it schedules, and when a namespace's
+// attempt slot frees up.
 func (r *WebhookReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
+	r.sender = &delivery.Sender{AllowedCIDRs: r.AllowedCIDRs, Timeout: r.AttemptTimeout}
+	limit := r.NamespaceConcurrency
+	if limit <= 0 {
+		limit = DefaultWebhookNamespaceConcurrency
+	}
+	r.gate = newNamespaceGate(limit)
 	relevant := predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			before, ok1 := e.ObjectOld.(*keywardv1alpha1.APIKey)
@@ -119,6 +122,7 @@ func (r *WebhookReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.O
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("webhook").
 		For(&keywardv1alpha1.APIKey{}, builder.WithPredicates(relevant)).
+		WatchesRawSource(source.Channel(r.gate.wake, &handler.EnqueueRequestForObject{})).
 		WithOptions(opts).
 		Complete(r)
 	if err != nil {
@@ -134,82 +138,157 @@ func outboxOf(ak *keywardv1alpha1.APIKey) []keywardv1alpha1.WebhookMessage {
 	return ak.Status.Webhook.Outbox
 }
 
-// Reconcile answers the test annotation, then delivers pending events in order until one fails.
+// Reconcile takes one step of the APIKey's delivery.
 func (r *WebhookReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	// The cached copy says whether anything could be due; only then is the APIKey read from the API server.
+	cached := &keywardv1alpha1.APIKey{}
+	if err := r.Client.Get(ctx, req.NamespacedName, cached); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if cached.Spec.Webhook == nil {
+		return ctrl.Result{}, r.release(ctx, cached)
+	}
+	if step := delivery.Next(r.observe(cached)); step.Kind == delivery.Idle {
+		return ctrl.Result{}, nil
+	}
 	ak := &keywardv1alpha1.APIKey{}
-	if err := r.Client.Get(ctx, req.NamespacedName, ak); err != nil {
+	if err := r.APIReader.Get(ctx, req.NamespacedName, ak); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if ak.Spec.Webhook == nil {
 		return ctrl.Result{}, r.release(ctx, ak)
 	}
-	before := ak.DeepCopy()
+	step := delivery.Next(r.observe(ak))
+	switch step.Kind {
+	case delivery.Idle:
+		return ctrl.Result{}, nil
+	case delivery.Wait:
+		return ctrl.Result{RequeueAfter: step.At.Sub(r.Clock.Now())}, nil
+	case delivery.Release:
+		return ctrl.Result{}, r.release(ctx, ak)
+	}
+	if !r.gate.enter(req.NamespacedName) {
+		return ctrl.Result{}, nil // the namespace's slots are taken; the gate wakes this APIKey when one frees
+	}
+	defer r.gate.leave(req.NamespacedName)
+	return r.attempt(ctx, ak, step)
+}
+
+// observe is what the state machine decides from.
+func (r *WebhookReconciler) observe(ak *keywardv1alpha1.APIKey) delivery.Observation {
+	o := delivery.Observation{Generation: ak.Generation, TestToken: ak.Annotations[keywardv1alpha1.WebhookTestAnnotation],
+		Deleting: !ak.DeletionTimestamp.IsZero(), DeletionTimeout: r.DeletionTimeout, Now: r.Clock.Now().UTC()}
+	if o.DeletionTimeout <= 0 {
+		o.DeletionTimeout = DefaultWebhookDeletionTimeout
+	}
+	if ak.Status.Webhook != nil {
+		o.Status = *ak.Status.Webhook
+	}
+	return o
+}
+
+// attempt records the attempt, makes it, and records what it got.
+func (r *WebhookReconciler) attempt(ctx context.Context, ak *keywardv1alpha1.APIKey, step delivery.Step) (ctrl.Result, error) {
+	now := r.Clock.Now().UTC()
+	jitter := r.jitter()
 	if ak.Status.Webhook == nil {
 		ak.Status.Webhook = &keywardv1alpha1.WebhookStatus{}
 	}
-	ws := ak.Status.Webhook
-	var finished doneWith
-	if v, ok := r.done.Load(ak.UID); ok {
-		finished = v.(doneWith)
-		ws.DeliveredSequence = max(ws.DeliveredSequence, finished.sequence)
+	begun := delivery.Begin(*ak.Status.Webhook, step, now, jitter)
+	if err := r.writeStatus(ctx, ak, begun); err != nil {
+		return ctrl.Result{}, err
 	}
-	now := r.Clock.Now().UTC()
-
-	if token := ak.Annotations[keywardv1alpha1.WebhookTestAnnotation]; token != "" && token != finished.testToken &&
-		(ws.LastTest == nil || ws.LastTest.Token != token) {
-		msg := keywardv1alpha1.WebhookMessage{ID: fmt.Sprintf("msg_%s_test_%s", ak.UID, token), Type: keywardv1alpha1.WebhookEventTest,
-			Timestamp: metaTime(now), KeyID: ak.Status.KeyID, Revision: ak.Status.Revision}
-		res := r.attempt(ctx, ak, msg, token, now)
-		ws.LastTest = &keywardv1alpha1.WebhookTestStatus{Token: token, Time: metaTime(now), Result: res.summary()}
-		r.event(ak, corev1.EventTypeNormal, EventWebhookTested, "Test", "webhook.test %q to %s: %s", token, ak.Spec.Webhook.URL, res.summary())
-	}
-
-	var requeue time.Duration
-	for range webhookBatch {
-		msg, ok := nextPending(ws)
-		if !ok || ws.GoneGeneration == ak.Generation {
-			break
+	res := r.send(ctx, ak, step, now)
+	// The attempt happened: its result must be recorded even when the key controller has written in the
+	// meantime (a new event queued), or the back-off that Begin wrote would stand for a delivered event.
+	var after keywardv1alpha1.WebhookStatus
+	var notices []delivery.Notice
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if ak.Status.Webhook != nil {
+			begun = *ak.Status.Webhook
 		}
-		if ws.NextAttemptTime != nil && now.Before(ws.NextAttemptTime.Time) {
-			requeue = ws.NextAttemptTime.Sub(now)
-			break
-		}
-		res := r.attempt(ctx, ak, msg, "", now)
-		if !r.record(ak, msg, res, now) {
-			if ws.NextAttemptTime != nil { // nil after a 410: nothing is due until the spec changes
-				requeue = ws.NextAttemptTime.Sub(now)
+		after, notices = delivery.Advance(begun, step, res, now, jitter)
+		err := r.writeStatus(ctx, ak, after)
+		if apierrors.IsConflict(err) {
+			if getErr := r.APIReader.Get(ctx, client.ObjectKeyFromObject(ak), ak); getErr != nil {
+				return getErr
 			}
-			break
 		}
-		if _, more := nextPending(ws); more && ws.GoneGeneration != ak.Generation {
-			requeue = time.Nanosecond // more events, after other APIKeys had their turn
-		}
+		return err
+	})
+	webhookLatency.Observe(res.Took.Seconds())
+	webhookDeliveries.WithLabelValues(resultLabel(step, res, after)).Inc()
+	if err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if !equality.Semantic.DeepEqual(before.Status, ak.Status) {
-		if err := r.Client.Status().Patch(ctx, ak, client.MergeFrom(before)); err != nil {
-			return ctrl.Result{}, fmt.Errorf("patching webhook status: %w", err)
+	for _, n := range notices {
+		eventType := corev1.EventTypeNormal
+		if n.Warning {
+			eventType = corev1.EventTypeWarning
 		}
+		r.event(ak, eventType, EventReason(n.Reason), "Deliver", "%s (endpoint %s)", n.Message, ak.Spec.Webhook.URL)
 	}
-	finished.sequence = ws.DeliveredSequence
-	if ws.LastTest != nil {
-		finished.testToken = ws.LastTest.Token
+	// What comes next is decided from what was just written; more events go after other APIKeys had a turn.
+	switch next := delivery.Next(r.observe(ak)); next.Kind {
+	case delivery.Wait:
+		return ctrl.Result{RequeueAfter: next.At.Sub(now)}, nil
+	case delivery.Idle:
+		return ctrl.Result{}, nil
+	default:
+		return ctrl.Result{RequeueAfter: time.Nanosecond}, nil
 	}
-	r.done.Store(ak.UID, finished)
-	if !ak.DeletionTimestamp.IsZero() && ws.DeletionQueuedAt != nil {
-		_, pending := nextPending(ws)
-		timeout := r.DeletionTimeout
-		if timeout <= 0 {
-			timeout = DefaultWebhookDeletionTimeout
-		}
-		deadline := ws.DeletionQueuedAt.Add(timeout)
-		if !pending || !now.Before(deadline) {
-			return ctrl.Result{}, r.release(ctx, ak)
-		}
-		if requeue == 0 || deadline.Sub(now) < requeue {
-			requeue = deadline.Sub(now)
-		}
+}
+
+// send makes the attempt a step asks for; the signing Secret is read once, here.
+func (r *WebhookReconciler) send(ctx context.Context, ak *keywardv1alpha1.APIKey, step delivery.Step, now time.Time) delivery.Result {
+	signer, err := r.signer(ctx, ak)
+	if err != nil {
+		return delivery.Failed(err)
 	}
-	return ctrl.Result{RequeueAfter: requeue}, nil
+	msg := step.Message
+	if step.Kind == delivery.Test {
+		msg = keywardv1alpha1.WebhookMessage{ID: fmt.Sprintf("msg_%s_test_%s", ak.UID, step.Token), Type: keywardv1alpha1.WebhookEventTest,
+			Timestamp: metav1.NewTime(now.Truncate(time.Second)), KeyID: ak.Status.KeyID, Revision: ak.Status.Revision}
+	}
+	body := webhook.BodyOf(ak.Namespace, ak.Name, msg)
+	body.Data.Token = step.Token
+	return r.sender.Send(ctx, delivery.Attempt{URL: ak.Spec.Webhook.URL, CABundle: ak.Spec.Webhook.CABundle, Signer: signer,
+		ID: msg.ID, At: now, Payload: body.Marshal()})
+}
+
+// resultLabel is the keyward_webhook_deliveries_total result of an attempt.
+func resultLabel(step delivery.Step, r delivery.Result, after keywardv1alpha1.WebhookStatus) string {
+	switch {
+	case r.Refused:
+		return "refused"
+	case r.Outcome == webhook.Gone:
+		return "gone"
+	case r.Outcome == webhook.Delivered && r.Took > delivery.SlowAnswer:
+		return "slow"
+	case r.Outcome == webhook.Delivered:
+		return "success"
+	case step.Kind == delivery.Send && after.DeliveredSequence >= step.Message.Sequence:
+		return "dropped"
+	}
+	return "failure"
+}
+
+// writeStatus patches status.webhook to ws, with optimistic locking: the key controller appends to the same
+// outbox, and a write from a stale copy must not drop its events.
+func (r *WebhookReconciler) writeStatus(ctx context.Context, ak *keywardv1alpha1.APIKey, ws keywardv1alpha1.WebhookStatus) error {
+	if ak.Status.Webhook != nil && equality.Semantic.DeepEqual(*ak.Status.Webhook, ws) {
+		return nil
+	}
+	base := ak.DeepCopy()
+	ak.Status.Webhook = &ws
+	if err := r.Client.Status().Patch(ctx, ak, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+		*ak = *base // the write did not happen; ak stays what the API server has
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("patching webhook status: %w", err)
+	}
+	return nil
 }
 
 // release removes the webhook finalizer: the deletion was announced (or gave up waiting), or the APIKey no
@@ -220,123 +299,17 @@ func (r *WebhookReconciler) release(ctx context.Context, ak *keywardv1alpha1.API
 	}
 	base := ak.DeepCopy()
 	controllerutil.RemoveFinalizer(ak, keywardv1alpha1.WebhookFinalizer)
-	if err := r.Client.Patch(ctx, ak, client.MergeFrom(base)); err != nil {
-		return fmt.Errorf("removing the webhook finalizer: %w", client.IgnoreNotFound(err))
+	if err := r.Client.Patch(ctx, ak, client.MergeFrom(base)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("removing the webhook finalizer: %w", err)
 	}
-	r.done.Delete(ak.UID)
 	return nil
 }
 
-// nextPending is the oldest outbox message not yet done with.
-func nextPending(ws *keywardv1alpha1.WebhookStatus) (keywardv1alpha1.WebhookMessage, bool) {
-	for _, m := range ws.Outbox {
-		if m.Sequence > ws.DeliveredSequence {
-			return m, true
-		}
+func (r *WebhookReconciler) jitter() float64 {
+	if r.Jitter != nil {
+		return r.Jitter()
 	}
-	return keywardv1alpha1.WebhookMessage{}, false
-}
-
-// record notes an attempt's result in status and reports whether delivery may go on with the next event.
-func (r *WebhookReconciler) record(ak *keywardv1alpha1.APIKey, msg keywardv1alpha1.WebhookMessage, res attemptResult, now time.Time) bool {
-	ws := ak.Status.Webhook
-	switch {
-	case res.outcome == webhook.Delivered:
-		webhookDeliveries.WithLabelValues("success").Inc()
-		ws.DeliveredSequence, ws.LastDeliveredRevision = msg.Sequence, msg.Revision
-		ws.LastDeliveryTime, ws.LastError, ws.ConsecutiveFailures, ws.NextAttemptTime = ptrTime(now), "", 0, nil
-		return true
-	case res.outcome == webhook.Gone:
-		webhookDeliveries.WithLabelValues("gone").Inc()
-		ws.GoneGeneration, ws.NextAttemptTime = ak.Generation, nil
-		ws.LastError = res.summary() + ": the endpoint is gone; nothing more is sent until spec.webhook changes"
-		r.event(ak, corev1.EventTypeWarning, EventWebhookFailed, "Deliver", "%s %s", msg.Type, ws.LastError)
-		return false
-	}
-	result := "failure"
-	if res.refused {
-		result = "refused"
-	}
-	webhookDeliveries.WithLabelValues(result).Inc()
-	ws.ConsecutiveFailures++
-	ws.LastError = res.summary()
-	if ws.ConsecutiveFailures == 1 {
-		reason := EventWebhookFailed
-		if res.refused {
-			reason = EventWebhookRefused
-		}
-		r.event(ak, corev1.EventTypeWarning, reason, "Deliver", "Delivering %s (%s) to %s failed: %s; retrying on the schedule",
-			msg.Type, msg.ID, ak.Spec.Webhook.URL, res.summary())
-	}
-	jitter := r.Jitter
-	if jitter == nil {
-		jitter = webhook.Jitter
-	}
-	next := webhook.NextAttempt(now, int(ws.ConsecutiveFailures), res.status, res.retryAfter, jitter())
-	if next.IsZero() {
-		webhookDeliveries.WithLabelValues("dropped").Inc()
-		ws.DeliveredSequence, ws.NextAttemptTime, ws.ConsecutiveFailures = msg.Sequence, nil, 0
-		ws.LastError = fmt.Sprintf("gave up %s (%s) after %d attempts: %s", msg.Type, msg.ID, len(webhook.Schedule), res.summary())
-		r.event(ak, corev1.EventTypeWarning, EventWebhookFailed, "Deliver", "%s", ws.LastError)
-		return true
-	}
-	ws.NextAttemptTime = ptrTime(next)
-	return false
-}
-
-// attemptResult is what one attempt got.
-type attemptResult struct {
-	outcome    webhook.Outcome
-	status     int
-	retryAfter string
-	err        error
-	refused    bool
-}
-
-func (a attemptResult) summary() string {
-	if a.err != nil {
-		return a.err.Error()
-	}
-	return fmt.Sprintf("HTTP %d %s", a.status, http.StatusText(a.status))
-}
-
-// attempt sends one event once. token is set for webhook.test.
-func (r *WebhookReconciler) attempt(ctx context.Context, ak *keywardv1alpha1.APIKey, msg keywardv1alpha1.WebhookMessage, token string, now time.Time) attemptResult {
-	failed := func(err error) attemptResult { return attemptResult{outcome: webhook.Failed, err: err} }
-	spec := ak.Spec.Webhook
-	signer, err := r.signer(ctx, ak)
-	if err != nil {
-		return failed(err)
-	}
-	body := webhook.BodyOf(ak.Namespace, ak.Name, msg)
-	body.Data.Token = token
-	payload := body.Marshal()
-	client, err := r.httpClient(spec.CABundle)
-	if err != nil {
-		return failed(err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, WebhookAttemptTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, spec.URL, bytes.NewReader(payload))
-	if err != nil {
-		return failed(fmt.Errorf("building the request: %w", err))
-	}
-	signer.Headers(req.Header, msg.ID, now, payload)
-	req.Header.Set("User-Agent", "keyward-webhook/1")
-	start := time.Now()
-	resp, err := client.Do(req)
-	webhookLatency.Observe(time.Since(start).Seconds())
-	if err != nil {
-		res := failed(fmt.Errorf("POST %s: %w", spec.URL, errors.Unwrap(err)))
-		if errors.Is(err, ssrf.ErrProhibitedIP) || errors.Is(err, ssrf.ErrProhibitedNetwork) || errors.Is(err, ssrf.ErrProhibitedPort) {
-			res.refused = true
-			res.err = fmt.Errorf("refused to connect to %s: %w; allow the range with --webhook-allowed-cidrs if it is yours", spec.URL, errors.Unwrap(err))
-		}
-		return res
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, WebhookResponseBodyLimit))
-	return attemptResult{outcome: webhook.Classify(resp.StatusCode), status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
+	return webhook.Jitter()
 }
 
 func (r *WebhookReconciler) signer(ctx context.Context, ak *keywardv1alpha1.APIKey) (*webhook.Signer, error) {
@@ -356,39 +329,59 @@ func (r *WebhookReconciler) signer(ctx context.Context, ak *keywardv1alpha1.APIK
 	return signer, nil
 }
 
-// httpClient follows no redirects, gives up after WebhookAttemptTimeout, and dials only addresses outside
-// the refused ranges (unless allowed), checked on the resolved IP at dial time.
-func (r *WebhookReconciler) httpClient(caBundle string) (*http.Client, error) {
-	var v4, v6 []netip.Prefix
-	for _, p := range r.AllowedCIDRs {
-		if p.Addr().Is4() {
-			v4 = append(v4, p)
-		} else {
-			v6 = append(v6, p)
-		}
-	}
-	guard := ssrf.New(ssrf.WithAnyPort(), ssrf.WithAllowedV4Prefixes(v4...), ssrf.WithAllowedV6Prefixes(v6...))
-	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: guard.Safe}
-	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caBundle != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(caBundle)) {
-			return nil, errors.New("spec.webhook.caBundle holds no PEM certificate")
-		}
-		tlsConfig.RootCAs = pool
-	}
-	return &http.Client{
-		Timeout:       WebhookAttemptTimeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Transport: &http.Transport{DialContext: dialer.DialContext, TLSClientConfig: tlsConfig, DisableKeepAlives: true,
-			TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: WebhookAttemptTimeout, Proxy: nil},
-	}, nil
-}
-
 func (r *WebhookReconciler) event(ak *keywardv1alpha1.APIKey, eventType string, reason EventReason, action, note string, args ...any) {
 	if r.Events != nil {
 		r.Events.Eventf(ak, nil, eventType, string(reason), action, note, args...)
 	}
+}
+
+// namespaceGate caps the attempts in flight per namespace. An APIKey turned away is remembered and enqueued
+// again (through wake) when a slot of its namespace frees, so it holds no worker while it waits.
+type namespaceGate struct {
+	limit    int
+	wake     chan event.GenericEvent
+	mu       sync.Mutex
+	inFlight map[string]int
+	waiting  map[string]map[types.NamespacedName]bool
+}
+
+func newNamespaceGate(limit int) *namespaceGate {
+	return &namespaceGate{limit: limit, wake: make(chan event.GenericEvent, 1024), inFlight: map[string]int{},
+		waiting: map[string]map[types.NamespacedName]bool{}}
+}
+
+func (g *namespaceGate) enter(key types.NamespacedName) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.inFlight[key.Namespace] >= g.limit {
+		if g.waiting[key.Namespace] == nil {
+			g.waiting[key.Namespace] = map[types.NamespacedName]bool{}
+		}
+		g.waiting[key.Namespace][key] = true
+		return false
+	}
+	g.inFlight[key.Namespace]++
+	return true
+}
+
+func (g *namespaceGate) leave(key types.NamespacedName) {
+	g.mu.Lock()
+	g.inFlight[key.Namespace]--
+	if g.inFlight[key.Namespace] <= 0 {
+		delete(g.inFlight, key.Namespace)
+	}
+	waiting := g.waiting[key.Namespace]
+	delete(g.waiting, key.Namespace)
+	g.mu.Unlock()
+	if len(waiting) == 0 {
+		return
+	}
+	// Sent from a goroutine: the reconcile that frees the slot must not wait for the queue.
+	go func() {
+		for k := range waiting {
+			g.wake <- event.GenericEvent{Object: &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Name}}}
+		}
+	}()
 }
 
 // ParseCIDRs parses --webhook-allowed-cidrs.
@@ -402,11 +395,4 @@ func ParseCIDRs(list []string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
-}
-
-func metaTime(t time.Time) metav1.Time { return metav1.NewTime(t.UTC().Truncate(time.Second)) }
-
-func ptrTime(t time.Time) *metav1.Time {
-	mt := metaTime(t)
-	return &mt
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,12 +31,12 @@ type receiver struct {
 	srv    *httptest.Server
 	secret string
 	mu     sync.Mutex
-	got    []delivery
+	got    []received
 	// answer decides the status of each request (n counts requests from 1); 200 when nil.
 	answer atomic.Pointer[func(n int) int]
 }
 
-type delivery struct {
+type received struct {
 	header http.Header
 	body   []byte
 	parsed webhook.Body
@@ -54,7 +53,7 @@ func newReceiver(t *testing.T) *receiver {
 		if f := r.answer.Load(); f != nil {
 			status = (*f)(n)
 		}
-		d := delivery{header: req.Header.Clone(), body: body, status: status}
+		d := received{header: req.Header.Clone(), body: body, status: status}
 		_ = json.Unmarshal(body, &d.parsed)
 		r.got = append(r.got, d)
 		r.mu.Unlock()
@@ -67,22 +66,20 @@ func newReceiver(t *testing.T) *receiver {
 
 func (r *receiver) respond(f func(n int) int) { r.answer.Store(&f) }
 
-func (r *receiver) caBundle() string {
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.srv.Certificate().Raw}))
-}
+func (r *receiver) caBundle() string { return caBundleOf(r.srv) }
 
-func (r *receiver) deliveries() []delivery {
+func (r *receiver) deliveries() []received {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]delivery(nil), r.got...)
+	return append([]received(nil), r.got...)
 }
 
 // waitFor waits until the receiver has accepted (2xx) events of these types, in this order after any it
 // accepted before, and returns those deliveries.
-func (r *receiver) waitFor(types ...string) []delivery {
+func (r *receiver) waitFor(types ...string) []received {
 	r.t.Helper()
-	return eventually.Get(r.t, fmt.Sprintf("the receiver accepts %v last", types), func() ([]delivery, error) {
-		var accepted []delivery
+	return eventually.Get(r.t, fmt.Sprintf("the receiver accepts %v last", types), func() ([]received, error) {
+		var accepted []received
 		for _, d := range r.deliveries() {
 			if d.status < 300 {
 				accepted = append(accepted, d)
@@ -109,7 +106,7 @@ func (r *receiver) waitFor(types ...string) []delivery {
 // verify checks a delivery as a receiver would, with the Standard Webhooks reference library. The test's
 // fake clock is far from real time, so the timestamp is checked against that clock instead of the library's
 // five-minute window.
-func (r *receiver) verify(d delivery, now time.Time) {
+func (r *receiver) verify(d received, now time.Time) {
 	r.t.Helper()
 	wh, err := standardwebhooks.NewWebhook(r.secret)
 	if err != nil {

@@ -410,3 +410,53 @@ func TestInNamespacedModeTheManagerCannotTouchSecretsOfOtherNamespaces(t *testin
 		t.Errorf("creating a Secret in kube-system: %v, want Forbidden", err)
 	}
 }
+
+func TestAWebhookIsSignedOnlyWithASecretItsAuthorMayRead(t *testing.T) {
+	testenv.Need(t)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	// Another service's signing Secret, which neither the APIKey editors nor Keyward own.
+	if err := env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "payments-whsec", Namespace: ns},
+		Data: map[string][]byte{"secret": []byte("whsec_cGF5bWVudHMgc2VydmljZSBzaWduaW5nIGtleQ==")}}); err != nil {
+		t.Fatal(err)
+	}
+	bind(t, ns, "mallory", "keyward-edit") // may edit APIKeys, may not read Secrets
+	bind(t, ns, "olivia", "keyward-edit")
+	if err := env.Client.Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "read-payments-whsec", Namespace: ns},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}, ResourceNames: []string{"payments-whsec"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "olivia-reads-payments-whsec", Namespace: ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "read-payments-whsec"},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "olivia"}}}); err != nil {
+		t.Fatal(err)
+	}
+	hook := func(url string) string {
+		return "webhook: {url: " + url + ", signingSecretRef: {name: payments-whsec}}"
+	}
+	denial := `spec.webhook.signingSecretRef: you may not read Secret "payments-whsec" in namespace "` + ns + `"`
+	denied := func(err error) bool { return err != nil && (apierrors.IsForbidden(err) || apierrors.IsInvalid(err)) }
+
+	err := as(t, "mallory").Create(ctx, apiKey(t, ns, "stolen", hook("https://mallory.example.com/")))
+	if !denied(err) || !strings.Contains(err.Error(), denial) {
+		t.Fatalf("mallory pointing a webhook at a Secret she cannot read: %v; want a denial containing %s", err, denial)
+	}
+	if err := as(t, "olivia").Create(ctx, apiKey(t, ns, "payments", hook("https://payments.example.com/"))); err != nil {
+		t.Fatalf("olivia, who may read the Secret, was denied: %v", err)
+	}
+	// Mallory may still edit what does not choose where, or with what, the manager signs ...
+	desc := []byte(`{"spec":{"description":"edited by mallory"}}`)
+	if err := as(t, "mallory").Patch(ctx, apiKeyRef(ns, "payments"), client.RawPatch(types.MergePatchType, desc)); err != nil {
+		t.Errorf("mallory editing the description: %v", err)
+	}
+	// ... but not send the Secret's signatures to a receiver of hers, nor change the CA it trusts.
+	for name, patch := range map[string]string{
+		"url":      `{"spec":{"webhook":{"url":"https://mallory.example.com/"}}}`,
+		"caBundle": `{"spec":{"webhook":{"caBundle":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}}}`,
+	} {
+		err := as(t, "mallory").Patch(ctx, apiKeyRef(ns, "payments"), client.RawPatch(types.MergePatchType, []byte(patch)))
+		if !denied(err) || !strings.Contains(err.Error(), denial) {
+			t.Errorf("mallory changing spec.webhook.%s: %v; want the denial", name, err)
+		}
+	}
+}

@@ -183,8 +183,9 @@ type WebhookSpec struct {
 	// +optional
 	ExpiringBefore Duration `json:"expiringBefore,omitempty"`
 
-	// CABundle is PEM certificates that the endpoint's certificate must chain to, for a receiver behind a private CA. Without it the system roots apply.
+	// CABundle is the certificates that the endpoint's certificate must chain to, for a receiver behind a private CA: PEM, or base64-encoded PEM as in other Kubernetes caBundle fields. Without it the system roots apply.
 	// +kubebuilder:validation:MaxLength=65536
+	// +kubebuilder:validation:XValidation:rule="self.matches(r'^\\s*-----BEGIN CERTIFICATE-----') || self.matches(r'^\\s*LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t[A-Za-z0-9+/=\\s]*$')",message="caBundle must be PEM certificates (-----BEGIN CERTIFICATE-----) or base64-encoded PEM"
 	// +optional
 	CABundle string `json:"caBundle,omitempty"`
 }

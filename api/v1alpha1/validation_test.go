@@ -106,6 +106,8 @@ func TestAPIServerRejectsInvalidAPIKeysNamingTheField(t *testing.T) {
 		{"webhook signing secret with a bad name", "webhook: {url: \"https://hooks.example.com\", signingSecretRef: {name: Hook_Secret}}", "spec.webhook.signingSecretRef.name", "should match"},
 		{"webhook unknown event", webhook("https://hooks.example.com") + "\n  events: [key.stolen]", "spec.webhook.events[0]", "Unsupported value"},
 		{"webhook expiringBefore malformed", webhook("https://hooks.example.com") + "\n  expiringBefore: 1 week", "spec.webhook.expiringBefore", "should match"},
+		{"webhook caBundle neither PEM nor base64 PEM", webhook("https://hooks.example.com") + "\n  caBundle: not a certificate", "spec.webhook.caBundle", "caBundle must be PEM certificates"},
+		{"webhook caBundle base64 of something else", webhook("https://hooks.example.com") + "\n  caBundle: aGVsbG8gd29ybGQ=", "spec.webhook.caBundle", "caBundle must be PEM certificates"},
 		{"reserved label in secretTemplate", "secretTemplate: {labels: {keyward.dev/apikey: x}}", "spec.secretTemplate.labels", "reserved"},
 		{"reserved subdomain label in secretTemplate", "secretTemplate: {labels: {team.keyward.dev/owner: x}}", "spec.secretTemplate.labels", "reserved"},
 		{"reserved annotation in secretTemplate", "secretTemplate: {annotations: {keyward.dev/rotate: now}}", "spec.secretTemplate.annotations", "reserved"},
@@ -156,6 +158,8 @@ func TestAPIServerAcceptsBoundaryValues(t *testing.T) {
 		{"wildcard scopes", "scopes: [\"*\", \"orders:*\", \"calls:recording-download\", meeting_create]"},
 		{"exactly 256 scopes", manyScopes(256)},
 		{"http webhook to an in-cluster service", "webhook: {url: \"http://hooks.billing.svc:8080/keyward\", signingSecretRef: {name: hook}}"},
+		{"webhook caBundle in PEM", "webhook: {url: \"https://hooks.example.com\", signingSecretRef: {name: hook}, caBundle: \"-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n\"}"},
+		{"webhook caBundle in base64-encoded PEM", "webhook: {url: \"https://hooks.example.com\", signingSecretRef: {name: hook}, caBundle: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=}"},
 		{"http webhook to a fully qualified service", "webhook: {url: \"http://hooks.billing.svc.cluster.local/k\", signingSecretRef: {name: hook}}"},
 		{"unreserved secretTemplate keys", "secretTemplate: {labels: {team: billing}, annotations: {reloader.stakater.com/match: \"true\", notkeyward.dev/x: \"y\"}}"},
 	}

@@ -32,6 +32,7 @@ import (
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/keys"
+	"github.com/keyward-dev/keyward/internal/webhook"
 )
 
 // Scheme knows the kinds the plugin reads: Keyward's and the built-in ones.
@@ -302,7 +303,7 @@ func (p *Plugin) Status(ctx context.Context, namespace, name string) error {
 	}
 	if wh := st.Webhook; ak.Spec.Webhook != nil && wh != nil {
 		fmt.Fprintf(w, "Webhook:\t%s: delivered revision %d at %s, %d failing, %d waiting\n", ak.Spec.Webhook.URL, wh.LastDeliveredRevision,
-			timeOrDash(wh.LastDeliveryTime), wh.ConsecutiveFailures, len(wh.Outbox))
+			timeOrDash(wh.LastDeliveryTime), wh.ConsecutiveFailures, len(webhook.Pending(wh)))
 		if wh.LastError != "" {
 			fmt.Fprintf(w, "  last error:\t%s\n", wh.LastError)
 		}

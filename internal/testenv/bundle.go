@@ -110,6 +110,12 @@ func WaitForPolicies(ctx context.Context, cfg *rest.Config, c client.Client) err
 				Spec: keywardv1alpha1.APIKeySpec{Scopes: []keywardv1alpha1.Scope{"probe:read"}}}
 			return as("keyward-admission-probe").Create(ctx, scoped, client.DryRunAll)
 		},
+		"keyward-webhook-signing-secret": func() error {
+			hooked := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "admission-probe-hooked", Namespace: ns},
+				Spec: keywardv1alpha1.APIKeySpec{Webhook: &keywardv1alpha1.WebhookSpec{URL: "https://hooks.example.com/keyward",
+					SigningSecretRef: keywardv1alpha1.SecretKeyRef{Name: "admission-probe"}}}}
+			return as("keyward-admission-probe").Create(ctx, hooked, client.DryRunAll)
+		},
 		"keyward-status-writers": func() error {
 			forged := probe.DeepCopy()
 			forged.Status.KeyHash = "sha256:" + strings.Repeat("0", 64)

@@ -100,9 +100,29 @@ func Enqueue(st *keywardv1alpha1.WebhookStatus, uid string, allowed []keywardv1a
 	return 0
 }
 
+// Pending returns the outbox messages the delivery controller is not yet done with, oldest first: the one
+// definition of "pending" that delivery, the metrics, the plugin and Prune share.
+func Pending(st *keywardv1alpha1.WebhookStatus) []keywardv1alpha1.WebhookMessage {
+	if st == nil {
+		return nil
+	}
+	var out []keywardv1alpha1.WebhookMessage
+	for _, m := range st.Outbox {
+		if !doneWith(st, m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// doneWith reports whether the delivery controller is done with m: delivered, or given up.
+func doneWith(st *keywardv1alpha1.WebhookStatus, m keywardv1alpha1.WebhookMessage) bool {
+	return m.Sequence <= st.DeliveredSequence
+}
+
 // Prune drops the outbox messages the delivery controller is done with.
 func Prune(st *keywardv1alpha1.WebhookStatus) {
-	st.Outbox = slices.DeleteFunc(st.Outbox, func(m keywardv1alpha1.WebhookMessage) bool { return m.Sequence <= st.DeliveredSequence })
+	st.Outbox = slices.DeleteFunc(st.Outbox, func(m keywardv1alpha1.WebhookMessage) bool { return doneWith(st, m) })
 	if len(st.Outbox) == 0 {
 		st.Outbox = nil
 	}

@@ -131,3 +131,17 @@ func jsonFieldNames(typ reflect.Type) []string {
 	}
 	return names
 }
+
+func TestPendingIsWhatTheDeliveryControllerIsNotDoneWith(t *testing.T) {
+	ws := &keywardv1alpha1.WebhookStatus{Outbox: []keywardv1alpha1.WebhookMessage{{Sequence: 1}, {Sequence: 2}, {Sequence: 3}}, DeliveredSequence: 1}
+	if got := Pending(ws); len(got) != 2 || got[0].Sequence != 2 {
+		t.Errorf("Pending = %+v", got)
+	}
+	if Pending(nil) != nil {
+		t.Error("Pending(nil) is not empty")
+	}
+	Prune(ws)
+	if len(ws.Outbox) != 2 || ws.Outbox[0].Sequence != 2 {
+		t.Errorf("Prune kept %+v; want what Pending returns", ws.Outbox)
+	}
+}

@@ -1,0 +1,95 @@
+package delivery
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/pem"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyward-dev/keyward/internal/webhook"
+)
+
+func signer(t *testing.T) *webhook.Signer {
+	s, err := webhook.NewSigner("whsec_" + base64.StdEncoding.EncodeToString([]byte("sender test secret")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func loopback() []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} }
+
+func TestSendReadsNoMoreThanTheHeaderBound(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		for i := range 2000 {
+			w.Header().Add("X-Padding", strings.Repeat("p", 8)+string(rune('a'+i%26)))
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	s := &Sender{AllowedCIDRs: loopback()}
+	r := s.Send(context.Background(), Attempt{URL: srv.URL, Signer: signer(t), ID: "msg_1", At: time.Unix(0, 0), Payload: []byte("{}")})
+	if r.Outcome != webhook.Failed || r.Err == nil || !strings.Contains(r.Err.Error(), "exceeded") {
+		t.Fatalf("an answer with %d KiB of headers: %+v; want a failure", 2000*22>>10, r)
+	}
+}
+
+func TestSendFollowsNoRedirectAndRefusesLoopbackUnlessAllowed(t *testing.T) {
+	srv := httptest.NewServer(http.RedirectHandler("https://elsewhere.example.com/", http.StatusFound))
+	defer srv.Close()
+	a := Attempt{URL: srv.URL, Signer: signer(t), ID: "msg_1", At: time.Unix(0, 0), Payload: []byte("{}")}
+	if r := (&Sender{AllowedCIDRs: loopback()}).Send(context.Background(), a); r.Status != http.StatusFound || r.Outcome != webhook.Failed {
+		t.Errorf("a redirect: %+v; want the 302 itself, as a failure", r)
+	}
+	if r := (&Sender{}).Send(context.Background(), a); !r.Refused || !strings.Contains(r.Summary(), "--webhook-allowed-cidrs") {
+		t.Errorf("loopback without the allow list: %+v; want refused", r)
+	}
+}
+
+func TestSendGivesUpAfterTheAttemptTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // accepts and never answers
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	s := &Sender{AllowedCIDRs: loopback(), Timeout: 50 * time.Millisecond}
+	r := s.Send(context.Background(), Attempt{URL: "http://" + ln.Addr().String(), Signer: signer(t), ID: "msg_1", At: time.Unix(0, 0)})
+	if r.Outcome != webhook.Failed || r.Err == nil {
+		t.Fatalf("a receiver that never answers: %+v; want a failure", r)
+	}
+}
+
+func TestParseCABundleTakesPEMOrBase64EncodedPEM(t *testing.T) {
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	p := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+	for name, bundle := range map[string]string{
+		"PEM":                 p,
+		"base64 PEM":          base64.StdEncoding.EncodeToString([]byte(p)),
+		"base64 PEM, wrapped": strings.Join(strings.SplitAfter(base64.StdEncoding.EncodeToString([]byte(p)), "AAAA"), "\n"),
+	} {
+		if _, err := ParseCABundle(bundle); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	for name, bundle := range map[string]string{"garbage": "not a certificate", "base64 of garbage": "aGVsbG8="} {
+		if _, err := ParseCABundle(bundle); err == nil {
+			t.Errorf("%s is accepted", name)
+		}
+	}
+}
