@@ -24,6 +24,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/go-logr/logr"
+
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
@@ -298,16 +300,34 @@ func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKe
 	if health != nil {
 		st.ObservedGeneration = ak.Generation
 	}
-	r.queueWebhookEvents(ctx, before, ak, plan, done, now)
+	// What happened to the key, classified once: the webhook events queued in this write, the Kubernetes
+	// events and the rotations metric are all made from this list.
+	change := policy.Change{Before: before.Status, After: ak.Status, BeforeReady: readyReason(before), AfterReady: readyReason(ak),
+		Expiring: r.expiringNotice(ak, plan, done, now), Restored: len(o.forgedStatus) > 0, Now: now}
+	if done.err == nil {
+		change.Revoked = plan.Revoked
+	}
+	transitions := policy.Transitions(change)
+	r.queueWebhookEvents(ctx, ak, transitions, change.Expiring, done, now)
 
 	if !equality.Semantic.DeepEqual(before.Status, ak.Status) {
 		if err := r.Client.Status().Patch(ctx, ak, client.MergeFrom(before)); err != nil {
 			return ctrl.Result{}, errors.Join(done.err, fmt.Errorf("patching status: %w", err))
 		}
 	}
-	r.recordEvents(ctx, ak, o, plan, done)
-	r.recordTransition(ak, readyReason(before), readyReason(ak))
+	r.recordEvents(ctx, ak, o, plan, done, transitions)
 	return ctrl.Result{RequeueAfter: requeue}, done.err
+}
+
+// expiringNotice reports whether this write is the first to see the current key within
+// spec.webhook.expiringBefore of an expiry that no renewal will prevent (key.expiring goes out once per key).
+func (r *APIKeyReconciler) expiringNotice(ak *keywardv1alpha1.APIKey, plan policy.Plan, done applied, now time.Time) bool {
+	rec := done.record
+	if ak.Spec.Webhook == nil || done.err != nil || rec.IsZero() || plan.ExpiringNotice.IsZero() {
+		return false
+	}
+	notified := ak.Status.Webhook != nil && ak.Status.Webhook.ExpiringNotifiedRevision == rec.Revision
+	return !now.Before(plan.ExpiringNotice) && now.Before(rec.ExpiresAt) && !notified
 }
 
 // holdForWebhook adds the webhook finalizer to an APIKey with a webhook, so that key.deleted can be sent
@@ -344,10 +364,9 @@ func (r *APIKeyReconciler) queueDeletion(ctx context.Context, ak *keywardv1alpha
 	return nil
 }
 
-// queueWebhookEvents appends to the outbox the webhook events that this status write announces, derived
-// from the status read and the status about to be written, so that the events and the change they describe
-// land in one write. Delivered messages are pruned on the way.
-func (r *APIKeyReconciler) queueWebhookEvents(ctx context.Context, before, ak *keywardv1alpha1.APIKey, plan policy.Plan, done applied, now time.Time) {
+// queueWebhookEvents appends to the outbox the webhook events of this status write's transitions, so that
+// the events and the change they describe land in one write. Delivered messages are pruned on the way.
+func (r *APIKeyReconciler) queueWebhookEvents(ctx context.Context, ak *keywardv1alpha1.APIKey, ts []policy.Transition, expiring bool, done applied, now time.Time) {
 	st := &ak.Status
 	if ak.Spec.Webhook == nil || done.err != nil {
 		if st.Webhook != nil {
@@ -358,13 +377,9 @@ func (r *APIKeyReconciler) queueWebhookEvents(ctx context.Context, before, ak *k
 	if st.Webhook == nil {
 		st.Webhook = &keywardv1alpha1.WebhookStatus{}
 	}
-	rec := done.record
-	expiring := !rec.IsZero() && !plan.ExpiringNotice.IsZero() && !now.Before(plan.ExpiringNotice) && now.Before(rec.ExpiresAt) &&
-		st.Webhook.ExpiringNotifiedRevision != rec.Revision
-	events := webhook.Events(webhook.Change{Before: before.Status, After: *st, BeforeReady: readyReason(before), AfterReady: readyReason(ak),
-		Revoked: plan.Revoked, Expiring: expiring, Now: now})
+	events := webhook.Messages(ts, *st, now)
 	if expiring {
-		st.Webhook.ExpiringNotifiedRevision = rec.Revision
+		st.Webhook.ExpiringNotifiedRevision = done.record.Revision
 	}
 	if dropped := webhook.Enqueue(st.Webhook, string(ak.UID), ak.Spec.Webhook.Events, events); dropped > 0 {
 		log.FromContext(ctx).Info("The webhook outbox is full; dropped the oldest undelivered events", "dropped", dropped)
@@ -377,57 +392,83 @@ func clearKeyStatus(st *keywardv1alpha1.APIKeyStatus) {
 	st.LastRotationReason, st.LastHandledRotateToken, st.PreviousKeys, st.RecordSignature = "", "", nil, ""
 }
 
-// recordEvents logs, counts and announces what this reconcile did to the key. None of it contains the key.
-func (r *APIKeyReconciler) recordEvents(ctx context.Context, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, done applied) {
+// recordEvents logs, counts and announces, as Kubernetes events, the transitions of this status write.
+// None of it contains the key.
+func (r *APIKeyReconciler) recordEvents(ctx context.Context, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, done applied, ts []policy.Transition) {
 	logger := log.FromContext(ctx).WithValues("secret", klog.KRef(ak.Namespace, o.subject.Secret))
 	if len(o.forgedStatus) > 0 && done.err == nil {
 		logger.Info("Status showed a key record Keyward did not sign; restored it", "fields", o.forgedStatus)
 		r.event(ak, corev1.EventTypeWarning, EventStatusRestored, "Restore",
 			"Status showed a key record Keyward did not sign (%s); it now shows only what Keyward signed", keyrecord.JoinNames(o.forgedStatus))
 	}
-	if done.err != nil || done.record.IsZero() {
-		return
-	}
 	rec := done.record
-	id := keys.IDFromHash(rec.Hash)
-	if !done.minted {
-		if len(plan.Revoked) > 0 {
-			logger.Info("Revoked previous keys", "keyIDs", plan.Revoked)
+	id := ak.Status.KeyID
+	msg := readyMessage(ak)
+	for _, t := range ts {
+		switch t.Kind {
+		case policy.KeysRevoked:
+			logger.Info("Revoked previous keys", "keyIDs", t.Revoked)
 			r.event(ak, corev1.EventTypeNormal, EventKeyRevoked, "Revoke", "Revoked previous key %s at once (%s); the current key %s is unchanged",
-				strings.Join(plan.Revoked, ", "), keywardv1alpha1.RevokeAnnotation, id)
+				strings.Join(t.Revoked, ", "), keywardv1alpha1.RevokeAnnotation, id)
+		case policy.KeyMinted:
+			r.recordMint(logger, ak, o, plan, rec, t)
+		case policy.KeyExpired:
+			r.event(ak, corev1.EventTypeWarning, EventKeyExpired, "Expire", "%s", msg)
+		case policy.KeyDisabled:
+			r.event(ak, corev1.EventTypeNormal, EventKeyDisabled, "Disable", "%s", msg)
+		case policy.SecretConflicted:
+			r.event(ak, corev1.EventTypeWarning, EventSecretConflict, "Conflict", "%s", msg)
+		case policy.SpecInvalid:
+			r.event(ak, corev1.EventTypeWarning, EventInvalidSpec, "Validate", "%s", msg)
+		case policy.KeyEnabled:
+			r.event(ak, corev1.EventTypeNormal, EventKeyEnabled, "Enable", "%s", msg)
 		}
-		return
 	}
-	logger = logger.WithValues("keyID", id, "revision", rec.Revision, "reason", rec.Reason)
-	rotationsTotal.WithLabelValues(string(rec.Reason)).Inc()
+}
+
+// recordMint logs, counts and announces a new current key.
+func (r *APIKeyReconciler) recordMint(logger logr.Logger, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, rec keyrecord.Record, t policy.Transition) {
+	id, revision := ak.Status.KeyID, ak.Status.Revision
+	logger = logger.WithValues("keyID", id, "revision", revision, "reason", t.Reason)
+	rotationsTotal.WithLabelValues(string(t.Reason)).Inc()
 	replaced := plan.Mint.Replaced.Hash
-	replacedID := keys.IDFromHash(replaced)
-	switch rec.Reason {
+	switch t.Reason {
 	case keywardv1alpha1.RotationInitial:
 		logger.Info("Minted the first key")
-		r.event(ak, corev1.EventTypeNormal, EventKeyCreated, "Mint", "Minted key %s (revision %d) into Secret %s", id, rec.Revision, o.subject.Secret)
+		r.event(ak, corev1.EventTypeNormal, EventKeyCreated, "Mint", "Minted key %s (revision %d) into Secret %s", id, revision, o.subject.Secret)
 	case keywardv1alpha1.RotationSecretMissing:
 		logger.Info("Recreated the deleted Secret with a new key")
 		r.event(ak, corev1.EventTypeWarning, EventSecretRecreated, "Mint", "Secret %s was deleted; minted key %s (revision %d); %s",
-			o.subject.Secret, id, rec.Revision, replacedFate(replaced, rec))
+			o.subject.Secret, id, revision, replacedFate(replaced, rec))
 	case keywardv1alpha1.RotationSecretTampered:
-		logger.Info("Replaced a key whose Secret someone else changed", "why", o.tamper.Error())
+		logger.Info("Replaced a key whose Secret someone else changed", "why", errorText(o.tamper))
 		r.event(ak, corev1.EventTypeWarning, EventSecretTampered, "Mint",
 			"Secret %s was changed by someone other than Keyward (%s); minted key %s (revision %d); %s",
-			o.subject.Secret, changedParts(o.tamper), id, rec.Revision, replacedFate(replaced, rec))
+			o.subject.Secret, changedParts(o.tamper), id, revision, replacedFate(replaced, rec))
 	case keywardv1alpha1.RotationRevoked:
-		logger.Info("Replaced a revoked key", "revoked", plan.Revoked)
+		logger.Info("Replaced a revoked key", "revoked", t.Revoked)
 		r.event(ak, corev1.EventTypeWarning, EventKeyRevoked, "Revoke", "Revoked key %s at once (%s); minted key %s (revision %d) into Secret %s",
-			strings.Join(plan.Revoked, ", "), keywardv1alpha1.RevokeAnnotation, id, rec.Revision, o.subject.Secret)
+			strings.Join(t.Revoked, ", "), keywardv1alpha1.RevokeAnnotation, id, revision, o.subject.Secret)
 	default:
 		logger.Info("Rotated the key")
 		extra := ""
 		if len(plan.DroppedByZeroGrace) > 0 {
 			extra = "; with a zero grace period the earlier keys " + strings.Join(plan.DroppedByZeroGrace, ", ") + " were revoked too"
 		}
+		until := "is no longer valid"
+		if t.PreviousValidUntil != nil {
+			until = "stays valid until " + t.PreviousValidUntil.UTC().Format(time.RFC3339)
+		}
 		r.event(ak, corev1.EventTypeNormal, EventKeyRotated, "Rotate", "Rotated to key %s (revision %d, reason %s); previous key %s %s%s",
-			id, rec.Revision, rec.Reason, replacedID, previousValidity(rec, replaced), extra)
+			id, revision, t.Reason, t.PreviousKeyID, until, extra)
 	}
+}
+
+func errorText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // changedParts lists what a *keyrecord.TamperedError names.
@@ -454,28 +495,6 @@ func previousValidity(rec keyrecord.Record, replacedHash string) string {
 		}
 	}
 	return "is no longer valid"
-}
-
-// recordTransition emits an event when the Ready reason changes to one that people should hear about.
-func (r *APIKeyReconciler) recordTransition(ak *keywardv1alpha1.APIKey, from, to keywardv1alpha1.ConditionReason) {
-	if from == to {
-		return
-	}
-	msg := readyMessage(ak)
-	switch to {
-	case keywardv1alpha1.ReasonExpired:
-		r.event(ak, corev1.EventTypeWarning, EventKeyExpired, "Expire", "%s", msg)
-	case keywardv1alpha1.ReasonDisabled:
-		r.event(ak, corev1.EventTypeNormal, EventKeyDisabled, "Disable", "%s", msg)
-	case keywardv1alpha1.ReasonSecretConflict:
-		r.event(ak, corev1.EventTypeWarning, EventSecretConflict, "Conflict", "%s", msg)
-	case keywardv1alpha1.ReasonInvalidSpec:
-		r.event(ak, corev1.EventTypeWarning, EventInvalidSpec, "Validate", "%s", msg)
-	case keywardv1alpha1.ReasonKeyReady:
-		if from == keywardv1alpha1.ReasonDisabled {
-			r.event(ak, corev1.EventTypeNormal, EventKeyEnabled, "Enable", "%s", msg)
-		}
-	}
 }
 
 func (r *APIKeyReconciler) event(ak *keywardv1alpha1.APIKey, eventType string, reason EventReason, action, note string, args ...any) {

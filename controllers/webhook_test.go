@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/delivery"
 	"github.com/keyward-dev/keyward/internal/eventually"
 	"github.com/keyward-dev/keyward/internal/testenv"
 	"github.com/keyward-dev/keyward/internal/webhook"
@@ -181,7 +182,8 @@ func TestEveryLifecycleEventIsDeliveredSignedInOrderAndWithoutKeyMaterial(t *tes
 		t.Errorf("webhook.test data %+v", d)
 	}
 	ak := h.waitFor("orders", "the test is reported", func(ak *keywardv1alpha1.APIKey) bool {
-		return ak.Status.Webhook != nil && ak.Status.Webhook.LastTest != nil && ak.Status.Webhook.LastTest.Token == "ping-1"
+		return ak.Status.Webhook != nil && ak.Status.Webhook.LastTest != nil && ak.Status.Webhook.LastTest.Token == "ping-1" &&
+			ak.Status.Webhook.LastTest.Result != delivery.TestUnanswered
 	})
 	if ak.Status.Webhook.LastTest.Result != "HTTP 200 OK" {
 		t.Errorf("lastTest %+v", ak.Status.Webhook.LastTest)

@@ -25,6 +25,10 @@ const (
 	TestInterval = time.Minute
 )
 
+// TestUnanswered is status.webhook.lastTest.result while a webhook.test is in flight, and after a manager
+// that stopped during it.
+const TestUnanswered = "sent; no answer recorded yet (or the manager stopped during the attempt)"
+
 // StepKind is what the delivery controller does next for one APIKey.
 type StepKind int
 
@@ -114,8 +118,7 @@ func Begin(ws keywardv1alpha1.WebhookStatus, s Step, now time.Time, jitter float
 	ws = *ws.DeepCopy()
 	switch s.Kind {
 	case Test:
-		ws.LastTest = &keywardv1alpha1.WebhookTestStatus{Token: s.Token, Time: metaTime(now),
-			Result: "sending; no answer was recorded (the manager may have stopped during the attempt)"}
+		ws.LastTest = &keywardv1alpha1.WebhookTestStatus{Token: s.Token, Time: metaTime(now), Result: TestUnanswered}
 	case Send:
 		ws.ConsecutiveFailures++
 		ws.NextAttemptTime = ptrTime(backoff(now, int(ws.ConsecutiveFailures), Result{}, jitter))

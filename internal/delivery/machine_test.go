@@ -192,4 +192,3 @@ func TestAdvanceRecordsATestsAnswer(t *testing.T) {
 		t.Errorf("notices %+v", notices)
 	}
 }
-

@@ -8,66 +8,52 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/policy"
 )
 
-// Change is one status write of the key controller: the status it read and the one it writes.
-type Change struct {
-	Before, After keywardv1alpha1.APIKeyStatus
-	// BeforeReady and AfterReady are the Ready condition's reasons.
-	BeforeReady, AfterReady keywardv1alpha1.ConditionReason
-	// Revoked are the key IDs keyward.dev/revoke stopped in this write.
-	Revoked []string
-	// Expiring is set when this write is the first to see the current key within spec.webhook.expiringBefore of
-	// an expiry that no renewal will prevent.
-	Expiring bool
-	Now      time.Time
+// Events are the webhook events a change announces, in order: the messages of its transitions. They are
+// derived from what status says before and after, not from what the reconcile did, so an event is queued in
+// the same write that reports the change: a crash loses both or neither.
+func Events(c policy.Change) []keywardv1alpha1.WebhookMessage {
+	return Messages(policy.Transitions(c), c.After, c.Now)
 }
 
-// Events are the webhook events a change announces, in order. They are derived from what status says before
-// and after, not from what the reconcile did, so an event is queued in the same write that reports the
-// change: a crash loses both or neither.
-func Events(c Change) []keywardv1alpha1.WebhookMessage {
+// Messages are the webhook events of transitions, describing the key as after says it now is. A Secret
+// conflict and an invalid spec are not announced to receivers (they are Kubernetes events only).
+func Messages(ts []policy.Transition, after keywardv1alpha1.APIKeyStatus, now time.Time) []keywardv1alpha1.WebhookMessage {
 	var out []keywardv1alpha1.WebhookMessage
-	after := c.After
 	add := func(t keywardv1alpha1.WebhookEvent, f func(*keywardv1alpha1.WebhookMessage)) {
-		m := keywardv1alpha1.WebhookMessage{Type: t, Timestamp: metav1.NewTime(c.Now.UTC().Truncate(time.Second)),
+		m := keywardv1alpha1.WebhookMessage{Type: t, Timestamp: metav1.NewTime(now.UTC().Truncate(time.Second)),
 			KeyID: after.KeyID, Revision: after.Revision, ExpiresAt: after.ExpiresAt}
 		if f != nil {
 			f(&m)
 		}
 		out = append(out, m)
 	}
-	if after.Revision > c.Before.Revision && after.KeyHash != "" {
-		switch after.LastRotationReason {
-		case keywardv1alpha1.RotationInitial:
-			add(keywardv1alpha1.WebhookEventKeyCreated, func(m *keywardv1alpha1.WebhookMessage) { m.Reason = string(after.LastRotationReason) })
-		case keywardv1alpha1.RotationRevoked:
-			add(keywardv1alpha1.WebhookEventKeyRevoked, func(m *keywardv1alpha1.WebhookMessage) {
-				m.Reason, m.RevokedKeyIDs = string(after.LastRotationReason), c.Revoked
-			})
-		default:
-			add(keywardv1alpha1.WebhookEventKeyRotated, func(m *keywardv1alpha1.WebhookMessage) {
-				m.Reason, m.PreviousKeyID = string(after.LastRotationReason), c.Before.KeyID
-				if i := slices.IndexFunc(after.PreviousKeys, func(p keywardv1alpha1.PreviousKey) bool { return p.KeyHash == c.Before.KeyHash }); i >= 0 {
-					m.PreviousValidUntil = after.PreviousKeys[i].ValidUntil.DeepCopy()
-				}
-			})
-		}
-	} else if len(c.Revoked) > 0 {
-		add(keywardv1alpha1.WebhookEventKeyRevoked, func(m *keywardv1alpha1.WebhookMessage) { m.RevokedKeyIDs = c.Revoked })
-	}
-	if c.BeforeReady != c.AfterReady {
-		switch {
-		case c.AfterReady == keywardv1alpha1.ReasonDisabled:
+	for _, t := range ts {
+		switch t.Kind {
+		case policy.KeyMinted:
+			switch t.Reason {
+			case keywardv1alpha1.RotationInitial:
+				add(keywardv1alpha1.WebhookEventKeyCreated, func(m *keywardv1alpha1.WebhookMessage) { m.Reason = string(t.Reason) })
+			case keywardv1alpha1.RotationRevoked:
+				add(keywardv1alpha1.WebhookEventKeyRevoked, func(m *keywardv1alpha1.WebhookMessage) { m.Reason, m.RevokedKeyIDs = string(t.Reason), t.Revoked })
+			default:
+				add(keywardv1alpha1.WebhookEventKeyRotated, func(m *keywardv1alpha1.WebhookMessage) {
+					m.Reason, m.PreviousKeyID, m.PreviousValidUntil = string(t.Reason), t.PreviousKeyID, t.PreviousValidUntil
+				})
+			}
+		case policy.KeysRevoked:
+			add(keywardv1alpha1.WebhookEventKeyRevoked, func(m *keywardv1alpha1.WebhookMessage) { m.RevokedKeyIDs = t.Revoked })
+		case policy.KeyDisabled:
 			add(keywardv1alpha1.WebhookEventKeyDisabled, nil)
-		case c.AfterReady == keywardv1alpha1.ReasonExpired:
+		case policy.KeyExpired:
 			add(keywardv1alpha1.WebhookEventKeyExpired, nil)
-		case c.BeforeReady == keywardv1alpha1.ReasonDisabled && c.AfterReady == keywardv1alpha1.ReasonKeyReady:
+		case policy.KeyEnabled:
 			add(keywardv1alpha1.WebhookEventKeyEnabled, nil)
+		case policy.KeyExpiring:
+			add(keywardv1alpha1.WebhookEventKeyExpiring, nil)
 		}
-	}
-	if c.Expiring {
-		add(keywardv1alpha1.WebhookEventKeyExpiring, nil)
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/policy"
 )
 
 func TestEventsAreDerivedFromWhatStatusSaysBeforeAndAfter(t *testing.T) {
@@ -23,32 +24,32 @@ func TestEventsAreDerivedFromWhatStatusSaysBeforeAndAfter(t *testing.T) {
 	ready, disabled, expired := keywardv1alpha1.ReasonKeyReady, keywardv1alpha1.ReasonDisabled, keywardv1alpha1.ReasonExpired
 	cases := []struct {
 		name  string
-		c     Change
+		c     policy.Change
 		types []keywardv1alpha1.WebhookEvent
 		check func(t *testing.T, m []keywardv1alpha1.WebhookMessage)
 	}{
-		{"the first key", Change{After: first, AfterReady: ready}, []keywardv1alpha1.WebhookEvent{"key.created"}, nil},
-		{"a rotation names the previous key and until when it works", Change{Before: first, After: rotated, BeforeReady: ready, AfterReady: ready},
+		{"the first key", policy.Change{After: first, AfterReady: ready}, []keywardv1alpha1.WebhookEvent{"key.created"}, nil},
+		{"a rotation names the previous key and until when it works", policy.Change{Before: first, After: rotated, BeforeReady: ready, AfterReady: ready},
 			[]keywardv1alpha1.WebhookEvent{"key.rotated"}, func(t *testing.T, m []keywardv1alpha1.WebhookMessage) {
 				if m[0].PreviousKeyID != "kid_a" || m[0].PreviousValidUntil == nil || !m[0].PreviousValidUntil.Equal(&until) || m[0].KeyID != "kid_b" {
 					t.Errorf("rotation message %+v", m[0])
 				}
 			}},
-		{"a key found after a crash is announced", Change{Before: keywardv1alpha1.APIKeyStatus{}, After: first, AfterReady: ready},
+		{"a key found after a crash is announced", policy.Change{Before: keywardv1alpha1.APIKeyStatus{}, After: first, AfterReady: ready},
 			[]keywardv1alpha1.WebhookEvent{"key.created"}, nil},
-		{"revoking the current key", Change{Before: first, After: revoked, Revoked: []string{"kid_a"}, BeforeReady: ready, AfterReady: ready},
+		{"revoking the current key", policy.Change{Before: first, After: revoked, Revoked: []string{"kid_a"}, BeforeReady: ready, AfterReady: ready},
 			[]keywardv1alpha1.WebhookEvent{"key.revoked"}, func(t *testing.T, m []keywardv1alpha1.WebhookMessage) {
 				if !reflect.DeepEqual(m[0].RevokedKeyIDs, []string{"kid_a"}) {
 					t.Errorf("revoked %v", m[0].RevokedKeyIDs)
 				}
 			}},
-		{"revoking a previous key", Change{Before: rotated, After: rotated, Revoked: []string{"kid_a"}, BeforeReady: ready, AfterReady: ready},
+		{"revoking a previous key", policy.Change{Before: rotated, After: rotated, Revoked: []string{"kid_a"}, BeforeReady: ready, AfterReady: ready},
 			[]keywardv1alpha1.WebhookEvent{"key.revoked"}, nil},
-		{"disabling", Change{Before: first, After: first, BeforeReady: ready, AfterReady: disabled}, []keywardv1alpha1.WebhookEvent{"key.disabled"}, nil},
-		{"enabling", Change{Before: first, After: first, BeforeReady: disabled, AfterReady: ready}, []keywardv1alpha1.WebhookEvent{"key.enabled"}, nil},
-		{"expiring, then nothing else", Change{Before: first, After: first, BeforeReady: ready, AfterReady: ready, Expiring: true}, []keywardv1alpha1.WebhookEvent{"key.expiring"}, nil},
-		{"expiry", Change{Before: first, After: first, BeforeReady: ready, AfterReady: expired}, []keywardv1alpha1.WebhookEvent{"key.expired"}, nil},
-		{"an idle reconcile announces nothing", Change{Before: first, After: first, BeforeReady: ready, AfterReady: ready}, nil, nil},
+		{"disabling", policy.Change{Before: first, After: first, BeforeReady: ready, AfterReady: disabled}, []keywardv1alpha1.WebhookEvent{"key.disabled"}, nil},
+		{"enabling", policy.Change{Before: first, After: first, BeforeReady: disabled, AfterReady: ready}, []keywardv1alpha1.WebhookEvent{"key.enabled"}, nil},
+		{"expiring, then nothing else", policy.Change{Before: first, After: first, BeforeReady: ready, AfterReady: ready, Expiring: true}, []keywardv1alpha1.WebhookEvent{"key.expiring"}, nil},
+		{"expiry", policy.Change{Before: first, After: first, BeforeReady: ready, AfterReady: expired}, []keywardv1alpha1.WebhookEvent{"key.expired"}, nil},
+		{"an idle reconcile announces nothing", policy.Change{Before: first, After: first, BeforeReady: ready, AfterReady: ready}, nil, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -143,5 +144,13 @@ func TestPendingIsWhatTheDeliveryControllerIsNotDoneWith(t *testing.T) {
 	Prune(ws)
 	if len(ws.Outbox) != 2 || ws.Outbox[0].Sequence != 2 {
 		t.Errorf("Prune kept %+v; want what Pending returns", ws.Outbox)
+	}
+}
+
+func TestASecretConflictOrAnInvalidSpecIsNotAnnouncedToReceivers(t *testing.T) {
+	for _, reason := range []keywardv1alpha1.ConditionReason{keywardv1alpha1.ReasonSecretConflict, keywardv1alpha1.ReasonInvalidSpec} {
+		if got := Events(policy.Change{BeforeReady: keywardv1alpha1.ReasonKeyReady, AfterReady: reason}); len(got) != 0 {
+			t.Errorf("%s announces %+v", reason, got)
+		}
 	}
 }
