@@ -92,7 +92,7 @@ type managerOptions struct {
 	production bool
 	// webhookCIDRs are the --webhook-allowed-cidrs of the delivery controller; nil runs none.
 	webhookCIDRs []string
-	// attemptTimeout is the delivery controller's --webhook-attempt-timeout; the default when zero.
+	// attemptTimeout is the delivery controller's --webhook-attempt-timeout; 2 minutes when zero.
 	attemptTimeout time.Duration
 	// alsoNamespaces are namespaces the manager reconciles besides the test's own.
 	alsoNamespaces []string
@@ -162,6 +162,11 @@ func (h *harness) startManager(opts managerOptions) {
 		allowed, err := ParseCIDRs(opts.webhookCIDRs)
 		if err != nil {
 			h.t.Fatal(err)
+		}
+		// A receiver on loopback answers in milliseconds, but a busy CI machine can stall a process for
+		// seconds: an attempt timing out there would be a flake, so tests allow far more than production.
+		if opts.attemptTimeout == 0 {
+			opts.attemptTimeout = 2 * time.Minute
 		}
 		wr := &WebhookReconciler{Client: recordingClient{Client: c, seen: &h.webhookSeen}, APIReader: mgr.GetAPIReader(), Clock: h.clock, Events: mgr.GetEventRecorder("keyward-webhook"),
 			AllowedCIDRs: allowed, Jitter: func() float64 { return 0 }, AttemptTimeout: opts.attemptTimeout}

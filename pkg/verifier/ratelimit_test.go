@@ -115,15 +115,17 @@ func TestWhenRedisDiesTheIndexFailsAsConfigured(t *testing.T) {
 			if got := ix.Verify(key, nil, time.Now()).Code; got != CodeValid {
 				t.Fatalf("with Redis up: %s", got)
 			}
+			// Every operation of a decision is bounded (a Redis that hangs cannot hold requests up); how long a
+			// decision takes is for benchmarks, not for a test on a busy machine.
+			o := l.client.Options()
+			if o.DialTimeout != RedisTimeout || o.ReadTimeout != RedisTimeout || o.WriteTimeout != RedisTimeout || o.PoolTimeout != RedisTimeout {
+				t.Errorf("Redis timeouts dial %v read %v write %v pool %v; want %v each", o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, RedisTimeout)
+			}
 			r.kill()
-			start := time.Now()
 			got := ix.Verify(key, nil, time.Now())
 			want := map[bool]Code{true: CodeValid, false: CodeRateLimited}[failOpen]
 			if got.Code != want {
 				t.Errorf("with Redis gone: %s, want %s", got.Code, want)
-			}
-			if took := time.Since(start); took > 2*time.Second {
-				t.Errorf("a decision without Redis took %v", took)
 			}
 			if ix.SharedLimiterErrors() == 0 {
 				t.Error("the failure was not counted")
