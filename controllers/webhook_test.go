@@ -135,6 +135,16 @@ func (h *harness) webhookSpec(r *receiver, mutate ...func(*keywardv1alpha1.Webho
 	}
 }
 
+// waitAttemptFailed waits until status.webhook reports the failures-th failed attempt with an error
+// containing what. (The failure count alone is no proof: it is written before an attempt is dialled.)
+func (h *harness) waitAttemptFailed(name string, failures int32, what string) *keywardv1alpha1.APIKey {
+	h.t.Helper()
+	return h.waitFor(name, fmt.Sprintf("attempt %d failed with %q", failures, what), func(ak *keywardv1alpha1.APIKey) bool {
+		w := ak.Status.Webhook
+		return w != nil && w.ConsecutiveFailures == failures && strings.Contains(w.LastError, what)
+	})
+}
+
 // stepWebhookTo moves the fake clock by d once the delivery controller has scheduled a retry by then.
 func (h *harness) stepWebhookTo(d time.Duration) {
 	h.t.Helper()
@@ -247,9 +257,7 @@ func TestAFailingReceiverGetsTheSameEventAgainOnTheScheduleAndInOrder(t *testing
 	})
 	h.startManager(managerOptions{webhookCIDRs: []string{"127.0.0.0/8"}})
 	h.create("orders", "", h.webhookSpec(rcv))
-	ak := h.waitFor("orders", "a failure is reported", func(ak *keywardv1alpha1.APIKey) bool {
-		return ak.Status.Webhook != nil && ak.Status.Webhook.ConsecutiveFailures == 1
-	})
+	ak := h.waitAttemptFailed("orders", 1, "500")
 	if w := ak.Status.Webhook; w.NextAttemptTime == nil || !w.NextAttemptTime.Time.Equal(t0.Add(5*time.Second)) || !strings.Contains(w.LastError, "500") {
 		t.Errorf("after the first failure: %+v", w)
 	}
@@ -260,7 +268,7 @@ func TestAFailingReceiverGetsTheSameEventAgainOnTheScheduleAndInOrder(t *testing
 	})
 	h.waitFor("orders", "revision 2", revisionIs(2))
 	h.stepWebhookTo(5 * time.Second)
-	h.waitFor("orders", "the second failure", func(ak *keywardv1alpha1.APIKey) bool { return ak.Status.Webhook.ConsecutiveFailures == 2 })
+	h.waitAttemptFailed("orders", 2, "500")
 	h.stepWebhookTo(5 * time.Minute)
 	rcv.waitFor("key.created", "key.rotated")
 
@@ -284,9 +292,7 @@ func TestAnUndeliveredEventIsDeliveredAfterTheManagerRestarts(t *testing.T) {
 	rcv.respond(func(int) int { return http.StatusServiceUnavailable })
 	h.startManager(managerOptions{webhookCIDRs: []string{"127.0.0.0/8"}})
 	h.create("orders", "", h.webhookSpec(rcv))
-	h.waitFor("orders", "a failure", func(ak *keywardv1alpha1.APIKey) bool {
-		return ak.Status.Webhook != nil && ak.Status.Webhook.ConsecutiveFailures == 1
-	})
+	h.waitAttemptFailed("orders", 1, "503")
 	h.stopManager()
 	firstID := rcv.deliveries()[0].header.Get(webhook.HeaderID)
 
@@ -304,9 +310,7 @@ func TestALoopbackTargetIsRefusedWithoutTheAllowList(t *testing.T) {
 	rcv := newReceiver(t)
 	h.startManager(managerOptions{webhookCIDRs: []string{}})
 	h.create("orders", "", h.webhookSpec(rcv))
-	ak := h.waitFor("orders", "the refusal is reported", func(ak *keywardv1alpha1.APIKey) bool {
-		return ak.Status.Webhook != nil && ak.Status.Webhook.ConsecutiveFailures == 1
-	})
+	ak := h.waitAttemptFailed("orders", 1, "refused")
 	if !strings.Contains(ak.Status.Webhook.LastError, "refused to connect") || !strings.Contains(ak.Status.Webhook.LastError, "--webhook-allowed-cidrs") {
 		t.Errorf("lastError %q", ak.Status.Webhook.LastError)
 	}
@@ -385,9 +389,7 @@ func TestADeletionIsHeldNoLongerThanTheTimeoutWhenTheReceiverIsDown(t *testing.T
 	// Before the bound, a retry fails and the finalizer keeps holding the APIKey. Proof that the reconcile of
 	// the retry has finished: it reported the second failure, and the controller is idle since.
 	h.stepWebhookTo(5 * time.Second)
-	h.waitFor("orders", "the retry failed", func(ak *keywardv1alpha1.APIKey) bool {
-		return ak.Status.Webhook != nil && ak.Status.Webhook.ConsecutiveFailures == 2
-	})
+	h.waitAttemptFailed("orders", 2, "503")
 	h.waitWebhookIdle()
 	held := h.get("orders")
 	if held.DeletionTimestamp.IsZero() || !slices.Contains(held.Finalizers, keywardv1alpha1.WebhookFinalizer) {
