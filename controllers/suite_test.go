@@ -219,9 +219,10 @@ func (h *harness) get(name string) *keywardv1alpha1.APIKey {
 	return env.APIKey(h.t, h.ns, name)
 }
 
-func (h *harness) update(name string, change func(*keywardv1alpha1.APIKey)) {
+// update changes the APIKey and returns it as written.
+func (h *harness) update(name string, change func(*keywardv1alpha1.APIKey)) *keywardv1alpha1.APIKey {
 	h.t.Helper()
-	env.UpdateAPIKey(h.t, h.ns, name, change)
+	return env.UpdateAPIKey(h.t, h.ns, name, change)
 }
 
 // waitFor polls the API server (not the manager's cache) until cond holds.
@@ -417,13 +418,13 @@ func (c recordingClient) Get(ctx context.Context, key client.ObjectKey, obj clie
 // until it has.
 func (h *harness) touch(name string) {
 	h.t.Helper()
-	h.update(name, func(ak *keywardv1alpha1.APIKey) {
+	touched := h.update(name, func(ak *keywardv1alpha1.APIKey) {
 		if ak.Annotations == nil {
 			ak.Annotations = map[string]string{}
 		}
 		ak.Annotations["test.keyward.dev/touched"] = time.Now().Format(time.RFC3339Nano)
 	})
-	h.waitReconciled(name)
+	h.waitReconciledAt(name, touched.ResourceVersion)
 }
 
 func readyIs(status metav1.ConditionStatus, reason keywardv1alpha1.ConditionReason) func(*keywardv1alpha1.APIKey) bool {

@@ -139,8 +139,8 @@ func TestWebhookTestIsSentAtMostOncePerIntervalPerAPIKey(t *testing.T) {
 	rcv.waitFor("webhook.test")
 	// Within the interval a new token is not sent, whatever the annotation says ...
 	for _, token := range []string{"two", "three"} {
-		h.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Annotations[keywardv1alpha1.WebhookTestAnnotation] = token })
-		h.waitWebhookReconciledAt("orders", h.get("orders").ResourceVersion)
+		asked := h.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Annotations[keywardv1alpha1.WebhookTestAnnotation] = token })
+		h.waitWebhookReconciledAt("orders", asked.ResourceVersion)
 	}
 	if got := tests(); len(got) != 1 || got[0] != "one" {
 		t.Fatalf("webhook.test tokens sent within %s: %v; want only the first", delivery.TestInterval, got)
@@ -244,6 +244,7 @@ func TestAManagerThatStopsDuringAnAttemptBacksOffAfterItsRestart(t *testing.T) {
 	}
 	rcv.let()
 	h.startManager(managerOptions{webhookCIDRs: []string{"127.0.0.0/8"}, attemptTimeout: time.Hour})
+	// The restarted controller lists the APIKey as it is now, with the back-off Begin wrote.
 	h.waitWebhookReconciledAt("orders", h.get("orders").ResourceVersion)
 	if n := rcv.arrived.Load(); n != 1 {
 		t.Fatalf("after the restart the receiver got %d requests before the back-off passed; want only the interrupted one", n)

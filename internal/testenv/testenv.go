@@ -207,18 +207,20 @@ func (e *Env) APIKey(t testing.TB, namespace, name string) *keywardv1alpha1.APIK
 }
 
 // UpdateAPIKey re-reads the APIKey, applies change and writes it, retrying on conflicts with the controller.
-func (e *Env) UpdateAPIKey(t testing.TB, namespace, name string, change func(*keywardv1alpha1.APIKey)) {
+// It returns the APIKey as written (its resourceVersion is that of this change).
+func (e *Env) UpdateAPIKey(t testing.TB, namespace, name string, change func(*keywardv1alpha1.APIKey)) *keywardv1alpha1.APIKey {
 	t.Helper()
 	for range 10 {
 		ak := e.APIKey(t, namespace, name)
 		change(ak)
 		err := e.Client.Update(context.Background(), ak)
 		if err == nil {
-			return
+			return ak
 		}
 		if !apierrors.IsConflict(err) {
 			t.Fatalf("updating APIKey %s/%s: %v", namespace, name, err)
 		}
 	}
 	t.Fatalf("updating APIKey %s/%s: still conflicting after 10 tries", namespace, name)
+	return nil
 }
