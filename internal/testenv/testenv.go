@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/eventually"
 )
 
 // Scheme knows the built-in kinds and Keyward's.
@@ -223,4 +225,21 @@ func (e *Env) UpdateAPIKey(t testing.TB, namespace, name string, change func(*ke
 	}
 	t.Fatalf("updating APIKey %s/%s: still conflicting after 10 tries", namespace, name)
 	return nil
+}
+
+// WaitUntilAllowed waits until the API server's authorizer lets user do what attrs says. An RBAC binding
+// takes effect a moment after it is written (the authorizer reads RBAC from a cache), so a test that has
+// just bound a role waits for this before it acts as the user.
+func (e *Env) WaitUntilAllowed(t testing.TB, user string, attrs authorizationv1.ResourceAttributes) {
+	t.Helper()
+	eventually.Succeeds(t, fmt.Sprintf("%s may %s %s/%s %q in %q", user, attrs.Verb, attrs.Group, attrs.Resource, attrs.Name, attrs.Namespace), func() error {
+		review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user, ResourceAttributes: &attrs}}
+		if err := e.Client.Create(context.Background(), review); err != nil {
+			return err
+		}
+		if !review.Status.Allowed {
+			return fmt.Errorf("not yet allowed: %s", review.Status.Reason)
+		}
+		return nil
+	})
 }
