@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
@@ -70,6 +71,21 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		For(&keywardv1alpha1.APIKey{}, builder.WithPredicates(predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, statusEdited(), deletionStarted()))).
 		Watches(&corev1.Secret{}, r.secretEvents()).
+		// A deleted APIKey may free a Secret that another APIKey waits for: whichever of the two deletions
+		// (the APIKey's, its Secret's) the cache shows last, the waiting APIKey is looked at again then.
+		Watches(&keywardv1alpha1.APIKey{}, handler.Funcs{DeleteFunc: func(ctx context.Context, e event.DeleteEvent,
+			q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			ak, ok := e.Object.(*keywardv1alpha1.APIKey)
+			if !ok {
+				return
+			}
+			freed := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ak.Namespace, Name: SecretNameOf(ak)}}
+			for _, req := range r.apiKeysUsing(ctx, freed) {
+				if req.Name != ak.Name {
+					q.Add(req)
+				}
+			}
+		}}).
 		WithOptions(opts).
 		Complete(r)
 	if err != nil {
