@@ -21,6 +21,10 @@ const (
 	// status.webhook.lastTest.token sends one. Keyward never removes it.
 	WebhookTestAnnotation = "keyward.dev/webhook-test"
 
+	// MaxTokenLength is the longest keyward.dev/rotate or keyward.dev/webhook-test value Keyward acts on; the
+	// admission policy keyward-apikey-annotations rejects longer ones.
+	MaxTokenLength = 128
+
 	// WebhookFinalizer holds an APIKey with a webhook until key.deleted is delivered, for a bounded time.
 	WebhookFinalizer = "keyward.dev/webhook"
 
@@ -57,6 +61,9 @@ const (
 	ReasonDisabled ConditionReason = "Disabled"
 	// ReasonSecretConflict: a Secret with the target name exists and Keyward does not own it.
 	ReasonSecretConflict ConditionReason = "SecretConflict"
+	// ReasonSecretUnwritable: the Secret is this APIKey's but cannot be written (it is immutable, or writes
+	// to it fail). Revocations still take effect in status; the new key follows once the Secret can be written.
+	ReasonSecretUnwritable ConditionReason = "SecretUnwritable"
 	// ReasonInvalidSpec: the spec passed CRD validation but cannot be acted on.
 	ReasonInvalidSpec ConditionReason = "InvalidSpec"
 )

@@ -15,6 +15,7 @@ import (
 	"hash"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
@@ -45,6 +46,11 @@ type PreviousKey struct {
 // IsZero reports whether the record describes no key at all.
 func (r Record) IsZero() bool { return r.Hash == "" && r.Revision == 0 }
 
+// Pending reports whether the record is a withdrawal: revision Revision is due, the key it replaces is no
+// longer accepted, and the new key is not minted yet because the Secret could not take it. Only status holds
+// such a record; it accepts nothing but its previous keys.
+func (r Record) Pending() bool { return r.Hash == "" && r.Revision > 0 }
+
 // LivePrevious returns the previous keys still valid at now, oldest expiry first.
 func LivePrevious(prev []PreviousKey, now time.Time) []PreviousKey {
 	var live []PreviousKey
@@ -57,17 +63,29 @@ func LivePrevious(prev []PreviousKey, now time.Time) []PreviousKey {
 	return live
 }
 
-// Subject is what a signature binds a record to: one APIKey and the Secret that holds its key. A record
-// signed for one APIKey does not verify for another, so a genuine record cannot be copied between them.
+// Subject is what a signature binds a record to: one APIKey, by name and UID, and the Secret that holds its
+// key. A record signed for one APIKey does not verify for another, nor for a later APIKey of the same name,
+// so a genuine record can be copied neither between APIKeys nor from a deleted APIKey to its successor.
 type Subject struct {
 	Namespace, APIKey, Secret string
+	// UID is the APIKey's UID.
+	UID string
+	// Created is the APIKey's creation time. It binds the records of signature version 1, which did not cover
+	// the UID, to this APIKey: a record issued before the APIKey existed belongs to an earlier one.
+	Created time.Time
 }
 
 // MinSigningKeyLength is the shortest signing key NewSigner accepts (256 bits).
 const MinSigningKeyLength = 32
 
-// signatureVersion starts every signature, so that the format can change without ambiguity.
-const signatureVersion = "v1:"
+// signatureVersion starts every signature, so that the format can change without ambiguity. Version 2
+// covers the APIKey's UID; version 1 did not, and is still accepted for records issued after the APIKey was
+// created (see Subject.Created), so that an upgrade keeps every key. Keyward re-signs them as version 2
+// the next time it writes them, which is the first reconcile after the upgrade.
+const (
+	signatureVersion       = "v2:"
+	legacySignatureVersion = "v1:"
+)
 
 // Signer signs and verifies records with HMAC-SHA256 under a key that only the manager holds. Anyone who can
 // edit a Secret's annotations or an APIKey's status can write any record, but not its signature.
@@ -85,23 +103,31 @@ func NewSigner(key []byte) (*Signer, error) {
 
 // Sign returns the signature of r for sub.
 func (s *Signer) Sign(sub Subject, r Record) string {
-	return signatureVersion + base64.RawURLEncoding.EncodeToString(s.mac(sub, r))
+	return signatureVersion + base64.RawURLEncoding.EncodeToString(s.mac(sub, r, true))
 }
 
 // Verify reports whether sig is the signature of r for sub.
 func (s *Signer) Verify(sub Subject, r Record, sig string) bool {
-	if len(sig) <= len(signatureVersion) || sig[:len(signatureVersion)] != signatureVersion {
+	withUID := true
+	switch {
+	case strings.HasPrefix(sig, signatureVersion):
+	case strings.HasPrefix(sig, legacySignatureVersion) && !r.IssuedAt.IsZero() && !r.IssuedAt.Before(sub.Created.Truncate(time.Second)):
+		withUID = false
+	default:
 		return false
 	}
 	got, err := base64.RawURLEncoding.DecodeString(sig[len(signatureVersion):])
-	return err == nil && hmac.Equal(got, s.mac(sub, r))
+	return err == nil && len(got) > 0 && hmac.Equal(got, s.mac(sub, r, withUID))
 }
 
 // mac hashes an unambiguous encoding of every field: each value is length-prefixed, times are UTC seconds.
-func (s *Signer) mac(sub Subject, r Record) []byte {
+func (s *Signer) mac(sub Subject, r Record, withUID bool) []byte {
 	m := hmac.New(sha256.New, s.key)
 	field(m, "keyward.dev/key-record")
 	field(m, sub.Namespace, sub.APIKey, sub.Secret)
+	if withUID {
+		field(m, sub.UID)
+	}
 	field(m, r.Hash, strconv.FormatInt(r.Revision, 10), unix(r.IssuedAt), unix(r.ExpiresAt), string(r.Reason), r.HandledToken)
 	field(m, strconv.Itoa(len(r.Previous)))
 	for _, p := range r.Previous {

@@ -1,6 +1,7 @@
 package keyrecord
 
 import (
+	"encoding/base64"
 	"reflect"
 	"strings"
 	"testing"
@@ -37,6 +38,7 @@ func TestSignatureCoversEveryFieldAndTheSubject(t *testing.T) {
 		"namespace":             func(_ *Record, sub *Subject) { sub.Namespace = "other" },
 		"APIKey name":           func(_ *Record, sub *Subject) { sub.APIKey = "other" },
 		"Secret name":           func(_ *Record, sub *Subject) { sub.Secret = "other" },
+		"APIKey UID (a re-created APIKey of the same name)": func(_ *Record, sub *Subject) { sub.UID = "0a9b-uid-two" },
 		// Field boundaries are length-prefixed: moving characters between fields changes the signature.
 		"characters moved between fields": func(r *Record, _ *Subject) { r.Reason, r.HandledToken = "Manualt", "2" },
 	}
@@ -48,7 +50,7 @@ func TestSignatureCoversEveryFieldAndTheSubject(t *testing.T) {
 			t.Errorf("changing the %s keeps the signature valid", name)
 		}
 	}
-	for _, bad := range []string{"", "v1:", "v2:" + sig[3:], sig[:len(sig)-2], "v1:!!!"} {
+	for _, bad := range []string{"", "v2:", "v1:" + sig[3:], "v3:" + sig[3:], sig[:len(sig)-2], "v2:!!!"} {
 		if s.Verify(subject, base, bad) {
 			t.Errorf("signature %q verified", bad)
 		}
@@ -90,5 +92,27 @@ func TestJoinNames(t *testing.T) {
 		if got := JoinNames(strings.Split(in, ",")); got != want {
 			t.Errorf("JoinNames(%s) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// legacySign is how signature version 1 signed: the subject without the APIKey's UID.
+func legacySign(s *Signer, sub Subject, r Record) string {
+	return legacySignatureVersion + base64.RawURLEncoding.EncodeToString(s.mac(sub, r, false))
+}
+
+func TestAVersionOneSignatureVerifiesOnlyForRecordsIssuedSinceTheAPIKeyWasCreated(t *testing.T) {
+	s := testSigner(t)
+	rec := contents(t, nil).Record // issued an hour after subject.Created
+	sig := legacySign(s, subject, rec)
+	if !s.Verify(subject, rec, sig) {
+		t.Fatal("a record signed before the upgrade no longer verifies: the upgrade would rotate every key")
+	}
+	successor := subject
+	successor.UID, successor.Created = "0a9b-uid-two", issued.Add(time.Minute)
+	if s.Verify(successor, rec, sig) {
+		t.Error("a version-1 record of a deleted APIKey verifies for its successor of the same name")
+	}
+	if got := s.Sign(subject, rec); !strings.HasPrefix(got, signatureVersion) || got == sig {
+		t.Errorf("Sign wrote %q; records are re-signed as version 2", got)
 	}
 }

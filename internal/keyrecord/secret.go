@@ -2,6 +2,7 @@ package keyrecord
 
 import (
 	"encoding/json"
+	"errors"
 	"maps"
 	"slices"
 	"strconv"
@@ -34,6 +35,9 @@ const (
 	AnnotationRotateToken    = "keyward.dev/rotate-token"
 	AnnotationPreviousKeys   = "keyward.dev/previous-keys"
 	AnnotationSignature      = "keyward.dev/record-signature"
+	// AnnotationAPIKeyUID is the UID of the APIKey the record was signed for. Only the adoption of an orphaned
+	// Secret reads it: the signature, not this annotation, is what binds a record to its APIKey.
+	AnnotationAPIKeyUID = "keyward.dev/apikey-uid"
 	AnnotationTemplateLabels = "keyward.dev/template-labels"
 	AnnotationTemplateAnnots = "keyward.dev/template-annotations"
 )
@@ -47,12 +51,14 @@ type Claim struct {
 	Key       string
 	Record    Record
 	Signature string
+	// SignedFor is the UID of the APIKey the Secret says the record was signed for (AnnotationAPIKeyUID).
+	SignedFor string
 }
 
 // ReadSecret returns what s claims.
 func ReadSecret(s *corev1.Secret) Claim {
 	a := s.Annotations
-	c := Claim{Key: string(s.Data[DataAPIKey]), Signature: a[AnnotationSignature]}
+	c := Claim{Key: string(s.Data[DataAPIKey]), Signature: a[AnnotationSignature], SignedFor: a[AnnotationAPIKeyUID]}
 	c.Record.Hash = a[AnnotationKeyHash]
 	c.Record.Revision, _ = strconv.ParseInt(a[AnnotationRevision], 10, 64)
 	c.Record.IssuedAt = parseTime(a[AnnotationIssuedAt])
@@ -80,16 +86,27 @@ func parseTime(s string) time.Time {
 	return t.UTC()
 }
 
+// ErrSuperseded says that a Secret holds a genuine record older than the withdrawal status records (see
+// Record.Pending): the Secret could not be written when its key was withdrawn, and its key stays refused.
+var ErrSuperseded = errors.New("the Secret holds a key that was withdrawn")
+
 // Check returns nil when the claim is genuine: the key is well-formed and is the one the record hashes, the
 // signature verifies for sub, and the record is not older than lastGenuine (the last record Keyward is sure
-// it wrote, zero when none). Otherwise it returns a *TamperedError naming what differs, comparing with
-// lastGenuine where the signature alone cannot say; previous keys are compared as they stand at now.
+// it wrote, zero when none). It returns ErrSuperseded for a genuine claim older than a pending lastGenuine.
+// Otherwise it returns a *TamperedError naming what differs, comparing with lastGenuine where the signature
+// alone cannot say; previous keys are compared as they stand at now.
 func (c Claim) Check(signer *Signer, sub Subject, lastGenuine Record, now time.Time) error {
 	var changed []string
 	if _, err := keys.Parse(c.Key); err != nil || keys.Hash(c.Key) != c.Record.Hash {
 		changed = append(changed, "data "+DataAPIKey)
 	}
 	switch {
+	case len(changed) == 0 && lastGenuine.Pending() && c.Record.Revision < lastGenuine.Revision && signer.Verify(sub, c.Record, c.Signature):
+		// Whatever older record the Secret holds, even one put back, its key is not accepted: the
+		// withdrawal is what status shows, and the new key replaces it as soon as the Secret can be written.
+		return ErrSuperseded
+	case lastGenuine.Pending() && c.Record.Revision >= lastGenuine.Revision && signer.Verify(sub, c.Record, c.Signature):
+		// Written after the withdrawal, by a reconcile that crashed before its status write.
 	case !signer.Verify(sub, c.Record, c.Signature):
 		claimed, genuine := c.Record, lastGenuine
 		claimed.Previous, genuine.Previous = LivePrevious(claimed.Previous, now), LivePrevious(genuine.Previous, now)
@@ -163,6 +180,7 @@ func WriteSecret(s *corev1.Secret, c Contents, signer *Signer, sub Subject) {
 	}
 	setOrDelete(s.Annotations, AnnotationPreviousKeys, raw)
 	s.Annotations[AnnotationSignature] = signer.Sign(sub, r)
+	setOrDelete(s.Annotations, AnnotationAPIKeyUID, sub.UID)
 
 	if s.Data == nil {
 		s.Data = map[string][]byte{}

@@ -17,7 +17,7 @@ import (
 
 var (
 	issued  = time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
-	subject = Subject{Namespace: "billing", APIKey: "orders", Secret: "orders-key"}
+	subject = Subject{Namespace: "billing", APIKey: "orders", Secret: "orders-key", UID: "7d1c2b9e-uid-one", Created: issued.Add(-time.Hour)}
 )
 
 func testSigner(t testing.TB) *Signer {
@@ -193,5 +193,32 @@ func TestWriteSecretManagesTemplateKeysAndKeepsOthers(t *testing.T) {
 	}
 	if s.Labels["added-by-someone"] != "x" || s.Annotations["kubectl.kubernetes.io/last-applied-configuration"] != "{}" {
 		t.Errorf("metadata others set was removed: %v %v", s.Labels, s.Annotations)
+	}
+}
+
+func TestCheckSaysAGenuineRecordOlderThanAWithdrawalIsSuperseded(t *testing.T) {
+	signer := testSigner(t)
+	c := contents(t, nil)
+	s := &corev1.Secret{}
+	WriteSecret(s, c, signer, subject)
+	withdrawal := Record{Revision: c.Record.Revision + 1, Reason: keywardv1alpha1.RotationRevoked}
+	if !withdrawal.Pending() || withdrawal.IsZero() {
+		t.Fatalf("a record with a revision and no key must be pending, not zero")
+	}
+	if err := ReadSecret(s).Check(signer, subject, withdrawal, issued); !errors.Is(err, ErrSuperseded) {
+		t.Errorf("the withdrawn key's Secret: %v, want ErrSuperseded", err)
+	}
+	// Written by a manager that crashed before recording it: newer than the withdrawal, so genuine.
+	next := contents(t, nil)
+	next.Record.Revision = withdrawal.Revision
+	WriteSecret(s, next, signer, subject)
+	if err := ReadSecret(s).Check(signer, subject, withdrawal, issued); err != nil {
+		t.Errorf("the withdrawal's own key: %v, want genuine", err)
+	}
+	// A Secret someone edited is tampered, withdrawal or not.
+	s.Data[DataAPIKey] = []byte(mint(t))
+	var tampered *TamperedError
+	if err := ReadSecret(s).Check(signer, subject, withdrawal, issued); !errors.As(err, &tampered) {
+		t.Errorf("an edited key under a withdrawal: %v, want a TamperedError", err)
 	}
 }
