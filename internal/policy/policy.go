@@ -122,7 +122,15 @@ const (
 	SecretTampered
 	// SecretGenuine: the Secret holds the key and the record Keyward wrote.
 	SecretGenuine
+	// SecretSuperseded: the Secret holds a genuine record older than the withdrawal status shows (see
+	// keyrecord.Record.Pending): its key stays refused until a new one replaces it.
+	SecretSuperseded
 )
+
+// MaxPreviousKeys is how many replaced keys a record keeps accepting at once. Each manual rotation adds one
+// for its grace period; without a bound a few thousand rotations would push the Secret's annotations past
+// the API server's 256 KiB and no renewal could be written any more. Beyond it the oldest are dropped.
+const MaxPreviousKeys = 10
 
 // Observation is everything the plan depends on, as the reconciler found it.
 type Observation struct {
@@ -133,6 +141,9 @@ type Observation struct {
 	Secret    SecretState
 	// Conflict says why the Secret cannot be used (SecretConflict).
 	Conflict string
+	// Unwritable says why the Secret, which is this APIKey's, cannot be written (it is immutable); "" when it
+	// can. Nothing is written to it, and status shows what it holds, accepting nothing the plan stops.
+	Unwritable string
 	// Current is the Secret's record (SecretGenuine).
 	Current keyrecord.Record
 	// LastKnown is the last record Keyward signed into status; zero when status holds none Keyward signed.
@@ -145,6 +156,8 @@ type Observation struct {
 	ConflictRecheck time.Duration
 	// ExpiringBefore is spec.webhook.expiringBefore (default 7d) when the APIKey has a webhook; zero without.
 	ExpiringBefore period.Period
+	// ExpiringNotified is the revision whose key.expiring has been queued (status.webhook.expiringNotifiedRevision).
+	ExpiringNotified int64
 }
 
 // DefaultExpiringBefore is how long before an expiry key.expiring is sent when spec.webhook does not say.
@@ -172,6 +185,13 @@ type Plan struct {
 	Revoked []string
 	// DroppedByZeroGrace lists the previous keys a zero-grace manual rotation revoked with the current one.
 	DroppedByZeroGrace []string
+	// DroppedByCap lists the oldest previous keys that a mint dropped to keep at most MaxPreviousKeys.
+	DroppedByCap []string
+	// Withheld is what status shows when the Secret does not take Record (it cannot be used or written, or
+	// the write fails): the record the Secret serves, accepting no key that this plan stops accepting. When
+	// the plan stops the current key it is a withdrawal (keyrecord.Record.Pending), and the new key follows
+	// once the Secret can be written. Zero when no key has been recorded.
+	Withheld keyrecord.Record
 	// Health says whether the key is usable; nil when the plan could not judge the key.
 	Health *Health
 	// RenewalTime is when the next key will be minted; zero when never.
@@ -181,6 +201,9 @@ type Plan struct {
 	// ExpiringNotice is when key.expiring is due for the current key: ExpiringBefore before an expiry that no
 	// renewal will prevent. Zero without a webhook, or when a renewal replaces the key first.
 	ExpiringNotice time.Time
+	// AnnounceExpiring is set when key.expiring is due for Record now and has not been queued for its
+	// revision yet: it goes out once per key, with the write that puts Record in place.
+	AnnounceExpiring bool
 }
 
 // Health is whether the key is usable, in condition terms.
@@ -211,20 +234,66 @@ func stalled(reason keywardv1alpha1.ConditionReason, message string) *Health {
 	return &Health{Reason: reason, Stalled: true, detail: message}
 }
 
-// Plan applies the ordered rules: a spec that cannot be resolved or a Secret that cannot be used stalls;
-// then the mint reasons in order (Secret missing, Secret tampered, a revoked current key, a manual rotate
-// token, a due renewal); a mint is judged against the key it is about to mint; then the key is assessed and
-// the next instant that matters is found. Nothing else mints a key: restarts and edits of description,
-// scopes, rate limit, webhook or secretTemplate never do.
+// Plan applies the ordered rules: a spec that cannot be resolved stalls; then the mint reasons in order
+// (Secret missing, Secret tampered, a withdrawal to complete, a revoked current key, a manual rotate token,
+// a due renewal); a mint is judged against the key it is about to mint; then the key is assessed and the
+// next instant that matters is found. Nothing else mints a key: restarts and edits of description, scopes,
+// rate limit, webhook or secretTemplate never do.
+//
+// A Secret that cannot be used (a conflict) or written (immutable) stalls, but it never holds up what the
+// plan stops accepting: Withheld, which status then shows, refuses every key the plan revokes or rotates
+// away without grace, whatever state the Secret is in.
 func PlanFor(o Observation) Plan {
 	now := o.Now.UTC().Truncate(time.Second)
+	served := o.served()
+	if o.SpecError == nil {
+		o.SpecError = checkTokens(o)
+	}
 	if o.SpecError != nil {
-		return Plan{Health: stalled(keywardv1alpha1.ReasonInvalidSpec, o.SpecError.Error())}
+		return Plan{Health: stalled(keywardv1alpha1.ReasonInvalidSpec, o.SpecError.Error()),
+			Withheld: revokedFrom(served, o.Revoke, now), Revoked: revokedIDs(o.Revoke, served.Previous, served)}
 	}
+	blocked, blockedReason := o.Unwritable, keywardv1alpha1.ReasonSecretUnwritable
 	if o.Secret == SecretConflict {
-		return Plan{Health: stalled(keywardv1alpha1.ReasonSecretConflict, o.Conflict), NextCheck: now.Add(o.ConflictRecheck)}
+		// Keyward cannot read the record in a Secret it may not use; it plans from what status last showed.
+		blocked, blockedReason = o.Conflict, keywardv1alpha1.ReasonSecretConflict
+		if o.LastKnown.IsZero() {
+			return Plan{Health: stalled(blockedReason, blocked), NextCheck: now.Add(o.ConflictRecheck)}
+		}
+		o.Secret, o.Current = SecretGenuine, o.LastKnown
+		if o.LastKnown.Pending() {
+			o.Secret, o.Current = SecretSuperseded, keyrecord.Record{}
+		}
 	}
+	p := planKey(o, now)
+	if p.WriteSecret {
+		p.Withheld = withhold(served, p)
+	} else {
+		p.Withheld, p.Revoked = revokedFrom(served, o.Revoke, now), revokedIDs(o.Revoke, served.Previous, served)
+	}
+	if blocked != "" {
+		p.WriteSecret = false
+		detail := blockedMessage(blocked, p)
+		if o.Spec.Disabled {
+			detail += ". spec.disabled rejects every key of this APIKey meanwhile"
+		}
+		p.Health = &Health{Reason: blockedReason, Stalled: true, Expiry: p.Health.Expiry, detail: detail}
+		if o.Secret != SecretGenuine || p.Mint != nil {
+			p.Health.Expiry = p.Withheld.ExpiresAt
+		}
+		if blockedReason == keywardv1alpha1.ReasonSecretConflict {
+			p.NextCheck = earliest(p.NextCheck, now.Add(o.ConflictRecheck))
+		}
+	}
+	return p
+}
+
+// planKey plans for a Secret that can be used.
+func planKey(o Observation, now time.Time) Plan {
 	spec := o.Spec
+	if o.Secret == SecretGenuine {
+		o.Current.Previous = stillShown(o.Current.Previous, o.Current, o.LastKnown, now)
+	}
 	m := decideMint(o, now)
 	judgedAt := o.Current.IssuedAt
 	if m != nil {
@@ -243,7 +312,7 @@ func PlanFor(o Observation) Plan {
 	p := Plan{WriteSecret: true}
 	if m != nil {
 		p.Mint = m
-		p.Record = mintRecord(o, m, now)
+		p.Record, p.DroppedByCap = mintRecord(o, m, now)
 		p.Revoked = revokedIDs(o.Revoke, o.basePrevious(), m.Replaced)
 		if m.Reason == keywardv1alpha1.RotationManual && spec.GracePeriod.IsZero() {
 			for _, prev := range keyrecord.LivePrevious(o.basePrevious(), now) {
@@ -263,8 +332,124 @@ func PlanFor(o Observation) Plan {
 		if p.ExpiringNotice.After(now) {
 			p.NextCheck = earliest(p.NextCheck, p.ExpiringNotice)
 		}
+		p.AnnounceExpiring = !now.Before(p.ExpiringNotice) && now.Before(p.Record.ExpiresAt) && o.ExpiringNotified != p.Record.Revision
 	}
 	return p
+}
+
+// MaxTokenLength bounds the keyward.dev/rotate and keyward.dev/webhook-test values Keyward acts on (the
+// admission policy keyward-apikey-annotations rejects longer ones at apply time). A handled rotate token is
+// kept in the record, in the Secret and in status, so it must stay small.
+const MaxTokenLength = keywardv1alpha1.MaxTokenLength
+
+func checkTokens(o Observation) error {
+	if n := len(o.RotateToken); n > MaxTokenLength {
+		return fmt.Errorf("the %s annotation has %d characters; at most %d are allowed", keywardv1alpha1.RotateAnnotation, n, MaxTokenLength)
+	}
+	return nil
+}
+
+// served is the record the key's Secret serves as far as Keyward can trust it: the Secret's genuine record,
+// or else the last one Keyward signed into status.
+func (o Observation) served() keyrecord.Record {
+	if o.Secret == SecretGenuine {
+		r := o.Current
+		r.Previous = stillShown(r.Previous, o.Current, o.LastKnown, o.Now)
+		return r
+	}
+	return o.LastKnown
+}
+
+// stillShown drops from prev, the previous keys of the Secret's record cur, the live ones that status no
+// longer shows for the same record: a revocation whose Secret write failed stays in force.
+func stillShown(prev []keyrecord.PreviousKey, cur, shown keyrecord.Record, now time.Time) []keyrecord.PreviousKey {
+	if shown.Revision != cur.Revision || shown.Hash != cur.Hash {
+		return prev
+	}
+	var out []keyrecord.PreviousKey
+	for _, p := range prev {
+		if !p.ValidUntil.After(now) || acceptsPrevious(shown.Previous, p.Hash) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func acceptsPrevious(prev []keyrecord.PreviousKey, hash string) bool {
+	return slices.ContainsFunc(prev, func(p keyrecord.PreviousKey) bool { return p.Hash == hash })
+}
+
+// withhold is what status shows when the Secret does not take p.Record: served, without what p stops
+// accepting. A mint that stops the served key at once (a revocation, a rotation with a zero grace period,
+// or the completion of an earlier withdrawal) withdraws it: status records the new revision without a key.
+func withhold(served keyrecord.Record, p Plan) keyrecord.Record {
+	if served.IsZero() {
+		return keyrecord.Record{}
+	}
+	if m := p.Mint; m != nil && (served.Pending() || !acceptsPrevious(p.Record.Previous, served.Hash)) {
+		w := p.Record
+		w.Hash, w.IssuedAt, w.ExpiresAt = "", time.Time{}, time.Time{}
+		w.Previous = intersect(w.Previous, served.Previous)
+		return w
+	}
+	out := served
+	if !p.Record.IsZero() {
+		out.Previous = intersect(served.Previous, p.Record.Previous)
+		if p.Mint == nil && p.Record.Hash == served.Hash && p.Record.ExpiresAt.Before(served.ExpiresAt) {
+			out.ExpiresAt = p.Record.ExpiresAt
+		}
+	}
+	return out
+}
+
+// intersect keeps the keys of a that b accepts too, each until the earlier of its two ends.
+func intersect(a, b []keyrecord.PreviousKey) []keyrecord.PreviousKey {
+	var out []keyrecord.PreviousKey
+	for _, p := range a {
+		if i := slices.IndexFunc(b, func(q keyrecord.PreviousKey) bool { return q.Hash == p.Hash }); i >= 0 {
+			if b[i].ValidUntil.Before(p.ValidUntil) {
+				p.ValidUntil = b[i].ValidUntil
+			}
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// revokedFrom is r without the keys revoke names, for a plan that cannot mint: a revoked current key is
+// withdrawn (the next revision is recorded without a key).
+func revokedFrom(r keyrecord.Record, revoke []string, now time.Time) keyrecord.Record {
+	if r.IsZero() {
+		return r
+	}
+	r.Previous, _ = withoutRevoked(r.Previous, revoke)
+	if r.Hash != "" && slices.Contains(revoke, keys.IDFromHash(r.Hash)) {
+		r = keyrecord.Record{Revision: r.Revision + 1, Reason: keywardv1alpha1.RotationRevoked, HandledToken: r.HandledToken,
+			Previous: keyrecord.LivePrevious(r.Previous, now)}
+	}
+	return r
+}
+
+// blockedMessage says why the Secret is not written and what that means for the key.
+func blockedMessage(why string, p Plan) string {
+	w := p.Withheld
+	switch {
+	case w.Pending():
+		return fmt.Sprintf("%s. No key is accepted until a new one is written there: the last one was withdrawn (%s)", why, WithdrawnBecause(w.Reason))
+	case w.IsZero():
+		return why
+	case p.Mint != nil:
+		return fmt.Sprintf("%s. Key %s stays the current key until a new one can be written there (due: %s)", why, keys.IDFromHash(w.Hash), p.Mint.Reason)
+	}
+	return fmt.Sprintf("%s. Key %s stays valid until %s", why, keys.IDFromHash(w.Hash), w.ExpiresAt.UTC().Format(time.RFC3339))
+}
+
+// WithdrawnBecause says, for a message, why a key with reason r was withdrawn.
+func WithdrawnBecause(r keywardv1alpha1.RotationReason) string {
+	if r == keywardv1alpha1.RotationManual {
+		return "rotated with a zero grace period"
+	}
+	return "revoked by " + keywardv1alpha1.RevokeAnnotation
 }
 
 // basePrevious is the list of previous keys a mint starts from: the genuine record's, or the last signed
@@ -279,6 +464,11 @@ func (o Observation) basePrevious() []keyrecord.PreviousKey {
 // decideMint is the ordered chain of mint reasons; nil means no new key.
 func decideMint(o Observation, now time.Time) *Mint {
 	spec := o.Spec
+	if o.LastKnown.Pending() && (o.Secret == SecretMissing || o.Secret == SecretSuperseded) {
+		// The withdrawal status shows is completed: the new key of its revision, for its reason. Nothing
+		// it replaces is accepted any more.
+		return &Mint{Reason: o.LastKnown.Reason}
+	}
 	switch o.Secret {
 	case SecretMissing:
 		if o.LastKnown.IsZero() {
@@ -304,10 +494,17 @@ func decideMint(o Observation, now time.Time) *Mint {
 	return nil
 }
 
-// mintRecord is the record of the key that m mints (without its hash).
-func mintRecord(o Observation, m *Mint, now time.Time) keyrecord.Record {
+// mintRecord is the record of the key that m mints (without its hash), and the IDs of the oldest previous
+// keys it dropped to keep MaxPreviousKeys.
+func mintRecord(o Observation, m *Mint, now time.Time) (keyrecord.Record, []string) {
+	revision := max(m.Replaced.Revision, o.Current.Revision, o.LastKnown.Revision) + 1
+	if o.LastKnown.Pending() && o.Current.Revision < o.LastKnown.Revision {
+		// A withdrawal is completed at its own revision, so that retrying it while the Secret stays
+		// unwritable changes nothing.
+		revision = o.LastKnown.Revision
+	}
 	r := keyrecord.Record{
-		Revision:     max(m.Replaced.Revision, o.Current.Revision, o.LastKnown.Revision) + 1,
+		Revision:     revision,
 		IssuedAt:     now,
 		ExpiresAt:    o.Spec.ExpiresAt(now),
 		Reason:       m.Reason,
@@ -316,17 +513,27 @@ func mintRecord(o Observation, m *Mint, now time.Time) keyrecord.Record {
 	if r.HandledToken == "" {
 		r.HandledToken = m.Replaced.HandledToken
 	}
+	if r.HandledToken == "" && o.LastKnown.Pending() {
+		r.HandledToken = o.LastKnown.HandledToken
+	}
 	if m.Reason == keywardv1alpha1.RotationManual && o.Spec.GracePeriod.IsZero() {
 		// A zero grace period is the procedure for a leaked key: every earlier key stops at once too, since
 		// whoever leaked the current one may have had the ones before it.
-		return r
+		return r, nil
 	}
 	prev, _ := withoutRevoked(o.basePrevious(), o.Revoke)
 	if m.Replaced.Hash != "" && !slices.Contains(o.Revoke, keys.IDFromHash(m.Replaced.Hash)) {
 		prev = append(slices.Clip(prev), keyrecord.PreviousKey{Hash: m.Replaced.Hash, ValidUntil: m.ReplacedUntil})
 	}
 	r.Previous = keyrecord.LivePrevious(prev, now)
-	return r
+	var dropped []string
+	for len(r.Previous) > MaxPreviousKeys {
+		// Oldest first: LivePrevious sorts by the end of validity, and the key that ends soonest is the one
+		// its workloads have had longest to leave.
+		dropped = append(dropped, keys.IDFromHash(r.Previous[0].Hash))
+		r.Previous = r.Previous[1:]
+	}
+	return r, dropped
 }
 
 // withoutRevoked drops the previous keys whose IDs are listed and returns the IDs it dropped.

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -410,5 +411,141 @@ func TestPlanSaysWhenKeyExpiringIsDue(t *testing.T) {
 				t.Errorf("NextCheck = %v, want %s", p.NextCheck, tc.nextCheck)
 			}
 		})
+	}
+}
+
+func TestPlanWithholdsWhatItStopsWhateverStateTheSecretIsIn(t *testing.T) {
+	auto := Spec{Validity: period.MustParse("90d"), AutoRotate: true, GracePeriod: period.MustParse("1h")}
+	noGrace := auto
+	noGrace.GracePeriod = period.Period{}
+	now := at("2026-12-01T00:00:00Z")
+	prevA := keyrecord.PreviousKey{Hash: hash("a"), ValidUntil: at("2026-12-24T11:00:00Z")}
+	current := keyrecord.Record{Hash: hash("c"), Revision: 3, IssuedAt: at("2026-11-24T10:00:00Z"), ExpiresAt: at("2027-02-22T10:00:00Z"),
+		Reason: keywardv1alpha1.RotationInitial, HandledToken: "t1", Previous: []keyrecord.PreviousKey{prevA}}
+	withdrawn := keyrecord.Record{Revision: 4, Reason: keywardv1alpha1.RotationRevoked, HandledToken: "t1", Previous: []keyrecord.PreviousKey{prevA}}
+	immutable := "Secret orders is immutable"
+	obs := func(f func(*Observation)) Observation {
+		o := Observation{Now: now, Spec: auto, Secret: SecretGenuine, Current: current, LastKnown: current, ConflictRecheck: time.Minute}
+		f(&o)
+		return o
+	}
+	withPrevious := func(r keyrecord.Record, prev ...keyrecord.PreviousKey) keyrecord.Record { r.Previous = prev; return r }
+	cases := []struct {
+		name string
+		in   Observation
+		// write: the plan writes the Secret; mint: the reason of its mint ("" none).
+		write bool
+		mint  keywardv1alpha1.RotationReason
+		// withheld is what status shows if the Secret does not take the plan's record.
+		withheld keyrecord.Record
+		reason   keywardv1alpha1.ConditionReason
+		revoked  []string
+	}{
+		{name: "immutable: revoking the current key withdraws it, keeping the previous keys",
+			in:       obs(func(o *Observation) { o.Unwritable, o.Revoke = immutable, []string{id("c")} }),
+			mint:     keywardv1alpha1.RotationRevoked,
+			withheld: withdrawn, reason: keywardv1alpha1.ReasonSecretUnwritable, revoked: []string{id("c")}},
+		{name: "immutable: a zero-grace rotation withdraws the current key and every earlier one",
+			in:       obs(func(o *Observation) { o.Unwritable, o.Spec, o.RotateToken = immutable, noGrace, "t2" }),
+			mint:     keywardv1alpha1.RotationManual,
+			withheld: keyrecord.Record{Revision: 4, Reason: keywardv1alpha1.RotationManual, HandledToken: "t2"}, reason: keywardv1alpha1.ReasonSecretUnwritable},
+		{name: "immutable: revoking a previous key drops it from status",
+			in:       obs(func(o *Observation) { o.Unwritable, o.Revoke = immutable, []string{id("a")} }),
+			withheld: withPrevious(current), reason: keywardv1alpha1.ReasonSecretUnwritable, revoked: []string{id("a")}},
+		{name: "immutable: a rotation with grace keeps the current key until the new one can be written",
+			in:       obs(func(o *Observation) { o.Unwritable, o.RotateToken = immutable, "t2" }),
+			mint:     keywardv1alpha1.RotationManual,
+			withheld: current, reason: keywardv1alpha1.ReasonSecretUnwritable},
+		{name: "immutable and nothing due: the key stays valid, and Ready says the Secret is stuck",
+			in:       obs(func(o *Observation) { o.Unwritable = immutable }),
+			withheld: current, reason: keywardv1alpha1.ReasonSecretUnwritable},
+		{name: "relabelled to another APIKey: revoking the current key withdraws what status showed",
+			in: obs(func(o *Observation) {
+				o.Secret, o.Current, o.Conflict, o.Revoke = SecretConflict, keyrecord.Record{}, "Secret orders belongs to APIKey other", []string{id("c")}
+			}),
+			mint:     keywardv1alpha1.RotationRevoked,
+			withheld: withdrawn, reason: keywardv1alpha1.ReasonSecretConflict, revoked: []string{id("c")}},
+		{name: "a conflict with nothing recorded has nothing to withhold",
+			in:     Observation{Now: now, Spec: auto, Secret: SecretConflict, Conflict: "not ours", Revoke: []string{id("c")}},
+			reason: keywardv1alpha1.ReasonSecretConflict},
+		{name: "the Secret still holds the withdrawn key and can be written: the new key is minted at the withdrawal's revision",
+			in:       obs(func(o *Observation) { o.Secret, o.Current, o.LastKnown = SecretSuperseded, keyrecord.Record{}, withdrawn }),
+			write:    true, mint: keywardv1alpha1.RotationRevoked,
+			withheld: withdrawn, reason: keywardv1alpha1.ReasonKeyReady},
+		{name: "the Secret still holds the withdrawn key and stays immutable: nothing changes, so nothing loops",
+			in: obs(func(o *Observation) {
+				o.Secret, o.Current, o.LastKnown, o.Unwritable = SecretSuperseded, keyrecord.Record{}, withdrawn, immutable
+			}),
+			mint:     keywardv1alpha1.RotationRevoked,
+			withheld: withdrawn, reason: keywardv1alpha1.ReasonSecretUnwritable},
+		{name: "the withdrawn key's Secret deleted: the new key completes the withdrawal",
+			in:       obs(func(o *Observation) { o.Secret, o.Current, o.LastKnown = SecretMissing, keyrecord.Record{}, withdrawn }),
+			write:    true, mint: keywardv1alpha1.RotationRevoked,
+			withheld: withdrawn, reason: keywardv1alpha1.ReasonKeyReady},
+		{name: "a previous key that status stopped stays stopped when the annotation is removed",
+			in:       obs(func(o *Observation) { o.LastKnown = withPrevious(current) }),
+			write:    true,
+			withheld: withPrevious(current), reason: keywardv1alpha1.ReasonKeyReady},
+		{name: "a writable Secret: what status shows if the write fails",
+			in:    obs(func(o *Observation) { o.Revoke = []string{id("c")} }),
+			write: true, mint: keywardv1alpha1.RotationRevoked,
+			withheld: withdrawn, reason: keywardv1alpha1.ReasonKeyReady, revoked: []string{id("c")}},
+		{name: "an invalid spec still revokes",
+			in:       obs(func(o *Observation) { o.SpecError, o.Revoke = errors.New("spec.validity: bad"), []string{id("c")} }),
+			withheld: withdrawn, reason: keywardv1alpha1.ReasonInvalidSpec, revoked: []string{id("c")}},
+		{name: "a rotate token longer than MaxTokenLength is an invalid spec",
+			in:       obs(func(o *Observation) { o.RotateToken = strings.Repeat("x", MaxTokenLength+1) }),
+			withheld: current, reason: keywardv1alpha1.ReasonInvalidSpec},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := PlanFor(tc.in)
+			if p.WriteSecret != tc.write {
+				t.Errorf("WriteSecret %v, want %v", p.WriteSecret, tc.write)
+			}
+			if p.Mint != nil && p.Mint.Reason != tc.mint || p.Mint == nil && tc.mint != "" {
+				t.Errorf("mint %+v, want %q", p.Mint, tc.mint)
+			}
+			if !reflect.DeepEqual(p.Withheld, tc.withheld) {
+				t.Errorf("withheld\n%+v, want\n%+v", p.Withheld, tc.withheld)
+			}
+			if p.Health == nil || p.Health.Reason != tc.reason {
+				t.Errorf("health %+v, want reason %s", p.Health, tc.reason)
+			}
+			if !reflect.DeepEqual(p.Revoked, tc.revoked) {
+				t.Errorf("revoked %q, want %q", p.Revoked, tc.revoked)
+			}
+			if tc.mint != "" && tc.withheld.Pending() && p.Record.Revision != tc.withheld.Revision {
+				t.Errorf("the new key's revision %d, want the withdrawal's %d", p.Record.Revision, tc.withheld.Revision)
+			}
+			if p.Health != nil && p.Health.Stalled != (tc.reason == keywardv1alpha1.ReasonSecretUnwritable ||
+				tc.reason == keywardv1alpha1.ReasonSecretConflict || tc.reason == keywardv1alpha1.ReasonInvalidSpec) {
+				t.Errorf("stalled %v for reason %s", p.Health.Stalled, tc.reason)
+			}
+		})
+	}
+}
+
+func TestAMintKeepsAtMostMaxPreviousKeysDroppingTheOldest(t *testing.T) {
+	now := at("2026-12-01T00:00:00Z")
+	spec := Spec{Validity: period.MustParse("90d"), AutoRotate: true, GracePeriod: period.MustParse("1h")}
+	current := keyrecord.Record{Hash: hash("c"), Revision: 40, IssuedAt: now.Add(-time.Minute), ExpiresAt: spec.ExpiresAt(now.Add(-time.Minute))}
+	var want []string
+	for i := range MaxPreviousKeys {
+		h := "sha256:" + strings.Repeat("0", 62) + fmt.Sprintf("%02x", i)
+		current.Previous = append(current.Previous, keyrecord.PreviousKey{Hash: h, ValidUntil: now.Add(time.Duration(i+1) * time.Minute)})
+		if i == 0 {
+			want = []string{keys.IDFromHash(h)}
+		}
+	}
+	p := PlanFor(Observation{Now: now, Spec: spec, Secret: SecretGenuine, Current: current, LastKnown: current, RotateToken: "again"})
+	if p.Mint == nil || len(p.Record.Previous) != MaxPreviousKeys {
+		t.Fatalf("mint %+v with %d previous keys, want %d", p.Mint, len(p.Record.Previous), MaxPreviousKeys)
+	}
+	if !reflect.DeepEqual(p.DroppedByCap, want) {
+		t.Errorf("dropped %q, want the one that ends first, %q", p.DroppedByCap, want)
+	}
+	if last := p.Record.Previous[len(p.Record.Previous)-1]; last.Hash != current.Hash {
+		t.Errorf("the newest previous key is %s, want the replaced key", last.Hash)
 	}
 }

@@ -34,6 +34,9 @@ const (
 	KeyMinted TransitionKind = "KeyMinted"
 	// KeysRevoked: keyward.dev/revoke stopped previous keys, the current key unchanged.
 	KeysRevoked TransitionKind = "KeysRevoked"
+	// KeyWithdrawn: status stopped accepting the current key (revoked, or rotated with a zero grace period)
+	// before its successor could be written to the Secret; no key is current until it is.
+	KeyWithdrawn TransitionKind = "KeyWithdrawn"
 	// KeyDisabled, KeyEnabled, KeyExpired: the Ready reason changed to Disabled, from Disabled back to
 	// KeyReady, or to Expired.
 	KeyDisabled TransitionKind = "KeyDisabled"
@@ -41,7 +44,9 @@ const (
 	KeyExpired  TransitionKind = "KeyExpired"
 	// SecretConflicted and SpecInvalid: the Ready reason changed to SecretConflict or InvalidSpec.
 	SecretConflicted TransitionKind = "SecretConflicted"
-	SpecInvalid      TransitionKind = "SpecInvalid"
+	// SecretBlocked: the Ready reason changed to SecretUnwritable.
+	SecretBlocked TransitionKind = "SecretBlocked"
+	SpecInvalid   TransitionKind = "SpecInvalid"
 	// KeyExpiring: the current key is within expiringBefore of an expiry no renewal will prevent.
 	KeyExpiring TransitionKind = "KeyExpiring"
 )
@@ -55,8 +60,12 @@ type Transition struct {
 	// no longer) (KeyMinted).
 	PreviousKeyID      string
 	PreviousValidUntil *metav1.Time
-	// Revoked are the keys keyward.dev/revoke stopped (KeyMinted with reason Revoked, KeysRevoked).
+	// Revoked are the keys keyward.dev/revoke stopped (KeyMinted with reason Revoked, KeysRevoked,
+	// KeyWithdrawn).
 	Revoked []string
+	// AfterWithdrawal is set on a KeyMinted that completes a KeyWithdrawn: the key it replaces was stopped
+	// and announced earlier.
+	AfterWithdrawal bool
 }
 
 // Transitions lists what a status write reports as having happened to the key, derived from what status
@@ -65,12 +74,20 @@ type Transition struct {
 // events, the rotations metric and webhook events are all made from this one list.
 func Transitions(c Change) []Transition {
 	var out []Transition
-	after := c.After
-	if after.Revision > c.Before.Revision && after.KeyHash != "" && !c.Restored {
+	after, before := c.After, c.Before
+	wasWithdrawn := before.KeyHash == "" && before.Revision > 0
+	switch {
+	case c.Restored:
+		if len(c.Revoked) > 0 {
+			out = append(out, Transition{Kind: KeysRevoked, Revoked: c.Revoked})
+		}
+	case after.KeyHash != "" && (after.Revision > before.Revision || wasWithdrawn && after.Revision == before.Revision):
 		t := Transition{Kind: KeyMinted, Reason: after.LastRotationReason}
-		switch after.LastRotationReason {
-		case keywardv1alpha1.RotationInitial:
-		case keywardv1alpha1.RotationRevoked:
+		switch {
+		case wasWithdrawn:
+			t.AfterWithdrawal = true
+		case after.LastRotationReason == keywardv1alpha1.RotationInitial:
+		case after.LastRotationReason == keywardv1alpha1.RotationRevoked:
 			t.Revoked = c.Revoked
 		default:
 			t.PreviousKeyID = c.Before.KeyID
@@ -79,7 +96,10 @@ func Transitions(c Change) []Transition {
 			}
 		}
 		out = append(out, t)
-	} else if len(c.Revoked) > 0 {
+	case after.KeyHash == "" && after.Revision > 0 && before.KeyHash != "":
+		revoked := slices.Sorted(slices.Values(append([]string{before.KeyID}, c.Revoked...)))
+		out = append(out, Transition{Kind: KeyWithdrawn, Reason: after.LastRotationReason, PreviousKeyID: before.KeyID, Revoked: slices.Compact(revoked)})
+	case len(c.Revoked) > 0:
 		out = append(out, Transition{Kind: KeysRevoked, Revoked: c.Revoked})
 	}
 	if c.BeforeReady != c.AfterReady {
@@ -90,6 +110,8 @@ func Transitions(c Change) []Transition {
 			out = append(out, Transition{Kind: KeyExpired})
 		case c.AfterReady == keywardv1alpha1.ReasonSecretConflict:
 			out = append(out, Transition{Kind: SecretConflicted})
+		case c.AfterReady == keywardv1alpha1.ReasonSecretUnwritable:
+			out = append(out, Transition{Kind: SecretBlocked})
 		case c.AfterReady == keywardv1alpha1.ReasonInvalidSpec:
 			out = append(out, Transition{Kind: SpecInvalid})
 		case c.BeforeReady == keywardv1alpha1.ReasonDisabled && c.AfterReady == keywardv1alpha1.ReasonKeyReady:

@@ -18,6 +18,9 @@ func TestTransitionsClassifyAStatusWriteOnce(t *testing.T) {
 	tampered := rotated
 	tampered.LastRotationReason, tampered.PreviousKeys = keywardv1alpha1.RotationSecretTampered, nil
 	ready, disabled := keywardv1alpha1.ReasonKeyReady, keywardv1alpha1.ReasonDisabled
+	unwritable := keywardv1alpha1.ReasonSecretUnwritable
+	withdrawn := keywardv1alpha1.APIKeyStatus{Revision: 2, LastRotationReason: keywardv1alpha1.RotationRevoked}
+	completed := keywardv1alpha1.APIKeyStatus{KeyID: "kid_b", KeyHash: "sha256:b", Revision: 2, LastRotationReason: keywardv1alpha1.RotationRevoked}
 	cases := []struct {
 		name string
 		c    Change
@@ -40,6 +43,13 @@ func TestTransitionsClassifyAStatusWriteOnce(t *testing.T) {
 		{"a Secret conflict", Change{Before: first, After: first, BeforeReady: ready, AfterReady: keywardv1alpha1.ReasonSecretConflict},
 			[]Transition{{Kind: SecretConflicted}}},
 		{"an invalid spec", Change{BeforeReady: "", AfterReady: keywardv1alpha1.ReasonInvalidSpec}, []Transition{{Kind: SpecInvalid}}},
+		{"withdrawing the current key because the Secret cannot take its successor",
+			Change{Before: first, After: withdrawn, Revoked: []string{"kid_a"}, BeforeReady: ready, AfterReady: unwritable},
+			[]Transition{{Kind: KeyWithdrawn, Reason: keywardv1alpha1.RotationRevoked, PreviousKeyID: "kid_a", Revoked: []string{"kid_a"}},
+				{Kind: SecretBlocked}}},
+		{"the successor of a withdrawn key, at the withdrawal's revision", Change{Before: withdrawn, After: completed, BeforeReady: unwritable, AfterReady: ready},
+			[]Transition{{Kind: KeyMinted, Reason: keywardv1alpha1.RotationRevoked, AfterWithdrawal: true}}},
+		{"a withdrawal retried while the Secret stays stuck", Change{Before: withdrawn, After: withdrawn, BeforeReady: unwritable, AfterReady: unwritable}, nil},
 		{"an idle reconcile", Change{Before: first, After: first, BeforeReady: ready, AfterReady: ready}, nil},
 	}
 	for _, tc := range cases {

@@ -33,16 +33,21 @@ func Messages(ts []policy.Transition, after keywardv1alpha1.APIKeyStatus, now ti
 	for _, t := range ts {
 		switch t.Kind {
 		case policy.KeyMinted:
-			switch t.Reason {
-			case keywardv1alpha1.RotationInitial:
+			switch {
+			case t.AfterWithdrawal:
+				// The key this one replaces was announced as revoked when it was withdrawn.
+				add(keywardv1alpha1.WebhookEventKeyRotated, func(m *keywardv1alpha1.WebhookMessage) { m.Reason = string(t.Reason) })
+			case t.Reason == keywardv1alpha1.RotationInitial:
 				add(keywardv1alpha1.WebhookEventKeyCreated, func(m *keywardv1alpha1.WebhookMessage) { m.Reason = string(t.Reason) })
-			case keywardv1alpha1.RotationRevoked:
+			case t.Reason == keywardv1alpha1.RotationRevoked:
 				add(keywardv1alpha1.WebhookEventKeyRevoked, func(m *keywardv1alpha1.WebhookMessage) { m.Reason, m.RevokedKeyIDs = string(t.Reason), t.Revoked })
 			default:
 				add(keywardv1alpha1.WebhookEventKeyRotated, func(m *keywardv1alpha1.WebhookMessage) {
 					m.Reason, m.PreviousKeyID, m.PreviousValidUntil = string(t.Reason), t.PreviousKeyID, t.PreviousValidUntil
 				})
 			}
+		case policy.KeyWithdrawn:
+			add(keywardv1alpha1.WebhookEventKeyRevoked, func(m *keywardv1alpha1.WebhookMessage) { m.Reason, m.RevokedKeyIDs = string(t.Reason), t.Revoked })
 		case policy.KeysRevoked:
 			add(keywardv1alpha1.WebhookEventKeyRevoked, func(m *keywardv1alpha1.WebhookMessage) { m.RevokedKeyIDs = t.Revoked })
 		case policy.KeyDisabled:
