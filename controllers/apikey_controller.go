@@ -50,6 +50,12 @@ const (
 	EventKeyEnabled      EventReason = "KeyEnabled"
 	EventSecretConflict  EventReason = "SecretConflict"
 	EventInvalidSpec     EventReason = "InvalidSpec"
+	// EventKeyWithdrawn: status stopped accepting the current key before its successor could be written.
+	EventKeyWithdrawn EventReason = "KeyWithdrawn"
+	// EventSecretUnwritable: the Secret is this APIKey's but cannot be written.
+	EventSecretUnwritable EventReason = "SecretUnwritable"
+	// EventPreviousKeysDropped: a mint dropped the oldest previous keys beyond policy.MaxPreviousKeys.
+	EventPreviousKeysDropped EventReason = "PreviousKeysDropped"
 )
 
 // DefaultConflictRecheckInterval is how often an APIKey stalled on a Secret it does not own looks again.
@@ -113,7 +119,7 @@ func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		plan = policy.PlanFor(obs.Observation)
 		done = r.apply(ctx, ak, obs, plan)
 	}
-	return r.report(ctx, ak, obs, plan, done)
+	return r.report(ctx, ak, obs, plan, done, now)
 }
 
 // observed is what observe found: the policy's observation plus what apply and report need.
@@ -131,7 +137,7 @@ type observed struct {
 
 // observe reads the spec, the signed record in status and the Secret, and judges the Secret.
 func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIKey, now time.Time) (observed, error) {
-	o := observed{subject: keyrecord.Subject{Namespace: ak.Namespace, APIKey: ak.Name, Secret: SecretNameOf(ak)}}
+	o := observed{subject: SubjectOf(ak)}
 	var err error
 	o.Now = now
 	o.Spec, o.SpecError = policy.Resolve(ak.Spec)
@@ -142,6 +148,9 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 		if o.ExpiringBefore, err = period.ParseOr(string(w.ExpiringBefore), policy.DefaultExpiringBefore); err != nil {
 			o.SpecError = fmt.Errorf("spec.webhook.expiringBefore: %w", err)
 		}
+	}
+	if ak.Status.Webhook != nil {
+		o.ExpiringNotified = ak.Status.Webhook.ExpiringNotifiedRevision
 	}
 	var genuine bool
 	if o.LastKnown, genuine = keyrecord.GenuineStatus(ak.Status, r.Signer, o.subject); !genuine {
@@ -163,8 +172,23 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 		return o, nil
 	}
 	o.secret = s
+	if s.Immutable != nil && *s.Immutable {
+		o.Unwritable = fmt.Sprintf("Secret %s is immutable (immutable: true), so Keyward cannot write a new key or record there. "+
+			"An immutable Secret can only be deleted: delete it and Keyward writes the key into a new one", s.Name)
+	}
 	claim := keyrecord.ReadSecret(s)
-	if err := claim.Check(r.Signer, o.subject, o.LastKnown, now); err != nil {
+	signedFor := o.subject
+	if metav1.GetControllerOf(s) == nil && o.LastKnown.IsZero() {
+		// Adopting an orphan (adoptionConflict allowed it): its record was signed for the APIKey it outlived,
+		// whose key the adopt annotation asks to keep. Once adopted, the record is signed for this APIKey,
+		// and an orphan planted later fails against what status then shows.
+		signedFor.UID, signedFor.Created = claim.SignedFor, time.Time{}
+	}
+	switch err := claim.Check(r.Signer, signedFor, o.LastKnown, now); {
+	case errors.Is(err, keyrecord.ErrSuperseded):
+		o.Secret = policy.SecretSuperseded
+		return o, nil
+	case err != nil:
 		o.Secret, o.tamper = policy.SecretTampered, err
 		return o, nil
 	}
@@ -173,6 +197,12 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 		o.forgedStatus = keyrecord.Changed(keyrecord.FromStatus(ak.Status), displayed(claim.Record, now), keyrecord.StatusFields)
 	}
 	return o, nil
+}
+
+// SubjectOf is what the records of ak's key are signed for: ak, by name and UID, and its Secret.
+func SubjectOf(ak *keywardv1alpha1.APIKey) keyrecord.Subject {
+	return keyrecord.Subject{Namespace: ak.Namespace, APIKey: ak.Name, Secret: SecretNameOf(ak), UID: string(ak.UID),
+		Created: ak.CreationTimestamp.Time}
 }
 
 // displayed is a record as status shows it at now: without the previous keys that have ended.
@@ -209,10 +239,11 @@ func adoptionConflict(ak *keywardv1alpha1.APIKey, s *corev1.Secret) string {
 
 // applied is what apply did.
 type applied struct {
-	// key and record are in place in the Secret (record zero when no key is).
-	key    string
-	record keyrecord.Record
-	minted bool
+	// inSecret is set when the Secret holds the plan's record, which is then in record, with its key.
+	inSecret bool
+	key      string
+	record   keyrecord.Record
+	minted   bool
 	// conflict is set when the Secret turned out to be foreign on write; waiting when the cache lags.
 	conflict, waiting string
 	err               error
@@ -221,9 +252,6 @@ type applied struct {
 // apply mints the key the plan asks for and writes the Secret through the SecretWriter.
 func (r *APIKeyReconciler) apply(ctx context.Context, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan) applied {
 	if !plan.WriteSecret {
-		if o.Secret == policy.SecretGenuine {
-			return applied{key: o.key, record: plan.Record}
-		}
 		return applied{}
 	}
 	key, rec := o.key, plan.Record
@@ -248,7 +276,7 @@ func (r *APIKeyReconciler) apply(ctx context.Context, ak *keywardv1alpha1.APIKey
 		log.FromContext(ctx).Info("Updated the Secret's metadata and record; the key is unchanged",
 			"secret", klog.KRef(ak.Namespace, o.subject.Secret), "keyID", keys.IDFromHash(rec.Hash))
 	}
-	return applied{key: key, record: rec, minted: plan.Mint != nil}
+	return applied{inSecret: true, key: key, record: rec, minted: plan.Mint != nil}
 }
 
 func foreignSecretMessage(name string) string {
@@ -257,44 +285,60 @@ func foreignSecretMessage(name string) string {
 }
 
 // report writes status (one patch, only when it changed), records events and metrics, and says when to
-// look again. observedGeneration moves only when the key was judged.
-func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, done applied) (ctrl.Result, error) {
+// look again. observedGeneration moves only when the key was judged. now is the reconcile's one instant.
+func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, done applied, now time.Time) (ctrl.Result, error) {
 	before := ak.DeepCopy()
-	now := r.Clock.Now().UTC()
 	st := &ak.Status
 	st.SecretName = SecretNameOf(ak)
 
-	health, progressing, requeue := plan.Health, "", time.Duration(0)
+	// Status shows the record in the Secret. When the Secret does not hold the plan's record (it cannot be
+	// used or written, or the write failed) it shows what the plan withholds: the record the Secret serves,
+	// accepting nothing the plan stops, so that a revocation lands whatever state the Secret is in. Without
+	// a record Keyward signed it shows none.
+	shown := keyrecord.Record{}
 	switch {
+	case done.inSecret:
+		shown = done.record
+		keyrecord.WriteStatus(st, done.record, keys.Hint(done.key), plan.RenewalTime, now, r.Signer, o.subject)
+	case !plan.Withheld.IsZero():
+		shown = plan.Withheld
+		hint, renewal := "", time.Time{}
+		switch w := plan.Withheld.Hash; {
+		case w != "" && w == keys.Hash(o.key):
+			hint = keys.Hint(o.key)
+		case w != "" && w == st.KeyHash:
+			hint = st.KeyHint
+		}
+		if plan.Withheld.Hash == plan.Record.Hash {
+			renewal = plan.RenewalTime
+		}
+		keyrecord.WriteStatus(st, plan.Withheld, hint, renewal, now, r.Signer, o.subject)
+	case len(o.forgedStatus) > 0:
+		clearKeyStatus(st)
+	}
+
+	health, progressing, requeue := plan.Health, "", time.Duration(0)
+	message := ""
+	switch {
+	case done.err != nil && shown.Pending():
+		health = &policy.Health{Reason: keywardv1alpha1.ReasonSecretUnwritable}
+		message = fmt.Sprintf("Writing Secret %s failed (%v). No key is accepted until a new one is written there: the last one was withdrawn",
+			o.subject.Secret, done.err)
+		progressing = "Retrying after an error: " + done.err.Error()
 	case done.err != nil:
 		health, progressing = nil, "Retrying after an error: "+done.err.Error()
 	case done.waiting != "":
 		health, progressing, requeue = nil, done.waiting, time.Second
 	case done.conflict != "":
 		health = &policy.Health{Reason: keywardv1alpha1.ReasonSecretConflict, Stalled: true}
-		requeue = r.conflictRecheckInterval()
+		message, requeue = done.conflict, r.conflictRecheckInterval()
 	default:
 		if !plan.NextCheck.IsZero() {
 			requeue = max(plan.NextCheck.Sub(now), time.Nanosecond)
 		}
 	}
-
-	// Status shows the record in place. Without one (an error, a conflict, a spec that cannot mint) it keeps
-	// what it showed when Keyward signed that, and shows nothing rather than a record Keyward did not sign.
-	switch {
-	case !done.record.IsZero():
-		keyrecord.WriteStatus(st, done.record, keys.Hint(done.key), plan.RenewalTime, now, r.Signer, o.subject)
-	case len(o.forgedStatus) > 0:
-		clearKeyStatus(st)
-	}
-
-	keyID := st.KeyID
-	message := ""
-	if health != nil {
-		message = health.Message(keyID)
-		if done.conflict != "" {
-			message = done.conflict
-		}
+	if health != nil && message == "" {
+		message = health.Message(st.KeyID)
 	}
 	setConditions(ak, health, message, progressing, now)
 	if health != nil {
@@ -303,8 +347,8 @@ func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKe
 	// What happened to the key, classified once: the webhook events queued in this write, the Kubernetes
 	// events and the rotations metric are all made from this list.
 	change := policy.Change{Before: before.Status, After: ak.Status, BeforeReady: readyReason(before), AfterReady: readyReason(ak),
-		Expiring: r.expiringNotice(ak, plan, done, now), Restored: len(o.forgedStatus) > 0, Now: now}
-	if done.err == nil {
+		Expiring: plan.AnnounceExpiring && done.inSecret && done.err == nil, Restored: len(o.forgedStatus) > 0, Now: now}
+	if !shown.IsZero() {
 		change.Revoked = plan.Revoked
 	}
 	transitions := policy.Transitions(change)
@@ -317,17 +361,6 @@ func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKe
 	}
 	r.recordEvents(ctx, ak, o, plan, done, transitions)
 	return ctrl.Result{RequeueAfter: requeue}, done.err
-}
-
-// expiringNotice reports whether this write is the first to see the current key within
-// spec.webhook.expiringBefore of an expiry that no renewal will prevent (key.expiring goes out once per key).
-func (r *APIKeyReconciler) expiringNotice(ak *keywardv1alpha1.APIKey, plan policy.Plan, done applied, now time.Time) bool {
-	rec := done.record
-	if ak.Spec.Webhook == nil || done.err != nil || rec.IsZero() || plan.ExpiringNotice.IsZero() {
-		return false
-	}
-	notified := ak.Status.Webhook != nil && ak.Status.Webhook.ExpiringNotifiedRevision == rec.Revision
-	return !now.Before(plan.ExpiringNotice) && now.Before(rec.ExpiresAt) && !notified
 }
 
 // holdForWebhook adds the webhook finalizer to an APIKey with a webhook, so that key.deleted can be sent
@@ -404,6 +437,11 @@ func (r *APIKeyReconciler) recordEvents(ctx context.Context, ak *keywardv1alpha1
 	rec := done.record
 	id := ak.Status.KeyID
 	msg := readyMessage(ak)
+	if len(plan.DroppedByCap) > 0 && done.inSecret {
+		logger.Info("Dropped the oldest previous keys to keep the record bounded", "keyIDs", plan.DroppedByCap)
+		r.event(ak, corev1.EventTypeWarning, EventPreviousKeysDropped, "Rotate",
+			"At most %d previous keys stay accepted; the oldest, %s, no longer are", policy.MaxPreviousKeys, strings.Join(plan.DroppedByCap, ", "))
+	}
 	for _, t := range ts {
 		switch t.Kind {
 		case policy.KeysRevoked:
@@ -412,6 +450,13 @@ func (r *APIKeyReconciler) recordEvents(ctx context.Context, ak *keywardv1alpha1
 				strings.Join(t.Revoked, ", "), keywardv1alpha1.RevokeAnnotation, id)
 		case policy.KeyMinted:
 			r.recordMint(logger, ak, o, plan, rec, t)
+		case policy.KeyWithdrawn:
+			logger.Info("Withdrew the current key; its successor waits for the Secret", "keyID", t.PreviousKeyID, "reason", t.Reason)
+			r.event(ak, corev1.EventTypeWarning, EventKeyWithdrawn, "Withdraw",
+				"Key %s is no longer accepted (%s), but Secret %s cannot take its successor: %s", t.PreviousKeyID,
+				policy.WithdrawnBecause(t.Reason), o.subject.Secret, msg)
+		case policy.SecretBlocked:
+			r.event(ak, corev1.EventTypeWarning, EventSecretUnwritable, "Write", "%s", msg)
 		case policy.KeyExpired:
 			r.event(ak, corev1.EventTypeWarning, EventKeyExpired, "Expire", "%s", msg)
 		case policy.KeyDisabled:
@@ -431,7 +476,18 @@ func (r *APIKeyReconciler) recordMint(logger logr.Logger, ak *keywardv1alpha1.AP
 	id, revision := ak.Status.KeyID, ak.Status.Revision
 	logger = logger.WithValues("keyID", id, "revision", revision, "reason", t.Reason)
 	rotationsTotal.WithLabelValues(string(t.Reason)).Inc()
-	replaced := plan.Mint.Replaced.Hash
+	replaced := ""
+	if plan.Mint != nil { // nil when the Secret holds a key a manager wrote before it died, short of status
+		replaced = plan.Mint.Replaced.Hash
+	}
+	switch {
+	case t.AfterWithdrawal:
+		logger.Info("Minted the key that follows a withdrawn one")
+		r.event(ak, corev1.EventTypeNormal, EventKeyRotated, "Mint",
+			"Minted key %s (revision %d, reason %s) into Secret %s; the key before it was withdrawn earlier and stays refused",
+			id, revision, t.Reason, o.subject.Secret)
+		return
+	}
 	switch t.Reason {
 	case keywardv1alpha1.RotationInitial:
 		logger.Info("Minted the first key")

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -37,8 +38,15 @@ type SecretWriter struct {
 	APIReader client.Reader
 	Signer    *keyrecord.Signer
 
-	mu           sync.Mutex
-	fingerprints map[types.NamespacedName][sha256.Size]byte
+	mu      sync.Mutex
+	written map[types.NamespacedName]writtenSecret
+}
+
+// writtenSecret is what the writer knows of its last write of a Secret: a fingerprint of the content, and
+// the resourceVersion the API server gave it once the write has returned.
+type writtenSecret struct {
+	fingerprint     [sha256.Size]byte
+	resourceVersion string
 }
 
 // Write creates the Secret of ak, or updates existing when it differs from c, signing the record for sub.
@@ -59,6 +67,7 @@ func (w *SecretWriter) Write(ctx context.Context, ak *keywardv1alpha1.APIKey, ex
 		if err != nil {
 			return false, fmt.Errorf("creating Secret %s: %w", s.Name, err)
 		}
+		w.wrote(s)
 		return true, nil
 	}
 	s := existing.DeepCopy()
@@ -73,6 +82,7 @@ func (w *SecretWriter) Write(ctx context.Context, ak *keywardv1alpha1.APIKey, ex
 	if err := w.Client.Update(ctx, s); err != nil {
 		return false, fmt.Errorf("updating Secret %s: %w", s.Name, err)
 	}
+	w.wrote(s)
 	return true, nil
 }
 
@@ -93,6 +103,7 @@ func (w *SecretWriter) explainExisting(ctx context.Context, ak *keywardv1alpha1.
 		if err := w.Client.Patch(ctx, s, client.MergeFrom(base)); err != nil {
 			return fmt.Errorf("restoring the %s label of Secret %s: %w", keywardv1alpha1.APIKeyNameLabel, name, err)
 		}
+		w.wrote(s)
 		log.FromContext(ctx).Info("Restored the label that lets Keyward see its Secret", "secret", klog.KObj(s))
 		return errCacheLag
 	}
@@ -102,16 +113,32 @@ func (w *SecretWriter) explainExisting(ctx context.Context, ak *keywardv1alpha1.
 	return errCacheLag
 }
 
+// record notes the content of a write about to be sent. Its echo may reach the watch before the write
+// returns, so until then the content alone identifies it.
 func (w *SecretWriter) record(s *corev1.Secret) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.fingerprints == nil {
-		w.fingerprints = map[types.NamespacedName][sha256.Size]byte{}
+	if w.written == nil {
+		w.written = map[types.NamespacedName]writtenSecret{}
 	}
-	w.fingerprints[client.ObjectKeyFromObject(s)] = fingerprint(s)
+	w.written[client.ObjectKeyFromObject(s)] = writtenSecret{fingerprint: fingerprint(s)}
 }
 
-// IsEcho reports whether o is exactly what the writer last wrote to that Secret.
+// wrote notes the resourceVersion of a write that returned. From then on only that version is the echo:
+// someone who puts back exactly what Keyward wrote (a label they had changed, say) makes a new version,
+// and that is looked at.
+func (w *SecretWriter) wrote(s *corev1.Secret) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	key := client.ObjectKeyFromObject(s)
+	if last, ok := w.written[key]; ok && last.fingerprint == fingerprint(s) {
+		last.resourceVersion = s.ResourceVersion
+		w.written[key] = last
+	}
+}
+
+// IsEcho reports whether o is what the writer last wrote to that Secret: the same content and, once the
+// write has returned, the same resourceVersion.
 func (w *SecretWriter) IsEcho(o client.Object) bool {
 	s, ok := o.(*corev1.Secret)
 	if !ok {
@@ -119,18 +146,19 @@ func (w *SecretWriter) IsEcho(o client.Object) bool {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	fp, ok := w.fingerprints[client.ObjectKeyFromObject(s)]
-	return ok && fp == fingerprint(s)
+	last, ok := w.written[client.ObjectKeyFromObject(s)]
+	return ok && last.fingerprint == fingerprint(s) && (last.resourceVersion == "" || last.resourceVersion == s.ResourceVersion)
 }
 
 // Forget drops what the writer remembers of a deleted Secret.
 func (w *SecretWriter) Forget(o client.Object) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	delete(w.fingerprints, client.ObjectKeyFromObject(o))
+	delete(w.written, client.ObjectKeyFromObject(o))
 }
 
-// fingerprint hashes what the writer controls in a Secret: type, labels, annotations, data, owners.
+// fingerprint hashes what the writer controls in a Secret, and whether it may write it at all: type,
+// immutability, labels, annotations, data, owners.
 func fingerprint(s *corev1.Secret) [sha256.Size]byte {
 	h := sha256.New()
 	write := func(parts ...string) {
@@ -138,7 +166,7 @@ func fingerprint(s *corev1.Secret) [sha256.Size]byte {
 			fmt.Fprintf(h, "%d:%s", len(p), p)
 		}
 	}
-	write(string(s.Type))
+	write(string(s.Type), fmt.Sprint(ptr.Deref(s.Immutable, false)))
 	for _, m := range []map[string]string{s.Labels, s.Annotations} {
 		write("map")
 		for _, k := range slices.Sorted(maps.Keys(m)) {
