@@ -26,6 +26,7 @@ func TestDefaultKustomizationBuildsEveryComponent(t *testing.T) {
 		"kind: ClusterRole", "name: keyward-manager-role",
 		"kind: ServiceAccount", "kind: Service",
 		"kind: ValidatingAdmissionPolicy", "name: keyward-apikey-expiry", "policyName: keyward-apikey-expiry",
+		"name: keyward-apikey-annotations", "policyName: keyward-apikey-annotations",
 		"name: keyward-scope-grants", "policyName: keyward-scope-grants", "name: keyward-view", "name: keyward-edit", "name: keyward-admin",
 		"name: keyward-verifier", "name: keyward-verifier-role",
 	} {

@@ -18,6 +18,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/testenv"
 )
 
@@ -195,6 +196,44 @@ func TestAdmissionRejectsAFixedExpiryMoreThanTenYearsAhead(t *testing.T) {
 	}
 	if err := env.Client.Update(context.Background(), ok); err == nil || !strings.Contains(err.Error(), "spec.expiresAt") {
 		t.Errorf("moving expiresAt to 9999 on update: %v", err)
+	}
+}
+
+func TestAdmissionBoundsTheTokensAnAPIKeyAsksWith(t *testing.T) {
+	testenv.Need(t)
+	ns := env.Namespace(t)
+	at := func(n int) string { return strings.Repeat("t", n) }
+	cases := []struct {
+		annotation string
+		value      string
+		ok         bool
+	}{
+		{keywardv1alpha1.RotateAnnotation, at(keywardv1alpha1.MaxTokenLength), true},
+		{keywardv1alpha1.RotateAnnotation, at(keywardv1alpha1.MaxTokenLength + 1), false},
+		{keywardv1alpha1.WebhookTestAnnotation, at(keywardv1alpha1.MaxTokenLength), true},
+		{keywardv1alpha1.WebhookTestAnnotation, at(keywardv1alpha1.MaxTokenLength + 1), false},
+		{keywardv1alpha1.RevokeAnnotation, at(1024), true},
+		{keywardv1alpha1.RevokeAnnotation, at(1025), false},
+	}
+	for i, tc := range cases {
+		ak := apiKey(t, ns, fmt.Sprintf("tokens-%d", i), "{}")
+		ak.SetAnnotations(map[string]string{tc.annotation: tc.value})
+		err := env.Client.Create(context.Background(), ak)
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%s of %d characters was refused: %v", tc.annotation, len(tc.value), err)
+		case !tc.ok && (err == nil || !strings.Contains(err.Error(), "metadata.annotations["+tc.annotation+"]")):
+			t.Errorf("%s of %d characters: %v, want a refusal naming the annotation", tc.annotation, len(tc.value), err)
+		}
+	}
+	// Adding a long token to an existing APIKey is refused the same way.
+	ok := apiKey(t, ns, "tokens-update", "{}")
+	if err := env.Client.Create(context.Background(), ok); err != nil {
+		t.Fatal(err)
+	}
+	ok.SetAnnotations(map[string]string{keywardv1alpha1.RotateAnnotation: at(4096)})
+	if err := env.Client.Update(context.Background(), ok); err == nil {
+		t.Error("a 4096-character rotate token was added on update")
 	}
 }
 

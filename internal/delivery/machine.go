@@ -84,7 +84,8 @@ func Next(o Observation) Step {
 			wakeAt = t
 		}
 	}
-	if tok := o.TestToken; tok != "" && (ws.LastTest == nil || ws.LastTest.Token != tok) {
+	// A token beyond MaxTokenLength is ignored (the admission policy refuses it): status would keep it.
+	if tok := o.TestToken; tok != "" && len(tok) <= keywardv1alpha1.MaxTokenLength && (ws.LastTest == nil || ws.LastTest.Token != tok) {
 		if ws.LastTest == nil || !o.Now.Before(ws.LastTest.Time.Add(TestInterval)) {
 			return Step{Kind: Test, Token: tok}
 		}

@@ -3,6 +3,7 @@ package delivery
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,6 +44,8 @@ func TestNextDecidesInOrderTestThenTheOldestDueEventThenRelease(t *testing.T) {
 			Step{Kind: Send, Message: msg(3), Generation: 3}},
 		{"a new test token comes first", Observation{Status: keywardv1alpha1.WebhookStatus{Outbox: two}, TestToken: "ping"},
 			Step{Kind: Test, Token: "ping"}},
+		{"a token longer than MaxTokenLength is never sent or kept", Observation{Status: keywardv1alpha1.WebhookStatus{},
+			TestToken: strings.Repeat("p", keywardv1alpha1.MaxTokenLength+1)}, Step{Kind: Idle}},
 		{"a token already answered", Observation{Status: keywardv1alpha1.WebhookStatus{LastTest: &keywardv1alpha1.WebhookTestStatus{Token: "ping", Time: *at(-time.Hour)}},
 			TestToken: "ping"}, Step{Kind: Idle}},
 		{"a second test within the interval waits for it",

@@ -105,6 +105,12 @@ func WaitForPolicies(ctx context.Context, cfg *rest.Config, c client.Client) err
 			far.Spec.ExpiresAt = &metav1.Time{Time: time.Now().AddDate(50, 0, 0)}
 			return c.Create(ctx, far, client.DryRunAll)
 		},
+		"keyward-apikey-annotations": func() error {
+			long := probe.DeepCopy()
+			long.ResourceVersion, long.Name = "", "admission-probe-long"
+			long.Annotations = map[string]string{keywardv1alpha1.RotateAnnotation: strings.Repeat("x", keywardv1alpha1.MaxTokenLength+1)}
+			return c.Create(ctx, long, client.DryRunAll)
+		},
 		"keyward-scope-grants": func() error {
 			scoped := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "admission-probe-scoped", Namespace: ns},
 				Spec: keywardv1alpha1.APIKeySpec{Scopes: []keywardv1alpha1.Scope{"probe:read"}}}
