@@ -331,6 +331,121 @@ func TestTheManagersIdentityWritesOnlyKeywardSecrets(t *testing.T) {
 	}
 }
 
+// A stolen manager token that dresses an application's Secret up as Keyward's, or moves Keyward's Secrets
+// between APIKeys, or writes labels another controller acts on, is refused.
+func TestTheManagersIdentityUpdatesOnlySecretsAlreadyKeywardsAndWritesOnlyKeywardsMetadata(t *testing.T) {
+	testenv.Need(t)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	owner := apiKey(t, ns, "orders", "{}")
+	other := apiKey(t, ns, "payments", "{}")
+	for _, ak := range []*unstructured.Unstructured{owner, other} {
+		if err := env.Client.Create(ctx, ak); err != nil {
+			t.Fatal(err)
+		}
+	}
+	manager := testenv.Impersonating(env.Config, testenv.ManagerUser)
+	controlledBy := func(ak *unstructured.Unstructured) []metav1.OwnerReference {
+		return []metav1.OwnerReference{{APIVersion: "keyward.dev/v1alpha1", Kind: "APIKey", Name: ak.GetName(), UID: ak.GetUID(), Controller: ptr.To(true)}}
+	}
+	keywards := func(name string, mutate ...func(*corev1.Secret)) *corev1.Secret {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns,
+			Labels:          map[string]string{"keyward.dev/apikey": "orders", "app.kubernetes.io/managed-by": "keyward", "team": "billing"},
+			Annotations:     map[string]string{"keyward.dev/template-labels": "team", "keyward.dev/key-hash": "sha256:x"},
+			OwnerReferences: controlledBy(owner)}, Type: corev1.SecretTypeOpaque}
+		for _, m := range mutate {
+			m(s)
+		}
+		return s
+	}
+	// What an admin (or an application) created, which the manager then tries to update.
+	existing := map[string]*corev1.Secret{
+		"app-db":  {ObjectMeta: metav1.ObjectMeta{Name: "app-db", Namespace: ns}, Type: corev1.SecretTypeOpaque},
+		"orders":  keywards("orders", func(s *corev1.Secret) { s.Labels["someone-elses"] = "kept" }),
+		"orphan":  keywards("orphan", func(s *corev1.Secret) { s.OwnerReferences = nil }),
+		"nolabel": keywards("nolabel", func(s *corev1.Secret) { delete(s.Labels, "keyward.dev/apikey") }),
+	}
+	for _, s := range existing {
+		if err := env.Client.Create(ctx, s.DeepCopy()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	updates := []struct {
+		name   string
+		secret string
+		change func(*corev1.Secret)
+		want   string // "" = allowed
+	}{
+		{"an application's Secret given Keyward's label and a made-up owner", "app-db", func(s *corev1.Secret) {
+			s.Labels = map[string]string{"keyward.dev/apikey": "orders"}
+			s.OwnerReferences = controlledBy(owner)
+			s.Data = map[string][]byte{"password": []byte("mine now")}
+		}, "already Keyward's"},
+		{"Keyward's Secret moved to another APIKey", "orders", func(s *corev1.Secret) { s.Labels["keyward.dev/apikey"] = "payments" },
+			"another APIKey"},
+		{"Keyward's Secret given another controller", "orders", func(s *corev1.Secret) { s.OwnerReferences = controlledBy(other) },
+			"controller of a Secret"},
+		{"a label neither Keyward's nor the template's", "orders", func(s *corev1.Secret) { s.Labels["injected"] = "yes" },
+			"not injected"},
+		{"an annotation neither Keyward's nor the template's", "orders", func(s *corev1.Secret) {
+			s.Annotations["reflector.v1.k8s.emberstack.com/reflection-auto-namespaces"] = "prod"
+		}, "reflector.v1.k8s.emberstack.com"},
+		{"Argo CD's label, even when the template lists it", "orders", func(s *corev1.Secret) {
+			s.Labels["argocd.argoproj.io/secret-type"] = "cluster"
+			s.Annotations["keyward.dev/template-labels"] = "argocd.argoproj.io/secret-type,team"
+		}, "argocd.argoproj.io/secret-type"},
+		{"a new key in Keyward's Secret, keeping someone else's label", "orders", func(s *corev1.Secret) {
+			s.Data = map[string][]byte{"api-key": []byte("new")}
+			s.Annotations["keyward.dev/key-hash"] = "sha256:y"
+		}, ""},
+		{"a template label that the template lists", "orders", func(s *corev1.Secret) {
+			s.Labels["tier"] = "gold"
+			s.Annotations["keyward.dev/template-labels"] = "team,tier"
+		}, ""},
+		{"adopting an orphan", "orphan", func(s *corev1.Secret) { s.OwnerReferences = controlledBy(owner) }, ""},
+		{"putting back the label of a Secret it controls", "nolabel", func(s *corev1.Secret) { s.Labels["keyward.dev/apikey"] = "orders" }, ""},
+	}
+	for _, tc := range updates {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &corev1.Secret{}
+			if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: tc.secret}, s); err != nil {
+				t.Fatal(err)
+			}
+			tc.change(s)
+			err := manager.Update(ctx, s, client.DryRunAll)
+			if tc.want == "" && err != nil {
+				t.Errorf("denied: %v", err)
+			}
+			if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("error %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+	// Creating, in Argo CD's namespace, a cluster Secret that Argo CD would act on.
+	argo := keywards("cluster-prod", func(s *corev1.Secret) {
+		s.Namespace = "default"
+		s.Labels["argocd.argoproj.io/secret-type"] = "cluster"
+		s.Annotations["keyward.dev/template-labels"] = "argocd.argoproj.io/secret-type"
+	})
+	if err := manager.Create(ctx, argo, client.DryRunAll); err == nil || !strings.Contains(err.Error(), "argocd.argoproj.io/secret-type") {
+		t.Errorf("the manager creating an Argo CD cluster Secret: %v", err)
+	}
+}
+
+func TestTheCRDAndTheManagerPolicyRefuseTheSameForeignControllerKeys(t *testing.T) {
+	// The CEL sources escape each backslash once more than the Go pattern.
+	want := strings.ReplaceAll(keywardv1alpha1.ForeignControllerKeyPattern, `\`, `\\`)
+	for _, file := range []string{filepath.Join("config", "crd", "bases", "keyward.dev_apikeys.yaml"), filepath.Join("config", "admission", "manager_secrets_policy.yaml")} {
+		raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("%s does not refuse ForeignControllerKeyPattern %s", file, keywardv1alpha1.ForeignControllerKeyPattern)
+		}
+	}
+}
+
 func TestTheStatusPolicyCoversEveryStatusFieldButUsage(t *testing.T) {
 	testenv.Need(t)
 	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "admission", "status_writers_policy.yaml"))

@@ -116,15 +116,19 @@ type APIKeySpec struct {
 
 // SecretTemplate holds metadata that Keyward copies onto the generated Secret.
 type SecretTemplate struct {
-	// Labels added to the Secret. Keys under keyward.dev/ are reserved for Keyward.
+	// Labels added to the Secret. Keys under keyward.dev/ are reserved for Keyward, and keys another
+	// controller acts on (ForeignControllerKeyPattern) are refused.
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule=`self.all(k, !k.matches('^([a-z0-9.-]*\\.)?keyward\\.dev/'))`,message="label keys under keyward.dev/ are reserved for Keyward"
+	// +kubebuilder:validation:XValidation:rule=`self.all(k, !k.matches('^([a-z0-9.-]*\\.)?(argoproj\\.io|emberstack\\.com|mittwald\\.de|appscode\\.com|cert-manager\\.io|external-secrets\\.io|fluxcd\\.io)/'))`,message="label keys that another controller acts on (Argo CD, Secret reflectors and replicators, cert-manager, External Secrets, Flux) are refused: Keyward's manager never writes them"
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
 
-	// Annotations added to the Secret. Keys under keyward.dev/ are reserved for Keyward.
+	// Annotations added to the Secret. Keys under keyward.dev/ are reserved for Keyward, and keys another
+	// controller acts on (ForeignControllerKeyPattern) are refused.
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule=`self.all(k, !k.matches('^([a-z0-9.-]*\\.)?keyward\\.dev/'))`,message="annotation keys under keyward.dev/ are reserved for Keyward"
+	// +kubebuilder:validation:XValidation:rule=`self.all(k, !k.matches('^([a-z0-9.-]*\\.)?(argoproj\\.io|emberstack\\.com|mittwald\\.de|appscode\\.com|cert-manager\\.io|external-secrets\\.io|fluxcd\\.io)/'))`,message="annotation keys that another controller acts on (Argo CD, Secret reflectors and replicators, cert-manager, External Secrets, Flux) are refused: Keyward's manager never writes them"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }

@@ -21,6 +21,14 @@ const (
 	// status.webhook.lastTest.token sends one. Keyward never removes it.
 	WebhookTestAnnotation = "keyward.dev/webhook-test"
 
+	// ForeignControllerKeyPattern matches the label and annotation keys of other controllers that act on a
+	// Secret carrying them: Argo CD turns it into cluster or repository credentials, Secret reflectors and
+	// replicators (emberstack, mittwald, kubed) copy it into other namespaces, cert-manager injects it as a
+	// CA, External Secrets and Flux act on theirs. A secretTemplate may not ask for them (CRD validation) and
+	// Keyward's manager may not write them (admission policy keyward-manager-secrets), so neither a tenant
+	// nor a stolen manager token can use Keyward to hand a Secret to another controller.
+	ForeignControllerKeyPattern = `^([a-z0-9.-]*\.)?(argoproj\.io|emberstack\.com|mittwald\.de|appscode\.com|cert-manager\.io|external-secrets\.io|fluxcd\.io)/`
+
 	// MaxTokenLength is the longest keyward.dev/rotate or keyward.dev/webhook-test value Keyward acts on; the
 	// admission policy keyward-apikey-annotations rejects longer ones.
 	MaxTokenLength = 128
