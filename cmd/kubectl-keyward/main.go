@@ -5,9 +5,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,6 +21,8 @@ import (
 
 func main() {
 	if err := newRoot().Execute(); err != nil {
+		// Errors quote what tenants and servers wrote: escaped like everything else the plugin prints.
+		fmt.Fprintln(os.Stderr, "Error:", plugin.Escape(err.Error()))
 		os.Exit(1)
 	}
 }
@@ -32,7 +34,7 @@ func newRoot() *cobra.Command {
 		Short:         "Manage Keyward API keys: list, create, rotate, revoke, reveal, verify",
 		Version:       version.Version + " (" + version.Revision + ")",
 		SilenceUsage:  true,
-		SilenceErrors: false,
+		SilenceErrors: true,
 	}
 	flags.AddFlags(root.PersistentFlags())
 	env := func(cmd *cobra.Command) (*plugin.Plugin, string, error) {
@@ -122,12 +124,33 @@ func newRoot() *cobra.Command {
 	reveal.Flags().BoolVar(&force, "force", false, "Print even when the output is not a terminal.")
 
 	var scopes []string
-	var verifierURL string
-	verify := &cobra.Command{Use: "verify KEY", Short: "Check a key offline, then with the verifier when --verifier-url is given", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+	var verifierURL, keyFile string
+	verify := &cobra.Command{Use: "verify [--file PATH]",
+		Short: "Check a key, read from standard input or --file, offline, then with the verifier when --verifier-url is given",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return errors.New("pass the key on standard input or with --file, not as an argument: shell history and process listings keep arguments")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			in := cmd.InOrStdin()
+			if keyFile != "" && keyFile != "-" {
+				f, err := os.Open(keyFile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				in = f
+			}
+			key, err := plugin.ReadKey(in)
+			if err != nil {
+				return err
+			}
 			p := &plugin.Plugin{Out: cmd.OutOrStdout(), Now: time.Now}
-			return p.Verify(cmd.Context(), strings.TrimSpace(args[0]), scopes, verifierURL)
+			return p.Verify(cmd.Context(), key, scopes, verifierURL)
 		}}
+	verify.Flags().StringVarP(&keyFile, "file", "f", "-", "Read the key from this file (- for standard input).")
 	verify.Flags().StringSliceVar(&scopes, "scopes", nil, "Scopes the key must grant.")
 	verify.Flags().StringVar(&verifierURL, "verifier-url", "", "The verifier's base URL, for POST /v1/verify.")
 

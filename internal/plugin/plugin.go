@@ -51,6 +51,9 @@ type Plugin struct {
 	Now func() time.Time
 }
 
+// out is where the plugin prints: Out, with every control character escaped but its own layout's.
+func (p *Plugin) out() io.Writer { return terminalWriter{w: p.Out} }
+
 // List prints the APIKeys of namespace (every namespace when allNamespaces) matching selector: name, key ID,
 // masked key, created, expires, scopes (or unrestricted), state.
 func (p *Plugin) List(ctx context.Context, namespace string, allNamespaces bool, selector string) error {
@@ -70,7 +73,7 @@ func (p *Plugin) List(ctx context.Context, namespace string, allNamespaces bool,
 		a, b := list.Items[i], list.Items[j]
 		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
 	})
-	w := tabwriter.NewWriter(p.Out, 0, 4, 2, ' ', 0)
+	w := tabwriter.NewWriter(p.out(), 0, 4, 2, ' ', 0)
 	header := "NAME\tKEY ID\tKEY\tCREATED\tEXPIRES\tSCOPES\tSTATE"
 	if allNamespaces {
 		header = "NAMESPACE\t" + header
@@ -81,6 +84,9 @@ func (p *Plugin) List(ctx context.Context, namespace string, allNamespaces bool,
 			timeOrDash(ak.Status.ExpiresAt), scopesOf(ak), State(&ak)}
 		if allNamespaces {
 			row = append([]string{ak.Namespace}, row...)
+		}
+		for i := range row {
+			row[i] = Escape(row[i])
 		}
 		fmt.Fprintln(w, strings.Join(row, "\t"))
 	}
@@ -144,13 +150,13 @@ func (p *Plugin) Create(ctx context.Context, namespace, name string, o CreateOpt
 		if err != nil {
 			return err
 		}
-		_, err = p.Out.Write(out)
+		_, err = p.out().Write(out)
 		return err
 	}
 	if err := p.Client.Create(ctx, ak); err != nil {
 		return err
 	}
-	fmt.Fprintf(p.Out, "apikey.keyward.dev/%s created; `kubectl keyward reveal %s` shows the key once it is minted\n", name, name)
+	printf(p.out(), "apikey.keyward.dev/%s created; `kubectl keyward reveal %s` shows the key once it is minted\n", name, name)
 	return nil
 }
 
@@ -229,17 +235,37 @@ func (p *Plugin) Reveal(ctx context.Context, namespace, name string, isTerminal,
 	if key == "" || keys.Hash(key) != ak.Status.KeyHash {
 		return fmt.Errorf("Secret %s does not hold the key status describes (%s); Keyward is replacing it", secretName, ak.Status.KeyID)
 	}
-	_, err := fmt.Fprintln(p.Out, key)
+	_, err := fmt.Fprintln(p.out(), key)
 	return err
+}
+
+// MaxKeyInput bounds what ReadKey reads: a key is well under 100 bytes.
+const MaxKeyInput = 4 << 10
+
+// ReadKey reads a key from r (standard input or a file): its first line, without surrounding space. The key
+// is never an argument, which shell history and every process listing would keep.
+func ReadKey(r io.Reader) (string, error) {
+	raw, err := io.ReadAll(io.LimitReader(r, MaxKeyInput+1))
+	if err != nil {
+		return "", fmt.Errorf("reading the key: %w", err)
+	}
+	if len(raw) > MaxKeyInput {
+		return "", fmt.Errorf("the input is longer than %d bytes; pass only the key", MaxKeyInput)
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	if line = strings.TrimSpace(line); line == "" {
+		return "", errors.New("no key on the input: pipe it in (kubectl keyward reveal NAME --force | kubectl keyward verify) or pass --file")
+	}
+	return line, nil
 }
 
 // Verify checks a key offline (shape and checksum) and, with verifierURL, asks the verifier's JSON API.
 func (p *Plugin) Verify(ctx context.Context, key string, scopes []string, verifierURL string) error {
 	if _, err := keys.Parse(key); err != nil {
-		fmt.Fprintf(p.Out, "MALFORMED: %v (checked offline)\n", err)
+		printf(p.out(), "MALFORMED: %v (checked offline)\n", err)
 		return errors.New("the key is malformed")
 	}
-	fmt.Fprintf(p.Out, "well-formed key %s (checksum valid)\n", keys.Sum(key).ID())
+	printf(p.out(), "well-formed key %s (checksum valid)\n", keys.Sum(key).ID())
 	if verifierURL == "" {
 		return nil
 	}
@@ -259,7 +285,7 @@ func (p *Plugin) Verify(ctx context.Context, key string, scopes []string, verifi
 		return fmt.Errorf("the verifier answered %s: %w", resp.Status, err)
 	}
 	pretty, _ := json.MarshalIndent(out, "", "  ")
-	fmt.Fprintln(p.Out, string(pretty))
+	fmt.Fprintln(p.out(), string(pretty))
 	if out["valid"] != true {
 		return fmt.Errorf("the verifier says %v", out["code"])
 	}
@@ -273,42 +299,42 @@ func (p *Plugin) Status(ctx context.Context, namespace, name string) error {
 		return err
 	}
 	st := ak.Status
-	w := tabwriter.NewWriter(p.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(w, "APIKey:\t%s/%s\n", namespace, name)
-	fmt.Fprintf(w, "State:\t%s\n", State(ak))
+	w := tabwriter.NewWriter(p.out(), 0, 4, 2, ' ', 0)
+	printf(w, "APIKey:\t%s/%s\n", namespace, name)
+	printf(w, "State:\t%s\n", State(ak))
 	for _, c := range st.Conditions {
-		fmt.Fprintf(w, "  %s=%s\t%s: %s\n", c.Type, c.Status, c.Reason, c.Message)
+		printf(w, "  %s=%s\t%s: %s\n", c.Type, c.Status, c.Reason, c.Message)
 	}
-	fmt.Fprintf(w, "Key:\t%s %s (revision %d, %s)\n", dash(st.KeyID), dash(st.KeyHint), st.Revision, dash(string(st.LastRotationReason)))
-	fmt.Fprintf(w, "Issued / expires / renews:\t%s / %s / %s\n", timeOrDash(st.IssuedAt), timeOrDash(st.ExpiresAt), timeOrDash(st.RenewalTime))
-	fmt.Fprintf(w, "Scopes:\t%s\n", scopesOf(*ak))
+	printf(w, "Key:\t%s %s (revision %d, %s)\n", dash(st.KeyID), dash(st.KeyHint), st.Revision, dash(string(st.LastRotationReason)))
+	printf(w, "Issued / expires / renews:\t%s / %s / %s\n", timeOrDash(st.IssuedAt), timeOrDash(st.ExpiresAt), timeOrDash(st.RenewalTime))
+	printf(w, "Scopes:\t%s\n", scopesOf(*ak))
 	for _, pk := range st.PreviousKeys {
-		fmt.Fprintf(w, "Previous key:\t%s valid until %s\n", pk.KeyID, pk.ValidUntil.UTC().Format(time.RFC3339))
+		printf(w, "Previous key:\t%s valid until %s\n", pk.KeyID, pk.ValidUntil.UTC().Format(time.RFC3339))
 	}
 	if st.SecretName != "" {
 		s := &metav1.PartialObjectMetadata{}
 		s.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
 		switch err := p.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: st.SecretName}, s); {
 		case err == nil:
-			fmt.Fprintf(w, "Secret:\t%s (revision %s, issued %s, APIKey %s)\n", st.SecretName,
+			printf(w, "Secret:\t%s (revision %s, issued %s, APIKey %s)\n", st.SecretName,
 				dash(s.Annotations["keyward.dev/revision"]), dash(s.Annotations["keyward.dev/issued-at"]), dash(s.Labels[keywardv1alpha1.APIKeyNameLabel]))
 		case apierrors.IsForbidden(err):
-			fmt.Fprintf(w, "Secret:\t%s (you may not read its metadata)\n", st.SecretName)
+			printf(w, "Secret:\t%s (you may not read its metadata)\n", st.SecretName)
 		default:
-			fmt.Fprintf(w, "Secret:\t%s (%v)\n", st.SecretName, err)
+			printf(w, "Secret:\t%s (%v)\n", st.SecretName, err)
 		}
 	}
 	if u := st.Usage; u != nil {
-		fmt.Fprintf(w, "Usage:\t%d requests, last %s\n", u.Requests, timeOrDash(u.LastUsedAt))
+		printf(w, "Usage:\t%d requests, last %s\n", u.Requests, timeOrDash(u.LastUsedAt))
 	}
 	if wh := st.Webhook; ak.Spec.Webhook != nil && wh != nil {
-		fmt.Fprintf(w, "Webhook:\t%s: delivered revision %d at %s, %d failing, %d waiting\n", ak.Spec.Webhook.URL, wh.LastDeliveredRevision,
+		printf(w, "Webhook:\t%s: delivered revision %d at %s, %d failing, %d waiting\n", ak.Spec.Webhook.URL, wh.LastDeliveredRevision,
 			timeOrDash(wh.LastDeliveryTime), wh.ConsecutiveFailures, len(webhook.Pending(wh)))
 		if wh.LastError != "" {
-			fmt.Fprintf(w, "  last error:\t%s\n", wh.LastError)
+			printf(w, "  last error:\t%s\n", wh.LastError)
 		}
 		if t := wh.LastTest; t != nil {
-			fmt.Fprintf(w, "  last test:\t%s at %s: %s\n", t.Token, t.Time.UTC().Format(time.RFC3339), t.Result)
+			printf(w, "  last test:\t%s at %s: %s\n", t.Token, t.Time.UTC().Format(time.RFC3339), t.Result)
 		}
 	}
 	var evs eventsv1.EventList
@@ -316,7 +342,7 @@ func (p *Plugin) Status(ctx context.Context, namespace, name string) error {
 		sort.Slice(evs.Items, func(i, j int) bool { return evs.Items[i].EventTime.Before(&evs.Items[j].EventTime) })
 		for _, e := range evs.Items {
 			if e.Regarding.Kind == "APIKey" && e.Regarding.Name == name {
-				fmt.Fprintf(w, "Event:\t%s %s: %s\n", e.Type, e.Reason, e.Note)
+				printf(w, "Event:\t%s %s: %s\n", e.Type, e.Reason, e.Note)
 			}
 		}
 	}
@@ -333,7 +359,7 @@ func (p *Plugin) patch(ctx context.Context, namespace, name string, change func(
 	if err := p.Client.Patch(ctx, ak, client.MergeFrom(base)); err != nil {
 		return err
 	}
-	fmt.Fprintf(p.Out, "apikey.keyward.dev/%s: %s\n", name, done)
+	printf(p.out(), "apikey.keyward.dev/%s: %s\n", name, done)
 	return nil
 }
 

