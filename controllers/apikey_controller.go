@@ -167,7 +167,7 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 		}
 		return o, fmt.Errorf("reading Secret %s: %w", o.subject.Secret, err)
 	}
-	if conflict := adoptionConflict(ak, s); conflict != "" {
+	if verdict, conflict := ownershipOf(ak, s); verdict != policy.Ours {
 		o.Secret, o.Conflict = policy.SecretConflict, conflict
 		return o, nil
 	}
@@ -179,7 +179,7 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 	claim := keyrecord.ReadSecret(s)
 	signedFor := o.subject
 	if metav1.GetControllerOf(s) == nil && o.LastKnown.IsZero() {
-		// Adopting an orphan (adoptionConflict allowed it): its record was signed for the APIKey it outlived,
+		// Adopting an orphan (the ownership rule allowed it): its record was signed for the APIKey it outlived,
 		// whose key the adopt annotation asks to keep. Once adopted, the record is signed for this APIKey,
 		// and an orphan planted later fails against what status then shows.
 		signedFor.UID, signedFor.Created = claim.SignedFor, time.Time{}
@@ -211,30 +211,11 @@ func displayed(r keyrecord.Record, now time.Time) keyrecord.Record {
 	return r
 }
 
-// adoptionConflict says why ak may not use the Secret s, or "" when it may. A Secret is ak's when it carries
-// ak's label and either ak's controller reference (by UID, so a Secret left behind by an earlier APIKey of the
-// same name is not) or, with the adopt annotation on ak, no controller at all.
-func adoptionConflict(ak *keywardv1alpha1.APIKey, s *corev1.Secret) string {
-	if owner := keyrecord.SecretOwner(s); owner != ak.Name {
-		return fmt.Sprintf("Secret %s belongs to APIKey %s; two APIKeys cannot share a Secret, "+
-			"so this one waits until that APIKey is gone", s.Name, owner)
-	}
-	ref := metav1.GetControllerOf(s)
-	switch {
-	case ref == nil && ak.Annotations[keywardv1alpha1.AdoptOrphanAnnotation] == "true":
-		return ""
-	case ref == nil:
-		return fmt.Sprintf("Secret %s has Keyward's label but no controller: it outlived an earlier APIKey and may hold a key "+
-			"that was meant to end with it. Delete it to get a new key, or set the annotation %s=true on this APIKey to adopt it and keep its key",
-			s.Name, keywardv1alpha1.AdoptOrphanAnnotation)
-	case ref.UID == ak.UID:
-		return ""
-	case ref.Kind == "APIKey" && ref.Name == ak.Name:
-		return fmt.Sprintf("Secret %s belongs to an earlier APIKey %s (uid %s) that was deleted; Keyward does not adopt it, "+
-			"so its key is not brought back. Garbage collection removes it, after which a new key is minted; delete it to go faster",
-			s.Name, ref.Name, ref.UID)
-	}
-	return fmt.Sprintf("Secret %s is controlled by %s %s, not by this APIKey", s.Name, ref.Kind, ref.Name)
+// ownershipOf judges, with the policy's one rule, whose the Secret s is from ak's point of view.
+func ownershipOf(ak *keywardv1alpha1.APIKey, s *corev1.Secret) (policy.Ownership, string) {
+	return policy.JudgeSecret(policy.SecretClaim{APIKey: ak.Name, UID: string(ak.UID),
+		Adopt:  ak.Annotations[keywardv1alpha1.AdoptOrphanAnnotation] == "true",
+		Secret: s.Name, Label: keyrecord.SecretOwner(s), Controller: metav1.GetControllerOf(s)})
 }
 
 // applied is what apply did.
@@ -265,8 +246,8 @@ func (r *APIKeyReconciler) apply(ctx context.Context, ak *keywardv1alpha1.APIKey
 	wrote, err := r.secrets.Write(ctx, ak, o.secret, o.subject, keyrecord.Contents{
 		APIKeyName: ak.Name, Template: ak.Spec.SecretTemplate, Key: key, Record: rec})
 	switch {
-	case errors.Is(err, errForeignSecret):
-		return applied{conflict: foreignSecretMessage(o.subject.Secret)}
+	case errors.As(err, new(*foreignSecretError)):
+		return applied{conflict: err.Error()}
 	case errors.Is(err, errCacheLag):
 		return applied{waiting: "Waiting for the cache to show Secret " + o.subject.Secret}
 	case err != nil:
@@ -277,11 +258,6 @@ func (r *APIKeyReconciler) apply(ctx context.Context, ak *keywardv1alpha1.APIKey
 			"secret", klog.KRef(ak.Namespace, o.subject.Secret), "keyID", keys.IDFromHash(rec.Hash))
 	}
 	return applied{inSecret: true, key: key, record: rec, minted: plan.Mint != nil}
-}
-
-func foreignSecretMessage(name string) string {
-	return fmt.Sprintf("Secret %s exists and Keyward does not own it (it has no %s label); Keyward never overwrites it. "+
-		"Delete or rename that Secret, or create an APIKey with another spec.secretName", name, keywardv1alpha1.APIKeyNameLabel)
 }
 
 // report writes status (one patch, only when it changed), records events and metrics, and says when to

@@ -22,13 +22,17 @@ import (
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
+	"github.com/keyward-dev/keyward/internal/policy"
 )
 
-// Errors of SecretWriter.Write that are not failures of the API server.
-var (
-	errForeignSecret = errors.New("a Secret Keyward does not own has that name")
-	errCacheLag      = errors.New("the Secret exists but the cache does not show it yet")
-)
+// errCacheLag is the error of SecretWriter.Write when the Secret exists but the cache does not show it yet.
+var errCacheLag = errors.New("the Secret exists but the cache does not show it yet")
+
+// foreignSecretError is the error of SecretWriter.Write when the Secret of that name is not the APIKey's;
+// its message is the ownership rule's explanation.
+type foreignSecretError struct{ why string }
+
+func (e *foreignSecretError) Error() string { return e.why }
 
 // SecretWriter owns every write of a key's Secret. It signs the record it writes and records a fingerprint
 // of the content before the write, so the watch can tell the echo of its own writes from someone else's edit
@@ -93,7 +97,9 @@ func (w *SecretWriter) explainExisting(ctx context.Context, ak *keywardv1alpha1.
 	if err := w.APIReader.Get(ctx, types.NamespacedName{Namespace: ak.Namespace, Name: name}, s); err != nil {
 		return fmt.Errorf("reading Secret %s after it already existed: %w", name, err)
 	}
-	if ref := metav1.GetControllerOf(s); ref != nil && ref.UID == ak.UID && keyrecord.SecretOwner(s) == "" {
+	verdict, why := ownershipOf(ak, s)
+	switch verdict {
+	case policy.OursUnlabelled:
 		base := s.DeepCopy()
 		if s.Labels == nil {
 			s.Labels = map[string]string{}
@@ -106,10 +112,10 @@ func (w *SecretWriter) explainExisting(ctx context.Context, ak *keywardv1alpha1.
 		w.wrote(s)
 		log.FromContext(ctx).Info("Restored the label that lets Keyward see its Secret", "secret", klog.KObj(s))
 		return errCacheLag
+	case policy.Foreign:
+		return &foreignSecretError{why: why}
 	}
-	if keyrecord.SecretOwner(s) == "" {
-		return errForeignSecret
-	}
+	// Labelled: the cache will show it, and the next reconcile judges it from there.
 	return errCacheLag
 }
 

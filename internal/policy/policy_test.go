@@ -549,3 +549,35 @@ func TestAMintKeepsAtMostMaxPreviousKeysDroppingTheOldest(t *testing.T) {
 		t.Errorf("the newest previous key is %s, want the replaced key", last.Hash)
 	}
 }
+
+func TestJudgeSecretSaysWhoseASecretIs(t *testing.T) {
+	ours := &metav1.OwnerReference{Kind: "APIKey", Name: "orders", UID: "uid-2"}
+	earlier := &metav1.OwnerReference{Kind: "APIKey", Name: "orders", UID: "uid-1"}
+	other := &metav1.OwnerReference{Kind: "ExternalSecret", Name: "db", UID: "uid-9"}
+	cases := []struct {
+		name  string
+		claim SecretClaim
+		want  Ownership
+		says  string
+	}{
+		{"labelled and controlled by this APIKey", SecretClaim{Label: "orders", Controller: ours}, Ours, ""},
+		{"label removed from a Secret this APIKey controls", SecretClaim{Controller: ours}, OursUnlabelled, ""},
+		{"an application's Secret", SecretClaim{}, Foreign, "no keyward.dev/apikey label"},
+		{"an unlabelled Secret another APIKey controlled", SecretClaim{Controller: earlier}, Foreign, "never overwrites"},
+		{"labelled for another APIKey", SecretClaim{Label: "payments", Controller: ours}, OtherAPIKey, "belongs to APIKey payments"},
+		{"an orphan, not adopted", SecretClaim{Label: "orders"}, Orphaned, keywardv1alpha1.AdoptOrphanAnnotation},
+		{"an orphan, adopted", SecretClaim{Label: "orders", Adopt: true}, Ours, ""},
+		{"left by an earlier APIKey of the same name", SecretClaim{Label: "orders", Controller: earlier}, EarlierAPIKey, "earlier APIKey"},
+		{"an adopt annotation does not take a controlled Secret", SecretClaim{Label: "orders", Controller: earlier, Adopt: true}, EarlierAPIKey, "uid-1"},
+		{"controlled by another controller", SecretClaim{Label: "orders", Controller: other}, OtherController, "ExternalSecret db"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.claim.APIKey, tc.claim.UID, tc.claim.Secret = "orders", "uid-2", "orders"
+			got, msg := JudgeSecret(tc.claim)
+			if got != tc.want || !strings.Contains(msg, tc.says) || (tc.says == "") != (msg == "") {
+				t.Errorf("JudgeSecret = %v, %q; want %v saying %q", got, msg, tc.want, tc.says)
+			}
+		})
+	}
+}
