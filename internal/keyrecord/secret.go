@@ -27,17 +27,17 @@ const (
 // Annotations Keyward keeps on the Secret. The record annotations and the signature over them are the
 // record; the template annotations remember which template keys Keyward put there.
 const (
-	AnnotationKeyHash        = "keyward.dev/key-hash"
-	AnnotationRevision       = "keyward.dev/revision"
-	AnnotationIssuedAt       = "keyward.dev/issued-at"
-	AnnotationExpiresAt      = "keyward.dev/expires-at"
-	AnnotationReason         = "keyward.dev/rotation-reason"
-	AnnotationRotateToken    = "keyward.dev/rotate-token"
-	AnnotationPreviousKeys   = "keyward.dev/previous-keys"
-	AnnotationSignature      = "keyward.dev/record-signature"
+	AnnotationKeyHash      = "keyward.dev/key-hash"
+	AnnotationRevision     = "keyward.dev/revision"
+	AnnotationIssuedAt     = "keyward.dev/issued-at"
+	AnnotationExpiresAt    = "keyward.dev/expires-at"
+	AnnotationReason       = "keyward.dev/rotation-reason"
+	AnnotationRotateToken  = "keyward.dev/rotate-token"
+	AnnotationPreviousKeys = "keyward.dev/previous-keys"
+	AnnotationSignature    = "keyward.dev/record-signature"
 	// AnnotationAPIKeyUID is the UID of the APIKey the record was signed for. Only the adoption of an orphaned
 	// Secret reads it: the signature, not this annotation, is what binds a record to its APIKey.
-	AnnotationAPIKeyUID = "keyward.dev/apikey-uid"
+	AnnotationAPIKeyUID      = "keyward.dev/apikey-uid"
 	AnnotationTemplateLabels = "keyward.dev/template-labels"
 	AnnotationTemplateAnnots = "keyward.dev/template-annotations"
 )

@@ -469,8 +469,10 @@ func TestPlanWithholdsWhatItStopsWhateverStateTheSecretIsIn(t *testing.T) {
 			in:     Observation{Now: now, Spec: auto, Secret: SecretConflict, Conflict: "not ours", Revoke: []string{id("c")}},
 			reason: keywardv1alpha1.ReasonSecretConflict},
 		{name: "the Secret still holds the withdrawn key and can be written: the new key is minted at the withdrawal's revision",
-			in:       obs(func(o *Observation) { o.Secret, o.Current, o.LastKnown = SecretSuperseded, keyrecord.Record{}, withdrawn }),
-			write:    true, mint: keywardv1alpha1.RotationRevoked,
+			in: obs(func(o *Observation) {
+				o.Secret, o.Current, o.LastKnown = SecretSuperseded, keyrecord.Record{}, withdrawn
+			}),
+			write: true, mint: keywardv1alpha1.RotationRevoked,
 			withheld: withdrawn, reason: keywardv1alpha1.ReasonKeyReady},
 		{name: "the Secret still holds the withdrawn key and stays immutable: nothing changes, so nothing loops",
 			in: obs(func(o *Observation) {
@@ -479,8 +481,8 @@ func TestPlanWithholdsWhatItStopsWhateverStateTheSecretIsIn(t *testing.T) {
 			mint:     keywardv1alpha1.RotationRevoked,
 			withheld: withdrawn, reason: keywardv1alpha1.ReasonSecretUnwritable},
 		{name: "the withdrawn key's Secret deleted: the new key completes the withdrawal",
-			in:       obs(func(o *Observation) { o.Secret, o.Current, o.LastKnown = SecretMissing, keyrecord.Record{}, withdrawn }),
-			write:    true, mint: keywardv1alpha1.RotationRevoked,
+			in:    obs(func(o *Observation) { o.Secret, o.Current, o.LastKnown = SecretMissing, keyrecord.Record{}, withdrawn }),
+			write: true, mint: keywardv1alpha1.RotationRevoked,
 			withheld: withdrawn, reason: keywardv1alpha1.ReasonKeyReady},
 		{name: "a previous key that status stopped stays stopped when the annotation is removed",
 			in:       obs(func(o *Observation) { o.LastKnown = withPrevious(current) }),
