@@ -186,7 +186,11 @@ func TestRequirementsAreParsedOnlyForAKnownKeyAndWithinTheCaps(t *testing.T) {
 		{"blank entries require nothing", key, Requirements{Scopes: []string{"", " , ,"}, Query: "scope=&scopes="}, CodeValid},
 		{"17 namespaces are over the cap", key, Requirements{Namespaces: []string{strings.Repeat("a,", 16) + "billing"}}, CodeInvalidRequest},
 		{"scopes from the query", key, Requirements{Query: "scope=orders%3Aread&scopes=invoices:read,invoices:write"}, CodeInsufficientScope},
-		{"namespaces from the query", key, Requirements{Query: "namespace=payments&namespace=billing"}, CodeValid},
+		{"namespaces from the query", key, Requirements{Query: "namespace=payments,billing"}, CodeValid},
+		{"repeated namespace parameters must each hold", key, Requirements{Query: "namespace=payments&namespace=billing"}, CodeWrongNamespace},
+		{"a query list narrows a header list", key, Requirements{Namespaces: []string{"billing,payments"}, Query: "namespaces=payments"}, CodeWrongNamespace},
+		{"lists that agree", key, Requirements{Namespaces: []string{"billing, payments", "billing"}, Query: "namespace=billing"}, CodeValid},
+		{"a blank list requires nothing", key, Requirements{Namespaces: []string{" , ", "billing"}, Query: "namespace="}, CodeValid},
 		{"a namespace the route does not accept", key, Requirements{Namespaces: []string{"payments"}}, CodeWrongNamespace},
 		{"a wrong namespace wins over a missing scope", key, Requirements{Namespaces: []string{"payments"}, Scopes: []string{"invoices:write"}}, CodeWrongNamespace},
 	}
@@ -324,6 +328,22 @@ func TestTrustedNamespacesLimitWhichKeysCount(t *testing.T) {
 	}
 }
 
+func TestACopyOfAKeyInAnUntrustedNamespaceDoesNotMakeTheTrustedKeyAmbiguous(t *testing.T) {
+	key := mintKey(t, "kw")
+	ix := NewIndex()
+	ix.Upsert(apiKey("billing", "orders", key, t0.Add(time.Hour), nil, withScopes("orders:*")))
+	// Someone who may write APIKey status in a namespace the verifier does not trust plants the same hash.
+	ix.Upsert(apiKey("mallory", "copy", key, t0.Add(time.Hour), nil, withScopes("*")))
+	ix.TrustNamespaces([]string{"billing"})
+	if got := ix.Verify(key, []string{"orders:read"}, t0); got.Code != CodeValid || got.Namespace != "billing" {
+		t.Errorf("the trusted key with an untrusted copy: %+v, want VALID from billing", got)
+	}
+	ix.TrustNamespaces([]string{"billing", "mallory"})
+	if got := ix.Verify(key, nil, t0).Code; got != CodeAmbiguous {
+		t.Errorf("two trusted claimants: %s, want AMBIGUOUS", got)
+	}
+}
+
 // BenchmarkRejectOversizedRequest is the cost of refusing a request that requires far more scopes than
 // the cap, with a valid key (the worst case: the key is known, so requirements are read up to the cap).
 func BenchmarkRejectOversizedRequest(b *testing.B) {
@@ -352,3 +372,53 @@ type discardWriter struct {
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(s int)           { w.status = s }
+
+// A tenant's unrestricted key must not pass another tenant's route by adding an accepted namespace of its
+// own. The requests are built as the gateways send them: Envoy's HTTP ext_authz (path_prefix /v1/auth)
+// appends the client's path and query to the check request and adds the route's header; gRPC ext_authz
+// carries the client's headers in the CheckRequest beside the route's context extension.
+func TestWhatAClientAddsNeverWidensTheNamespacesARouteAccepts(t *testing.T) {
+	srv, ext, _, _ := serverFixture(t)
+	tenantKey := mintKey(t, "kw")
+	srv.Index.Upsert(apiKey("payments", "everything", tenantKey, t0.Add(time.Hour), nil, withScopes("*")))
+	h := srv.Handler()
+
+	forward := []struct {
+		name, target string
+		headers      map[string]string
+	}{
+		{"the client's query after Envoy's path_prefix", "/v1/auth/invoices/7?namespace=payments",
+			map[string]string{HeaderRequiredNamespace: "billing"}},
+		{"the client's namespaces query", "/v1/auth/invoices/7?namespaces=payments,billing",
+			map[string]string{HeaderRequiredNamespace: "billing"}},
+		{"the client's header beside the route's query (nginx auth_request passes client headers)", "/v1/auth?namespace=billing",
+			map[string]string{HeaderRequiredNamespace: "payments"}},
+	}
+	for _, tc := range forward {
+		t.Run("forward auth: "+tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, tc.target, nil)
+			req.Header.Set("X-API-Key", tenantKey)
+			for k, v := range tc.headers {
+				req.Header.Add(k, v)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusForbidden || rec.Header().Get(HeaderCode) != string(CodeWrongNamespace) {
+				t.Errorf("status %d code %q; the route pinned to billing must refuse a key from payments", rec.Code, rec.Header().Get(HeaderCode))
+			}
+		})
+	}
+	t.Run("gRPC ext_authz: the client's header beside the route's context extension", func(t *testing.T) {
+		resp, err := ext.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			ContextExtensions: map[string]string{ContextExtensionNamespaces: "billing"},
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Path: "/invoices/7?namespace=payments",
+				Headers: map[string]string{"x-api-key": tenantKey, "x-keyward-required-namespace": "payments"}}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int(resp.GetDeniedResponse().GetStatus().GetCode()) != http.StatusForbidden {
+			t.Errorf("answer %v; the route pinned to billing must refuse a key from payments", resp.GetStatus())
+		}
+	})
+}

@@ -63,11 +63,13 @@ type Requirements struct {
 	// Scopes are required scopes; each element is one scope or a comma-separated list. Blank entries are
 	// ignored.
 	Scopes []string
-	// Namespaces are the namespaces the key's APIKey may come from (any of them); each element is one
-	// namespace or a comma-separated list. None means any namespace this verifier trusts.
+	// Namespaces are lists of the namespaces the key's APIKey may come from; each element is one namespace
+	// or a comma-separated list, and the key must come from a namespace of every list: a list narrows,
+	// never widens, what the others accept. None means any namespace this verifier trusts.
 	Namespaces []string
 	// Query is a raw URL query whose scope and scopes parameters add required scopes and whose namespace
-	// parameters add accepted namespaces. It is read only when the key is known.
+	// and namespaces parameters add lists of accepted namespaces, each of which must hold (as Namespaces).
+	// It is read only when the key is known.
 	Query string
 }
 
@@ -79,6 +81,8 @@ type values struct {
 	param   string
 	pending string // what is left of the list or query value being split
 	bad     bool   // a query value could not be unescaped
+	// group counts the lists and query values started so far: the items of one list share a group.
+	group int
 }
 
 // next returns the next value, or false when there is none.
@@ -98,6 +102,7 @@ func (v *values) next() (string, bool) {
 		switch {
 		case len(v.lists) > 0:
 			v.pending, v.lists = v.lists[0], v.lists[1:]
+			v.group++
 		case v.query != "":
 			var kv string
 			if i := strings.IndexByte(v.query, '&'); i >= 0 {
@@ -118,6 +123,7 @@ func (v *values) next() (string, bool) {
 				value = unescaped
 			}
 			v.pending = value
+			v.group++
 		default:
 			return "", false
 		}
@@ -305,12 +311,19 @@ func (ix *Index) unlinkLocked(e *entry) {
 
 func slotOf(d keys.Digest) uint64 { return binary.LittleEndian.Uint64(d[:8]) }
 
-// find returns the first record of digest d in the chain at its slot, and whether another APIKey's record
-// claims the same digest.
-func (ix *Index) find(d keys.Digest) (rec *keyRecord, ambiguous bool) {
+// find returns the first record of digest d in the chain at its slot whose namespace is trusted (every
+// namespace when trusted is nil), and whether another trusted APIKey's record claims the same digest. The
+// trust filter comes first: a copy of a key planted in a namespace the verifier does not trust must not
+// make the genuine key AMBIGUOUS.
+func (ix *Index) find(d keys.Digest, trusted *map[string]struct{}) (rec *keyRecord, ambiguous bool) {
 	for r := ix.byHash[slotOf(d)]; r != nil; r = r.next {
 		if r.digest != d {
 			continue
+		}
+		if trusted != nil {
+			if _, ok := (*trusted)[r.entry.namespace]; !ok {
+				continue
+			}
 		}
 		if rec == nil {
 			rec = r
@@ -363,7 +376,7 @@ func (ix *Index) VerifyRequest(ctx context.Context, key string, req Requirements
 	}
 	digest := keys.Sum(key)
 	ix.mu.RLock()
-	rec, ambiguous := ix.find(digest)
+	rec, ambiguous := ix.find(digest, ix.trusted.Load())
 	if rec == nil {
 		ix.mu.RUnlock()
 		// The checksum is checked here rather than first: a key the index holds was minted with a valid one,
@@ -384,11 +397,6 @@ func (ix *Index) VerifyRequest(ctx context.Context, key string, req Requirements
 	disabled, scopes, limiter, limit := e.disabled, e.scopes, e.limiter, e.rateLimit
 	ix.mu.RUnlock()
 
-	if t := ix.trusted.Load(); t != nil {
-		if _, ok := (*t)[e.namespace]; !ok {
-			return Result{Code: CodeNotFound}
-		}
-	}
 	switch {
 	case disabled:
 		res.Code = CodeDisabled
@@ -419,15 +427,21 @@ func checkRequirements(req Requirements, namespace string, granted scopeSet) (Co
 	}
 	wrongNamespace := false
 	if len(req.Namespaces) > 0 || req.Query != "" {
+		// Every list must name the key's namespace. Whoever can add a list (a client's own query parameter or
+		// header, where a gateway lets it through) can only narrow what the route's own list accepts.
 		it := values{lists: req.Namespaces, query: req.Query, param: "namespace"}
-		n, match := 0, false
+		n, group, match := 0, 0, true
 		for ns, ok := it.next(); ok; ns, ok = it.next() {
 			if n++; n > MaxRequiredNamespaces {
 				return CodeInvalidRequest, "more than " + strconv.Itoa(MaxRequiredNamespaces) + " required namespaces"
 			}
+			if it.group != group {
+				wrongNamespace = wrongNamespace || !match
+				group, match = it.group, false
+			}
 			match = match || ns == namespace
 		}
-		wrongNamespace = n > 0 && !match
+		wrongNamespace = wrongNamespace || !match
 	}
 	it := values{lists: req.Scopes, query: req.Query, param: "scope"}
 	n, missing := 0, false
