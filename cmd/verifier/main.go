@@ -137,6 +137,7 @@ func run(o options) error {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
 	ix := verifier.NewIndex()
+	ix.SetLogger(ctrl.Log.WithName("index"))
 	synced, err := ix.Watch(ctx, mgr.GetCache())
 	if err != nil {
 		return err
@@ -165,9 +166,24 @@ func run(o options) error {
 			Help: "Rate-limit decisions that Redis could not make (answered per --rate-limit-redis-failure).",
 		}, func() float64 { return float64(ix.SharedLimiterErrors()) }))
 	case o.peersService != "":
-		if err := ix.DividePeersBy(ctx, mgr.GetCache(), podNamespace, o.peersService); err != nil {
+		peersSynced, err := ix.DividePeersBy(ctx, mgr.GetCache(), podNamespace, o.peersService)
+		if err != nil {
 			return err
 		}
+		// Until the replicas are counted each would allow the whole limit: not ready before.
+		indexSynced := synced
+		synced = func() bool { return indexSynced() && peersSynced() }
+	}
+	for reason, count := range map[string]func() int64{
+		"invalid_rate_limit":   func() int64 { return ix.Failures().InvalidRateLimits },
+		"namespace_list_error": func() int64 { return ix.Failures().NamespaceListErrors },
+		"peer_list_error":      func() int64 { return ix.Failures().PeerListErrors },
+	} {
+		metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "keyward_verifier_fail_closed_total",
+			Help:        "What the verifier could not know and refused instead of guessing, by reason.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(count()) }))
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

@@ -8,6 +8,7 @@ package verifier
 import (
 	"context"
 	"encoding/binary"
+	"github.com/go-logr/logr"
 	"net/url"
 	"strconv"
 	"strings"
@@ -177,7 +178,32 @@ type Index struct {
 	sharedErrors   atomic.Int64
 	// peers is how many replicas share the load; local buckets allow 1/peers of the limit each.
 	peers func() int
+	// The failures the index answered by refusing rather than guessing (see Failures).
+	invalidRateLimits, namespaceListErrors, peerListErrors atomic.Int64
+	// log receives a line for each of them; see SetLogger.
+	log logr.Logger
 }
+
+// Failures counts what the index could not know and therefore refused instead of guessing.
+type Failures struct {
+	// InvalidRateLimits counts APIKey updates whose spec.rateLimit could not be read (a period that does not
+	// parse, from a CRD older than its validation): their keys are answered RATE_LIMITED, never unlimited.
+	InvalidRateLimits int64
+	// NamespaceListErrors counts the times the trusted namespaces could not be listed: until the next list
+	// succeeds no namespace is trusted.
+	NamespaceListErrors int64
+	// PeerListErrors counts the times the replicas could not be counted: the last count stands.
+	PeerListErrors int64
+}
+
+// Failures returns the counts so far.
+func (ix *Index) Failures() Failures {
+	return Failures{InvalidRateLimits: ix.invalidRateLimits.Load(), NamespaceListErrors: ix.namespaceListErrors.Load(),
+		PeerListErrors: ix.peerListErrors.Load()}
+}
+
+// SetLogger sets where the index reports what it refused to guess; the default discards it.
+func (ix *Index) SetLogger(l logr.Logger) { ix.log = l }
 
 // entry is what the index knows about one APIKey, shared by its current and previous keys.
 type entry struct {
@@ -270,6 +296,11 @@ func (ix *Index) Upsert(ak *keywardv1alpha1.APIKey) {
 	if rl != e.rateLimit || (e.limiter == nil) != (ak.Spec.RateLimit == nil) {
 		e.rateLimit = rl
 		e.limiter = newTokenBucket(ak.Spec.RateLimit)
+		if e.limiter != nil && e.limiter.closed {
+			ix.invalidRateLimits.Add(1)
+			ix.log.Info("spec.rateLimit cannot be read; the APIKey's keys are answered RATE_LIMITED until it is fixed",
+				"namespace", ak.Namespace, "name", ak.Name, "period", string(rl.Period))
+		}
 	}
 
 	ix.unlinkLocked(e)
@@ -537,6 +568,9 @@ func (ix *Index) take(ctx context.Context, e *entry, local *tokenBucket, limit k
 		}
 		return local.take(now, peers)
 	}
+	if local.closed {
+		return local.take(now, 1)
+	}
 	state, err := ix.shared.Take(ctx, e.namespace+"/"+e.name, int(limit.Requests), local.period)
 	if err != nil {
 		ix.sharedErrors.Add(1)
@@ -611,7 +645,10 @@ type SharedLimiter interface {
 // tokenBucket refills continuously at limit/period up to limit tokens, divided among peers replicas: each
 // holds limit/peers tokens (at least one) and refills at limit/peers per period.
 type tokenBucket struct {
-	mu     sync.Mutex
+	mu sync.Mutex
+	// closed is set for a limit that could not be read: it allows nothing (a limit that cannot be read must
+	// not turn rate limiting off).
+	closed bool
 	limit  int
 	period time.Duration
 	peers  int
@@ -625,12 +662,15 @@ func newTokenBucket(rl *keywardv1alpha1.RateLimit) *tokenBucket {
 	}
 	p, err := period.Parse(string(rl.Period))
 	if err != nil || p.Approx() <= 0 {
-		return nil
+		return &tokenBucket{closed: true, limit: int(rl.Requests), period: time.Minute, peers: 1}
 	}
 	return &tokenBucket{limit: int(rl.Requests), period: p.Approx(), peers: 1, tokens: float64(rl.Requests)}
 }
 
 func (b *tokenBucket) take(now time.Time, peers int) RateLimitState {
+	if b.closed {
+		return RateLimitState{Limit: b.limit, RetryAfter: b.period}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if peers != b.peers {

@@ -30,16 +30,8 @@ func (ix *Index) TrustNamespacesMatching(ctx context.Context, c cache.Cache, sel
 	}
 	recompute := func() {
 		var list corev1.NamespaceList
-		if err := c.List(ctx, &list, client.MatchingLabelsSelector{Selector: selector}); err != nil {
-			return // the informer's next event tries again; until then the previous set stands
-		}
-		trusted := []string{}
-		for _, ns := range list.Items {
-			if allowed == nil || slices.Contains(allowed, ns.Name) {
-				trusted = append(trusted, ns.Name)
-			}
-		}
-		ix.TrustNamespaces(trusted)
+		err := c.List(ctx, &list, client.MatchingLabelsSelector{Selector: selector})
+		ix.trustListed(list.Items, allowed, err)
 	}
 	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { recompute() },
@@ -52,27 +44,54 @@ func (ix *Index) TrustNamespacesMatching(ctx context.Context, c cache.Cache, sel
 	return reg.HasSynced, nil
 }
 
+// trustListed trusts the listed namespaces that allowed lists (all when nil). A list that failed trusts
+// none until the next one succeeds: a namespace whose label was removed must not stay trusted because the
+// list that would have dropped it failed.
+func (ix *Index) trustListed(listed []corev1.Namespace, allowed []string, err error) {
+	if err != nil {
+		ix.namespaceListErrors.Add(1)
+		ix.log.Error(err, "Listing the namespaces of --namespace-selector failed; no namespace is trusted until a list succeeds")
+		ix.TrustNamespaces([]string{})
+		return
+	}
+	trusted := []string{}
+	for _, ns := range listed {
+		if allowed == nil || slices.Contains(allowed, ns.Name) {
+			trusted = append(trusted, ns.Name)
+		}
+	}
+	ix.TrustNamespaces(trusted)
+}
+
 // DividePeersBy makes the index's local rate-limit buckets follow the number of ready endpoints of the
-// Service named service in namespace: with N replicas behind it each allows 1/N of every limit.
-func (ix *Index) DividePeersBy(ctx context.Context, c cache.Cache, namespace, service string) error {
+// Service named service in namespace: with N replicas behind it each allows 1/N of every limit. It returns
+// whether the EndpointSlices have been seen: until then each replica would allow the whole limit, so the
+// verifier is not ready before.
+func (ix *Index) DividePeersBy(ctx context.Context, c cache.Cache, namespace, service string) (synced func() bool, err error) {
 	var peers atomic.Int64
 	peers.Store(1)
 	ix.SetPeers(func() int { return int(peers.Load()) })
 	inf, err := c.GetInformer(ctx, &discoveryv1.EndpointSlice{})
 	if err != nil {
-		return fmt.Errorf("getting the EndpointSlice informer: %w", err)
+		return nil, fmt.Errorf("getting the EndpointSlice informer: %w", err)
 	}
 	recompute := func() {
 		var list discoveryv1.EndpointSliceList
 		if err := c.List(ctx, &list, client.InNamespace(namespace),
-			client.MatchingLabels{discoveryv1.LabelServiceName: service}); err == nil {
-			peers.Store(int64(ReadyEndpoints(list.Items)))
+			client.MatchingLabels{discoveryv1.LabelServiceName: service}); err != nil {
+			ix.peerListErrors.Add(1)
+			ix.log.Error(err, "Counting the verifier's replicas failed; the last count stands", "service", service)
+			return
 		}
+		peers.Store(int64(ReadyEndpoints(list.Items)))
 	}
-	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { recompute() },
 		UpdateFunc: func(_, _ any) { recompute() },
 		DeleteFunc: func(any) { recompute() },
 	})
-	return err
+	if err != nil {
+		return nil, fmt.Errorf("watching EndpointSlices: %w", err)
+	}
+	return reg.HasSynced, nil
 }
