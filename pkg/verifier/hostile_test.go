@@ -408,6 +408,27 @@ func TestWhatAClientAddsNeverWidensTheNamespacesARouteAccepts(t *testing.T) {
 			}
 		})
 	}
+	t.Run("forward auth: Envoy Gateway's extAuth.http.path with the route's segment, the client's path and query appended", func(t *testing.T) {
+		billingKey := mintKey(t, "kw")
+		srv.Index.Upsert(apiKey("billing", "reader", billingKey, t0.Add(time.Hour), nil, withScopes("orders:read")))
+		for _, c := range []struct {
+			key, target string
+			want        int
+		}{
+			{tenantKey, "/v1/auth/@namespace=billing;scope=orders:read/orders/7?namespace=payments", http.StatusForbidden},
+			{tenantKey, "/v1/auth/@namespace=billing;scope=orders:read/@namespace=payments/x", http.StatusForbidden},
+			{billingKey, "/v1/auth/@namespace=billing;scope=orders:read/orders/7", http.StatusOK},
+			{billingKey, "/v1/auth/@namespace=billing;scope=orders:write/orders/7", http.StatusForbidden},
+		} {
+			req := httptest.NewRequest(http.MethodGet, c.target, nil)
+			req.Header.Set("Authorization", "Bearer "+c.key)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != c.want {
+				t.Errorf("%s: status %d (%s), want %d", c.target, rec.Code, rec.Header().Get(HeaderCode), c.want)
+			}
+		}
+	})
 	t.Run("gRPC ext_authz: the client's header beside the route's context extension", func(t *testing.T) {
 		resp, err := ext.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 			ContextExtensions: map[string]string{ContextExtensionNamespaces: "billing"},

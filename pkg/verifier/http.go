@@ -27,7 +27,9 @@ const (
 //
 //	ANY  /v1/auth[/...]  forward auth: the key from Authorization (Bearer or x-api-key) or X-API-Key; required
 //	                     scopes from ?scope=a&scope=b, ?scopes=a,b or X-Keyward-Required-Scopes; accepted
-//	                     namespaces from ?namespace=a&namespace=b or X-Keyward-Required-Namespace.
+//	                     namespaces from ?namespace=a,b or X-Keyward-Required-Namespace, and both from a
+//	                     first path segment @namespace=a;scope=b (see RouteSegmentPrefix). Every list of
+//	                     namespaces must hold, so each source can only narrow the others.
 //	POST /v1/verify      {"key": "...", "scopes": ["..."], "namespaces": ["..."]} → {"valid", "code", ...}
 type HTTPServer struct {
 	Index    *Index
@@ -69,6 +71,11 @@ func (s *HTTPServer) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := Requirements{Query: r.URL.RawQuery}
+	if seg := routeSegment(r.URL.EscapedPath()); seg != "" {
+		// The route's own requirements, pinned in the gateway's path prefix; what the client's query adds
+		// only narrows them.
+		req.Query = strings.ReplaceAll(seg, ";", "&") + "&" + req.Query
+	}
 	if v := r.Header.Values(HeaderRequiredScopes); len(v) > 0 {
 		req.Scopes = v
 	}
@@ -83,6 +90,25 @@ func (s *HTTPServer) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		h[kv[0]] = []string{kv[1]}
 	}
 	w.WriteHeader(ans.Status)
+}
+
+// RouteSegmentPrefix starts the path segment that carries a route's requirements in the forward-auth path:
+// /v1/auth/@namespace=billing;scope=orders:read/... A gateway whose ext_authz appends the client's path to
+// a configured prefix (Envoy's path_prefix, Envoy Gateway's extAuth.http.path, Istio's pathPrefix) sends
+// it as the first segment, ahead of anything the client chose. Its parameters are those of the query.
+const RouteSegmentPrefix = "@"
+
+// routeSegment returns the route requirements of the first path segment below /v1/auth/, "" when it has
+// none. It does not allocate.
+func routeSegment(path string) string {
+	rest, ok := strings.CutPrefix(path, "/v1/auth/"+RouteSegmentPrefix)
+	if !ok {
+		return ""
+	}
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		rest = rest[:i]
+	}
+	return rest
 }
 
 // VerifyRequest is the body of POST /v1/verify.
