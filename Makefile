@@ -72,8 +72,8 @@ test-stress: ## make test three times, then -race -count=20 of ./pkg/verifier an
 bench: ## Run every benchmark: keys, verifier (Verify, memory, HTTP), control plane (1,000 APIKeys, revoke latency, forged status put back).
 	go test -run '^$$' -bench . -benchmem -count=1 ./internal/...
 	assets=$$($(CONTROLPLANE) ensure); export KUBEBUILDER_ASSETS="$$assets"; \
-	go test -run '^$$' -bench 'Verify|Memory|RejectOversized' -benchmem -count=1 ./pkg/verifier && \
-	go test -run '^$$' -bench 'HTTPForwardAuth|RevokeToReject' -benchtime 1x -count=1 ./pkg/verifier && \
+	go test -run '^$$' -bench 'Verify|Memory|RejectOversized' -benchmem -count=1 ./pkg/verifier/... && \
+	go test -run '^$$' -bench 'HTTPForwardAuth|RevokeToReject' -benchtime 1x -count=1 ./pkg/verifier/serve && \
 	go test -run '^$$' -bench ThousandAPIKeys -benchtime 1x -count=1 ./controllers && \
 	go test -run '^$$' -bench ForgedStatusPutBack -benchtime 20x -count=1 ./controllers
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proves the suite is green on a busy machine: two CPU hogs run beside
 #   1. make test, three times in a row, and
-#   2. go test -race -count=20 of ./pkg/verifier and of ./controllers.
+#   2. go test -race -count=20 of ./pkg/verifier/... and of ./controllers.
 # Any failure stops the run with a non-zero exit. Each step's wall time goes to stderr.
 #
 # Usage: hack/stress.sh [runs of make test (3)] [count for the package runs (20)]
@@ -33,6 +33,6 @@ assets=$(hack/controlplane.sh ensure)
 export KUBEBUILDER_ASSETS="$assets"
 # -timeout 0: twenty runs of a package under load take longer than go test's default ten minutes, and a
 # test that waits too long fails on its own deadline (internal/eventually).
-step go test -race -count="$count" -timeout 0 ./pkg/verifier
+step go test -race -count="$count" -timeout 0 ./pkg/verifier/...
 step go test -race -count="$count" -timeout 0 ./controllers
 echo "stress: all passed" >&2

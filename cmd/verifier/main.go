@@ -36,6 +36,7 @@ import (
 	"github.com/keyward-dev/keyward/internal/serving"
 	"github.com/keyward-dev/keyward/internal/version"
 	"github.com/keyward-dev/keyward/pkg/verifier"
+	"github.com/keyward-dev/keyward/pkg/verifier/serve"
 )
 
 // options are the verifier's flags.
@@ -56,7 +57,7 @@ func main() {
 	flag.StringVar(&o.grpcAddr, "grpc-bind-address", ":9001", "Address of Envoy ext_authz (envoy.service.auth.v3.Authorization). Empty disables it.")
 	o.metrics.Bind(flag.CommandLine)
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
-	flag.DurationVar(&o.flushInterval, "usage-flush-interval", verifier.DefaultUsageFlushInterval, "How often usage is written to status.usage.")
+	flag.DurationVar(&o.flushInterval, "usage-flush-interval", serve.DefaultUsageFlushInterval, "How often usage is written to status.usage.")
 	flag.IntVar(&o.rateLimitedStatus, "rate-limited-status", http.StatusTooManyRequests,
 		"HTTP status for rate-limited requests: 429, or 403 for proxies that turn other codes into 500s.")
 	flag.StringVar(&o.namespaces, "namespaces", "", "Comma-separated namespaces whose APIKeys this verifier trusts (and watches). Empty: all.")
@@ -85,95 +86,160 @@ func main() {
 	}
 }
 
+// run starts the verifier: check the flags, build the manager and its cache, feed the index, set up rate
+// limits, readiness and metrics, then the listeners, and serve until a signal.
 func run(o options) error {
-	if o.rateLimitedStatus != http.StatusTooManyRequests && o.rateLimitedStatus != http.StatusForbidden {
-		return fmt.Errorf("--rate-limited-status must be 429 or 403, not %d", o.rateLimitedStatus)
-	}
-	if o.redisFailure != "open" && o.redisFailure != "closed" {
-		return fmt.Errorf("--rate-limit-redis-failure must be open or closed, not %q", o.redisFailure)
-	}
-	if (o.tlsCert == "") != (o.tlsKey == "") {
-		return errors.New("--tls-cert-file and --tls-key-file go together")
-	}
-	selector, err := labels.Parse(o.namespaceSelector)
+	cfg, err := o.check()
 	if err != nil {
-		return fmt.Errorf("--namespace-selector: %w", err)
-	}
-	var allowed []string
-	if o.namespaces != "" {
-		for _, ns := range strings.Split(o.namespaces, ",") {
-			if ns = strings.TrimSpace(ns); ns != "" {
-				allowed = append(allowed, ns)
-			}
-		}
-	}
-	podNamespace := os.Getenv("POD_NAMESPACE")
-	if o.peersService != "" && podNamespace == "" {
-		return errors.New("--rate-limit-peers-service needs POD_NAMESPACE (set it from the downward API)")
-	}
-
-	scheme := runtime.NewScheme()
-	utilruntime.Must(keywardv1alpha1.AddToScheme(scheme))
-	utilruntime.Must(corev1.AddToScheme(scheme))
-	utilruntime.Must(discoveryv1.AddToScheme(scheme))
-	cacheOpts := cache.Options{ByObject: map[client.Object]cache.ByObject{}}
-	if allowed != nil {
-		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range allowed {
-			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
-		}
-	}
-	if o.peersService != "" {
-		cacheOpts.ByObject[&discoveryv1.EndpointSlice{}] = cache.ByObject{
-			Namespaces: map[string]cache.Config{podNamespace: {}},
-			Label:      labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: o.peersService}),
-		}
+		return err
 	}
 	ctx := ctrl.SetupSignalHandler()
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme: scheme, Cache: cacheOpts, Metrics: o.metrics.Options(), HealthProbeBindAddress: o.probeAddr,
+		Scheme: newScheme(), Cache: o.cacheOptions(cfg), Metrics: o.metrics.Options(), HealthProbeBindAddress: o.probeAddr,
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
 	ix := verifier.NewIndex()
 	ix.SetLogger(ctrl.Log.WithName("index"))
-	synced, err := ix.Watch(ctx, mgr.GetCache())
+	synced, err := feedIndex(ctx, ix, mgr, o, cfg)
 	if err != nil {
 		return err
 	}
-	if o.namespaceSelector != "" {
-		nsSynced, err := ix.TrustNamespacesMatching(ctx, mgr.GetCache(), selector, allowed)
-		if err != nil {
-			return err
-		}
-		apiKeysSynced := synced
-		synced = func() bool { return apiKeysSynced() && nsSynced() }
-	} else if allowed != nil {
-		ix.TrustNamespaces(allowed)
+	synced, closeLimiter, err := o.setUpRateLimits(ctx, ix, mgr, cfg, synced)
+	if err != nil {
+		return err
 	}
-	m := verifier.NewMetrics(metrics.Registry)
+	defer closeLimiter() // after mgr.Start returns: the listeners have drained their requests by then
+	registerFailureMetrics(ix)
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding the health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("index-synced", serve.SyncedCheck(synced)); err != nil {
+		return fmt.Errorf("adding the readiness check: %w", err)
+	}
+	if err := o.addListeners(mgr, ix); err != nil {
+		return err
+	}
+	ctrl.Log.Info("Starting the verifier", "http", o.httpAddr, "grpc", o.grpcAddr, "tls", o.tlsCert != "",
+		"namespaces", o.namespaces, "namespaceSelector", o.namespaceSelector, "sharedRateLimits", o.redisURL != "")
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("running the verifier: %w", err)
+	}
+	return nil
+}
+
+// checked is what the flags say once checked.
+type checked struct {
+	selector     labels.Selector
+	allowed      []string // --namespaces; nil: all
+	podNamespace string
+}
+
+// check validates the flags that go together or take one of a few values.
+func (o options) check() (checked, error) {
+	var c checked
+	switch {
+	case o.rateLimitedStatus != http.StatusTooManyRequests && o.rateLimitedStatus != http.StatusForbidden:
+		return c, fmt.Errorf("--rate-limited-status must be 429 or 403, not %d", o.rateLimitedStatus)
+	case o.redisFailure != "open" && o.redisFailure != "closed":
+		return c, fmt.Errorf("--rate-limit-redis-failure must be open or closed, not %q", o.redisFailure)
+	case (o.tlsCert == "") != (o.tlsKey == ""):
+		return c, errors.New("--tls-cert-file and --tls-key-file go together")
+	}
+	var err error
+	if c.selector, err = labels.Parse(o.namespaceSelector); err != nil {
+		return c, fmt.Errorf("--namespace-selector: %w", err)
+	}
+	if o.namespaces != "" {
+		for _, ns := range strings.Split(o.namespaces, ",") {
+			if ns = strings.TrimSpace(ns); ns != "" {
+				c.allowed = append(c.allowed, ns)
+			}
+		}
+	}
+	c.podNamespace = os.Getenv("POD_NAMESPACE")
+	if o.peersService != "" && c.podNamespace == "" {
+		return c, errors.New("--rate-limit-peers-service needs POD_NAMESPACE (set it from the downward API)")
+	}
+	return c, nil
+}
+
+func newScheme() *runtime.Scheme {
+	scheme := runtime.NewScheme()
+	utilruntime.Must(keywardv1alpha1.AddToScheme(scheme))
+	utilruntime.Must(corev1.AddToScheme(scheme))
+	utilruntime.Must(discoveryv1.AddToScheme(scheme))
+	return scheme
+}
+
+// cacheOptions watches the trusted namespaces only (all without --namespaces), and only the verifier's own
+// EndpointSlices.
+func (o options) cacheOptions(c checked) cache.Options {
+	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{}}
+	if c.allowed != nil {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range c.allowed {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	if o.peersService != "" {
+		opts.ByObject[&discoveryv1.EndpointSlice{}] = cache.ByObject{
+			Namespaces: map[string]cache.Config{c.podNamespace: {}},
+			Label:      labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: o.peersService}),
+		}
+	}
+	return opts
+}
+
+// feedIndex watches APIKeys and the trusted namespaces; synced reports both listed.
+func feedIndex(ctx context.Context, ix *verifier.Index, mgr manager.Manager, o options, c checked) (synced func() bool, err error) {
+	apiKeysSynced, err := serve.Watch(ctx, ix, mgr.GetCache())
+	if err != nil {
+		return nil, fmt.Errorf("watching APIKeys: %w", err)
+	}
+	switch {
+	case o.namespaceSelector != "":
+		nsSynced, err := serve.TrustNamespacesMatching(ctx, ix, mgr.GetCache(), c.selector, c.allowed)
+		if err != nil {
+			return nil, fmt.Errorf("following --namespace-selector: %w", err)
+		}
+		return func() bool { return apiKeysSynced() && nsSynced() }, nil
+	case c.allowed != nil:
+		ix.TrustNamespaces(c.allowed)
+	}
+	return apiKeysSynced, nil
+}
+
+// setUpRateLimits shares limits through Redis, or divides them among the replicas of the verifier's
+// Service, in which case readiness also waits for the replicas to be counted.
+func (o options) setUpRateLimits(ctx context.Context, ix *verifier.Index, mgr manager.Manager, c checked,
+	synced func() bool) (_ func() bool, closeLimiter func(), _ error) {
 	switch {
 	case o.redisURL != "":
-		l, err := verifier.NewRedisLimiter(o.redisURL)
+		l, err := serve.NewRedisLimiter(o.redisURL)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
-		defer l.Close()
 		ix.UseSharedLimiter(l, o.redisFailure == "open")
 		metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "keyward_verifier_rate_limit_store_errors_total",
 			Help: "Rate-limit decisions that Redis could not make (answered per --rate-limit-redis-failure).",
 		}, func() float64 { return float64(ix.SharedLimiterErrors()) }))
+		return synced, func() { _ = l.Close() }, nil
 	case o.peersService != "":
-		peersSynced, err := ix.DividePeersBy(ctx, mgr.GetCache(), podNamespace, o.peersService)
+		peersSynced, err := serve.DividePeersBy(ctx, ix, mgr.GetCache(), c.podNamespace, o.peersService)
 		if err != nil {
-			return err
+			return nil, nil, fmt.Errorf("counting the replicas of %s: %w", o.peersService, err)
 		}
 		// Until the replicas are counted each would allow the whole limit: not ready before.
-		indexSynced := synced
-		synced = func() bool { return indexSynced() && peersSynced() }
+		return func() bool { return synced() && peersSynced() }, func() {}, nil
 	}
+	return synced, func() {}, nil
+}
+
+// registerFailureMetrics counts what the index refused instead of guessing.
+func registerFailureMetrics(ix *verifier.Index) {
 	for reason, count := range map[string]func() int64{
 		"invalid_rate_limit":   func() int64 { return ix.Failures().InvalidRateLimits },
 		"namespace_list_error": func() int64 { return ix.Failures().NamespaceListErrors },
@@ -185,46 +251,44 @@ func run(o options) error {
 			ConstLabels: prometheus.Labels{"reason": reason},
 		}, func() float64 { return float64(count()) }))
 	}
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		return err
-	}
-	if err := mgr.AddReadyzCheck("index-synced", verifier.SyncedCheck(synced)); err != nil {
-		return err
-	}
+}
 
+// addListeners adds the HTTP listener (forward auth and JSON), the gRPC one (ext_authz) and the usage
+// reporter, over TLS when configured.
+func (o options) addListeners(mgr manager.Manager, ix *verifier.Index) error {
 	var tlsConfig *tls.Config
 	if o.tlsCert != "" {
 		var watcher manager.Runnable
-		if tlsConfig, watcher, err = verifier.ReloadingTLS(o.tlsCert, o.tlsKey); err != nil {
-			return err
+		var err error
+		if tlsConfig, watcher, err = serve.ReloadingTLS(o.tlsCert, o.tlsKey); err != nil {
+			return fmt.Errorf("loading the TLS certificate: %w", err)
 		}
 		if err := mgr.Add(watcher); err != nil {
-			return err
+			return fmt.Errorf("watching the TLS certificate: %w", err)
 		}
 	}
-	answerer := verifier.Answerer{RateLimitedStatus: o.rateLimitedStatus}
-	httpSrv := (&verifier.HTTPServer{Index: ix, Clock: clock.RealClock{}, Answerer: answerer, Metrics: m}).Server(o.httpAddr)
+	m := serve.NewMetrics(metrics.Registry)
+	answerer := serve.Answerer{RateLimitedStatus: o.rateLimitedStatus}
+	httpSrv := (&serve.HTTPServer{Index: ix, Clock: clock.RealClock{}, Answerer: answerer, Metrics: m}).Server(o.httpAddr)
 	httpSrv.TLSConfig = tlsConfig
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return serveHTTP(ctx, httpSrv) })); err != nil {
-		return err
+		return fmt.Errorf("adding the HTTP listener: %w", err)
 	}
 	if o.grpcAddr != "" {
 		var creds []grpc.ServerOption
 		if tlsConfig != nil {
 			creds = append(creds, grpc.Creds(credentials.NewTLS(tlsConfig)))
 		}
-		g := verifier.NewGRPCServer(&verifier.ExtAuthzServer{Index: ix, Clock: clock.RealClock{}, Answerer: answerer, Metrics: m}, creds...)
+		g := serve.NewGRPCServer(&serve.ExtAuthzServer{Index: ix, Clock: clock.RealClock{}, Answerer: answerer, Metrics: m}, creds...)
 		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return serveGRPC(ctx, g, o.grpcAddr) })); err != nil {
-			return err
+			return fmt.Errorf("adding the gRPC listener: %w", err)
 		}
 	}
-	reporter := &verifier.UsageReporter{Index: ix, Client: mgr.GetClient(), Interval: o.flushInterval, Log: ctrl.Log.WithName("usage")}
+	reporter := &serve.UsageReporter{Index: ix, Client: mgr.GetClient(), Interval: o.flushInterval, Log: ctrl.Log.WithName("usage")}
 	if err := mgr.Add(reporter); err != nil {
-		return err
+		return fmt.Errorf("adding the usage reporter: %w", err)
 	}
-	ctrl.Log.Info("Starting the verifier", "http", o.httpAddr, "grpc", o.grpcAddr, "tls", tlsConfig != nil,
-		"namespaces", o.namespaces, "namespaceSelector", o.namespaceSelector, "sharedRateLimits", o.redisURL != "")
-	return mgr.Start(ctx)
+	return nil
 }
 
 // serveHTTP serves until ctx ends, then drains in-flight requests for up to 10 seconds.

@@ -24,6 +24,7 @@ import (
 	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/testenv"
 	"github.com/keyward-dev/keyward/pkg/verifier"
+	"github.com/keyward-dev/keyward/pkg/verifier/serve"
 )
 
 var env *testenv.Env
@@ -196,7 +197,7 @@ func TestVerifyChecksOfflineThenAsksTheVerifier(t *testing.T) {
 	ix.Upsert(&keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "billing", Name: "orders"},
 		Spec:   keywardv1alpha1.APIKeySpec{Scopes: []keywardv1alpha1.Scope{"orders:*"}},
 		Status: keywardv1alpha1.APIKeyStatus{KeyHash: keys.Hash(key), ExpiresAt: &exp}})
-	srv := httptest.NewServer((&verifier.HTTPServer{Index: ix, Clock: clocktesting.NewFakePassiveClock(time.Now())}).Handler())
+	srv := httptest.NewServer((&serve.HTTPServer{Index: ix, Clock: clocktesting.NewFakePassiveClock(time.Now())}).Handler())
 	defer srv.Close()
 	p, out := newPlugin(nil)
 	ctx := context.Background()

@@ -1,8 +1,9 @@
 // Package verifier checks presented API keys against the APIKeys in a cluster, in memory and without
-// access to Secrets: an index, fed by a watch on APIKeys, maps the SHA-256 of every current and previous key
-// to what the verifier needs (owner, scopes, expiry, disabled state, rate limit). Other Go services can
-// import it and verify in-process; cmd/verifier serves it over HTTP forward auth, a JSON API and Envoy
-// ext_authz.
+// access to Secrets: an index maps the SHA-256 of every current and previous key to what a verification
+// needs (owner, scopes, expiry, disabled state, rate limit). It is the small core other Go services import
+// to verify in-process: the index, Verify and its Result, route requirements, scopes and the local rate
+// limit bucket, with no servers, caches or stores. pkg/verifier/serve feeds it from a watch on APIKeys and
+// serves it over HTTP forward auth, a JSON API and Envoy ext_authz (cmd/verifier).
 package verifier
 
 import (
@@ -61,6 +62,21 @@ func (ix *Index) Failures() Failures {
 
 // SetLogger sets where the index reports what it refused to guess; the default discards it.
 func (ix *Index) SetLogger(l logr.Logger) { ix.log = l }
+
+// NamespaceListFailed records that the trusted namespaces could not be listed: until a list succeeds no
+// namespace is trusted, since a namespace whose label was removed must not stay trusted because the list
+// that would have dropped it failed.
+func (ix *Index) NamespaceListFailed(err error) {
+	ix.namespaceListErrors.Add(1)
+	ix.log.Error(err, "Listing the trusted namespaces failed; no namespace is trusted until a list succeeds")
+	ix.TrustNamespaces([]string{})
+}
+
+// PeerCountFailed records that the replicas sharing the load could not be counted; the last count stands.
+func (ix *Index) PeerCountFailed(err error) {
+	ix.peerListErrors.Add(1)
+	ix.log.Error(err, "Counting the verifier's replicas failed; the last count stands")
+}
 
 // entry is what the index knows about one APIKey, shared by its current and previous keys.
 type entry struct {

@@ -1,47 +1,21 @@
 package verifier
 
 import (
-	"crypto/rand"
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/keys"
+	"github.com/keyward-dev/keyward/internal/verifiertest"
 )
 
-var t0 = time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
-
-func mintKey(t testing.TB, prefix string) string {
-	t.Helper()
-	k, err := keys.Generate(prefix, rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-// apiKey builds an APIKey whose status names current as its key until expires, with previous keys.
-func apiKey(ns, name, current string, expires time.Time, previous map[string]time.Time, mutate ...func(*keywardv1alpha1.APIKey)) *keywardv1alpha1.APIKey {
-	exp := metav1.NewTime(expires)
-	ak := &keywardv1alpha1.APIKey{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Status:     keywardv1alpha1.APIKeyStatus{KeyHash: keys.Hash(current), ExpiresAt: &exp},
-	}
-	for k, until := range previous {
-		ak.Status.PreviousKeys = append(ak.Status.PreviousKeys, keywardv1alpha1.PreviousKey{
-			KeyID: keys.Sum(k).ID(), KeyHash: keys.Hash(k), ValidUntil: metav1.NewTime(until)})
-	}
-	for _, m := range mutate {
-		m(ak)
-	}
-	return ak
-}
-
-func withScopes(s ...keywardv1alpha1.Scope) func(*keywardv1alpha1.APIKey) {
-	return func(ak *keywardv1alpha1.APIKey) { ak.Spec.Scopes = s }
-}
+// The fixtures of internal/verifiertest, by the names these tests use.
+var (
+	t0         = verifiertest.T0
+	mintKey    = verifiertest.MintKey
+	apiKey     = verifiertest.APIKey
+	withScopes = verifiertest.WithScopes
+)
 
 func TestVerifyChecksInTheDocumentedOrder(t *testing.T) {
 	current, previous, stranger := mintKey(t, "ord"), mintKey(t, "ord"), mintKey(t, "ord")
@@ -195,79 +169,5 @@ func TestUsageCountsValidVerificationsAndDrains(t *testing.T) {
 	ix.RestoreUsage(u[0])
 	if again := ix.DrainUsage(); len(again) != 1 || again[0].Requests != 3 {
 		t.Errorf("restored usage: %+v", again)
-	}
-}
-
-func TestKeyFromHeaders(t *testing.T) {
-	cases := []struct {
-		headers map[string]string
-		want    string
-	}{
-		{map[string]string{"Authorization": "Bearer kw_abc"}, "kw_abc"},
-		{map[string]string{"Authorization": "bearer kw_abc"}, "kw_abc"},
-		{map[string]string{"Authorization": "x-api-key kw_abc"}, "kw_abc"},
-		{map[string]string{"X-Api-Key": " kw_abc "}, "kw_abc"},
-		{map[string]string{"Authorization": "Basic dXNlcg==", "X-Api-Key": "kw_abc"}, "kw_abc"},
-		{map[string]string{"Authorization": "Basic dXNlcg=="}, ""},
-		{map[string]string{}, ""},
-	}
-	for _, tc := range cases {
-		if got := KeyFromHeaders(func(k string) string { return tc.headers[k] }); got != tc.want {
-			t.Errorf("%v → %q, want %q", tc.headers, got, tc.want)
-		}
-	}
-}
-
-func TestAnswers(t *testing.T) {
-	a := Answerer{}
-	cases := []struct {
-		res  Result
-		want int
-	}{
-		{Result{Code: CodeValid, KeyID: "kid_1", Name: "n", Namespace: "ns", ScopesHeader: "a,b"}, 200},
-		{Result{Code: CodeMalformed}, 401},
-		{Result{Code: CodeNotFound}, 401},
-		{Result{Code: CodeExpired}, 401},
-		{Result{Code: CodeDisabled}, 401},
-		{Result{Code: CodeInsufficientScope}, 403},
-		{Result{Code: CodeRateLimited, RateLimit: &RateLimitState{RetryAfter: 1500 * time.Millisecond}}, 429},
-	}
-	for _, tc := range cases {
-		ans := a.Answer(tc.res)
-		if ans.Status != tc.want {
-			t.Errorf("%s → %d, want %d", tc.res.Code, ans.Status, tc.want)
-		}
-		h := map[string]string{}
-		for _, kv := range ans.Headers {
-			h[kv[0]] = kv[1]
-		}
-		if h[HeaderCode] != string(tc.res.Code) {
-			t.Errorf("%s: code header %q", tc.res.Code, h[HeaderCode])
-		}
-		switch tc.res.Code {
-		case CodeValid:
-			if h[HeaderKeyID] != "kid_1" || h[HeaderName] != "n" || h[HeaderNamespace] != "ns" || h[HeaderScopes] != "a,b" {
-				t.Errorf("upstream headers %v", h)
-			}
-		case CodeRateLimited:
-			if h["Retry-After"] != "2" {
-				t.Errorf("Retry-After %q, want 2 (rounded up)", h["Retry-After"])
-			}
-		}
-	}
-	if got := (Answerer{RateLimitedStatus: 403}).Answer(Result{Code: CodeRateLimited}).Status; got != 403 {
-		t.Errorf("rate limited with the 403 mapping: %d", got)
-	}
-}
-
-func TestReadinessWaitsForTheInitialList(t *testing.T) {
-	synced := false
-	check := SyncedCheck(func() bool { return synced })
-	if check(nil) == nil {
-		t.Error("ready before the initial list was indexed")
-	}
-	synced = true
-	if err := check(nil); err != nil {
-		t.Errorf("not ready after the initial list was indexed: %v", err)
 	}
 }

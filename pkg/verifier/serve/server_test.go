@@ -1,4 +1,4 @@
-package verifier
+package serve
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keyward-dev/keyward/pkg/verifier"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,7 +25,7 @@ import (
 
 func serverFixture(t testing.TB) (*HTTPServer, *ExtAuthzServer, string, *prometheus.Registry) {
 	key := mintKey(t, "ord")
-	ix := NewIndex()
+	ix := verifier.NewIndex()
 	ix.Upsert(apiKey("billing", "orders", key, t0.Add(time.Hour), nil, withScopes("orders:*"),
 		func(ak *keywardv1alpha1.APIKey) {
 			ak.Spec.RateLimit = &keywardv1alpha1.RateLimit{Requests: 3, Period: "1m"}
@@ -41,15 +43,15 @@ func TestForwardAuthAnswersAndPassesIdentityUpstream(t *testing.T) {
 		name, target string
 		headers      map[string]string
 		want         int
-		code         Code
+		code         verifier.Code
 	}{
-		{"bearer", "/v1/auth?scope=orders:read", map[string]string{"Authorization": "Bearer " + key}, 200, CodeValid},
-		{"x-api-key scheme with scopes list", "/v1/auth?scopes=orders:read,orders:write", map[string]string{"Authorization": "x-api-key " + key}, 200, CodeValid},
-		{"X-API-Key header, Envoy path suffix, scope header", "/v1/auth/orders/42", map[string]string{"X-API-Key": key, HeaderRequiredScopes: "orders:read"}, 200, CodeValid},
+		{"bearer", "/v1/auth?scope=orders:read", map[string]string{"Authorization": "Bearer " + key}, 200, verifier.CodeValid},
+		{"x-api-key scheme with scopes list", "/v1/auth?scopes=orders:read,orders:write", map[string]string{"Authorization": "x-api-key " + key}, 200, verifier.CodeValid},
+		{"X-API-Key header, Envoy path suffix, scope header", "/v1/auth/orders/42", map[string]string{"X-API-Key": key, HeaderRequiredScopes: "orders:read"}, 200, verifier.CodeValid},
 		{"missing key", "/v1/auth", nil, 401, CodeMissing},
-		{"malformed", "/v1/auth", map[string]string{"Authorization": "Bearer nope"}, 401, CodeMalformed},
-		{"wrong scope", "/v1/auth?scope=invoices:read", map[string]string{"Authorization": "Bearer " + key}, 403, CodeInsufficientScope},
-		{"rate limited on the fourth", "/v1/auth", map[string]string{"Authorization": "Bearer " + key}, 429, CodeRateLimited},
+		{"malformed", "/v1/auth", map[string]string{"Authorization": "Bearer nope"}, 401, verifier.CodeMalformed},
+		{"wrong scope", "/v1/auth?scope=invoices:read", map[string]string{"Authorization": "Bearer " + key}, 403, verifier.CodeInsufficientScope},
+		{"rate limited on the fourth", "/v1/auth", map[string]string{"Authorization": "Bearer " + key}, 429, verifier.CodeRateLimited},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -74,10 +76,10 @@ func TestForwardAuthAnswersAndPassesIdentityUpstream(t *testing.T) {
 			}
 		})
 	}
-	if got := testutil.ToFloat64(srv.Metrics.counters[InterfaceForwardAuth][CodeValid]); got != 3 {
+	if got := testutil.ToFloat64(srv.Metrics.counters[InterfaceForwardAuth][verifier.CodeValid]); got != 3 {
 		t.Errorf("verifications_total{code=VALID} = %v", got)
 	}
-	if n, err := testutil.GatherAndCount(reg, "keyward_verifier_verifications_total"); err != nil || n != 3*(len(Codes)+1) {
+	if n, err := testutil.GatherAndCount(reg, "keyward_verifier_verifications_total"); err != nil || n != 3*(len(verifier.Codes)+1) {
 		t.Errorf("series: %d, %v", n, err)
 	}
 }
@@ -93,12 +95,12 @@ func TestJSONVerify(t *testing.T) {
 		return rec.Code, out
 	}
 	status, out := post(`{"key":"` + key + `","scopes":["orders:read"]}`)
-	if status != 200 || !out.Valid || out.Code != CodeValid || out.Name != "orders" || out.Namespace != "billing" ||
+	if status != 200 || !out.Valid || out.Code != verifier.CodeValid || out.Name != "orders" || out.Namespace != "billing" ||
 		out.ExpiresAt == nil || !out.ExpiresAt.Equal(t0.Add(time.Hour)) || out.RateLimit == nil ||
 		out.RateLimit.Limit != 3 || out.RateLimit.Remaining != 2 || out.RateLimit.Reset != 20 {
 		t.Errorf("valid: %d %+v %+v", status, out, out.RateLimit)
 	}
-	if _, out := post(`{"key":"kw_nope"}`); out.Valid || out.Code != CodeMalformed {
+	if _, out := post(`{"key":"kw_nope"}`); out.Valid || out.Code != verifier.CodeMalformed {
 		t.Errorf("malformed: %+v", out)
 	}
 	if status, _ := post(`not json`); status != 400 {

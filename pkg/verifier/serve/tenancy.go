@@ -1,10 +1,12 @@
-package verifier
+package serve
 
 import (
 	"context"
 	"fmt"
 	"slices"
 	"sync/atomic"
+
+	"github.com/keyward-dev/keyward/pkg/verifier"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -19,10 +21,10 @@ import (
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch,namespace=system
 
-// TrustNamespacesMatching keeps the index's trusted namespaces equal to the namespaces whose labels match
+// TrustNamespacesMatching keeps ix's trusted namespaces equal to the namespaces whose labels match
 // selector (and, when allowed is not nil, that allowed lists), following label changes as they happen. It
 // returns whether the initial list of namespaces has been seen; until then no namespace is trusted.
-func (ix *Index) TrustNamespacesMatching(ctx context.Context, c cache.Cache, selector labels.Selector, allowed []string) (synced func() bool, err error) {
+func TrustNamespacesMatching(ctx context.Context, ix *verifier.Index, c cache.Cache, selector labels.Selector, allowed []string) (synced func() bool, err error) {
 	ix.TrustNamespaces([]string{})
 	inf, err := c.GetInformer(ctx, &corev1.Namespace{})
 	if err != nil {
@@ -31,7 +33,7 @@ func (ix *Index) TrustNamespacesMatching(ctx context.Context, c cache.Cache, sel
 	recompute := func() {
 		var list corev1.NamespaceList
 		err := c.List(ctx, &list, client.MatchingLabelsSelector{Selector: selector})
-		ix.trustListed(list.Items, allowed, err)
+		trustListed(ix, list.Items, allowed, err)
 	}
 	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { recompute() },
@@ -47,11 +49,9 @@ func (ix *Index) TrustNamespacesMatching(ctx context.Context, c cache.Cache, sel
 // trustListed trusts the listed namespaces that allowed lists (all when nil). A list that failed trusts
 // none until the next one succeeds: a namespace whose label was removed must not stay trusted because the
 // list that would have dropped it failed.
-func (ix *Index) trustListed(listed []corev1.Namespace, allowed []string, err error) {
+func trustListed(ix *verifier.Index, listed []corev1.Namespace, allowed []string, err error) {
 	if err != nil {
-		ix.namespaceListErrors.Add(1)
-		ix.log.Error(err, "Listing the namespaces of --namespace-selector failed; no namespace is trusted until a list succeeds")
-		ix.TrustNamespaces([]string{})
+		ix.NamespaceListFailed(err)
 		return
 	}
 	trusted := []string{}
@@ -63,11 +63,11 @@ func (ix *Index) trustListed(listed []corev1.Namespace, allowed []string, err er
 	ix.TrustNamespaces(trusted)
 }
 
-// DividePeersBy makes the index's local rate-limit buckets follow the number of ready endpoints of the
+// DividePeersBy makes ix's local rate-limit buckets follow the number of ready endpoints of the
 // Service named service in namespace: with N replicas behind it each allows 1/N of every limit. It returns
 // whether the EndpointSlices have been seen: until then each replica would allow the whole limit, so the
 // verifier is not ready before.
-func (ix *Index) DividePeersBy(ctx context.Context, c cache.Cache, namespace, service string) (synced func() bool, err error) {
+func DividePeersBy(ctx context.Context, ix *verifier.Index, c cache.Cache, namespace, service string) (synced func() bool, err error) {
 	var peers atomic.Int64
 	peers.Store(1)
 	ix.SetPeers(func() int { return int(peers.Load()) })
@@ -79,8 +79,7 @@ func (ix *Index) DividePeersBy(ctx context.Context, c cache.Cache, namespace, se
 		var list discoveryv1.EndpointSliceList
 		if err := c.List(ctx, &list, client.InNamespace(namespace),
 			client.MatchingLabels{discoveryv1.LabelServiceName: service}); err != nil {
-			ix.peerListErrors.Add(1)
-			ix.log.Error(err, "Counting the verifier's replicas failed; the last count stands", "service", service)
+			ix.PeerCountFailed(err)
 			return
 		}
 		peers.Store(int64(ReadyEndpoints(list.Items)))

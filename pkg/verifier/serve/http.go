@@ -1,4 +1,4 @@
-package verifier
+package serve
 
 import (
 	"encoding/json"
@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/keyward-dev/keyward/pkg/verifier"
 
 	"k8s.io/utils/clock"
 )
@@ -32,7 +34,7 @@ const (
 //	                     namespaces must hold, so each source can only narrow the others.
 //	POST /v1/verify      {"key": "...", "scopes": ["..."], "namespaces": ["..."]} → {"valid", "code", ...}
 type HTTPServer struct {
-	Index    *Index
+	Index    *verifier.Index
 	Clock    clock.PassiveClock
 	Answerer Answerer
 	Metrics  *Metrics
@@ -70,7 +72,7 @@ func (s *HTTPServer) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
-	req := Requirements{Query: r.URL.RawQuery}
+	req := verifier.Requirements{Query: r.URL.RawQuery}
 	if seg := routeSegment(r.URL.EscapedPath()); seg != "" {
 		// The route's own requirements, pinned in the gateway's path prefix; what the client's query adds
 		// only narrows them.
@@ -122,7 +124,7 @@ type VerifyRequest struct {
 // live key (valid, or refused for scope, namespace or rate limit): a disabled or expired key is not described.
 type VerifyResponse struct {
 	Valid     bool               `json:"valid"`
-	Code      Code               `json:"code"`
+	Code      verifier.Code      `json:"code"`
 	KeyID     string             `json:"keyID,omitempty"`
 	Name      string             `json:"name,omitempty"`
 	Namespace string             `json:"namespace,omitempty"`
@@ -160,7 +162,7 @@ func (s *HTTPServer) verifyJSON(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `the body must be one JSON object: {"key": "...", "scopes": ["..."], "namespaces": ["..."]}`, http.StatusBadRequest)
 		return
 	}
-	res := s.Index.VerifyRequest(r.Context(), strings.TrimSpace(req.Key), Requirements{Scopes: req.Scopes, Namespaces: req.Namespaces}, s.Clock.Now())
+	res := s.Index.VerifyRequest(r.Context(), strings.TrimSpace(req.Key), verifier.Requirements{Scopes: req.Scopes, Namespaces: req.Namespaces}, s.Clock.Now())
 	s.Metrics.observe(InterfaceJSON, res.Code)
 	out := VerifyResponse{Valid: res.Valid(), Code: res.Code, KeyID: res.KeyID, Problem: res.Problem}
 	if res.Identified() {

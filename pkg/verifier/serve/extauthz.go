@@ -1,9 +1,11 @@
-package verifier
+package serve
 
 import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/keyward-dev/keyward/pkg/verifier"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -48,7 +50,7 @@ func NewGRPCServer(s *ExtAuthzServer, extra ...grpc.ServerOption) *grpc.Server {
 // headers as forward auth.
 type ExtAuthzServer struct {
 	authv3.UnimplementedAuthorizationServer
-	Index    *Index
+	Index    *verifier.Index
 	Clock    clock.PassiveClock
 	Answerer Answerer
 	Metrics  *Metrics
@@ -65,7 +67,7 @@ func (s *ExtAuthzServer) Check(ctx context.Context, req *authv3.CheckRequest) (*
 		return denied(Answer{Status: http.StatusUnauthorized, Headers: [][2]string{{HeaderCode, string(CodeMissing)}}}), nil
 	}
 	ext := attrs.GetContextExtensions()
-	res := s.Index.VerifyRequest(ctx, key, Requirements{
+	res := s.Index.VerifyRequest(ctx, key, verifier.Requirements{
 		Scopes:     []string{get(HeaderRequiredScopes), ext[ContextExtensionScopes]},
 		Namespaces: []string{get(HeaderRequiredNamespace), ext[ContextExtensionNamespaces]},
 	}, s.Clock.Now())

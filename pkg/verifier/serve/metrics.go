@@ -1,6 +1,10 @@
-package verifier
+package serve
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keyward-dev/keyward/pkg/verifier"
+)
 
 // Interfaces through which a verification arrives, the "interface" label of the metrics.
 const (
@@ -13,7 +17,7 @@ const (
 type Metrics struct {
 	vec *prometheus.CounterVec
 	// counters are resolved once so the hot path does no label lookup.
-	counters map[string]map[Code]prometheus.Counter
+	counters map[string]map[verifier.Code]prometheus.Counter
 }
 
 // NewMetrics creates the counters and registers them with reg (nil: not registered).
@@ -23,11 +27,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "keyward_verifier_verifications_total",
 			Help: "Verifications of presented keys, by result code and by interface (forward_auth, json, ext_authz).",
 		}, []string{"interface", "code"}),
-		counters: map[string]map[Code]prometheus.Counter{},
+		counters: map[string]map[verifier.Code]prometheus.Counter{},
 	}
 	for _, iface := range []string{InterfaceForwardAuth, InterfaceJSON, InterfaceExtAuthz} {
-		m.counters[iface] = map[Code]prometheus.Counter{}
-		for _, c := range append(Codes, CodeMissing) {
+		m.counters[iface] = map[verifier.Code]prometheus.Counter{}
+		for _, c := range append(verifier.Codes, CodeMissing) {
 			m.counters[iface][c] = m.vec.WithLabelValues(iface, string(c))
 		}
 	}
@@ -37,7 +41,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) observe(iface string, c Code) {
+func (m *Metrics) observe(iface string, c verifier.Code) {
 	if m != nil {
 		m.counters[iface][c].Inc()
 	}

@@ -1,10 +1,12 @@
-package verifier
+package serve
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/keyward-dev/keyward/pkg/verifier"
 
 	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,7 +24,7 @@ const DefaultUsageFlushInterval = 60 * time.Second
 // from, so several verifier replicas add up instead of overwriting each other; a patch that loses the race
 // gives its counts back for the next flush.
 type UsageReporter struct {
-	Index    *Index
+	Index    *verifier.Index
 	Client   client.Client
 	Interval time.Duration
 	Log      logr.Logger
@@ -70,7 +72,7 @@ func (u *UsageReporter) Flush(ctx context.Context) (int, error) {
 	return patched, errors.Join(errs...)
 }
 
-func (u *UsageReporter) report(ctx context.Context, use Usage) error {
+func (u *UsageReporter) report(ctx context.Context, use verifier.Usage) error {
 	ak := &keywardv1alpha1.APIKey{}
 	if err := u.Client.Get(ctx, types.NamespacedName{Namespace: use.Namespace, Name: use.Name}, ak); err != nil {
 		return fmt.Errorf("reading APIKey %s/%s: %w", use.Namespace, use.Name, err)

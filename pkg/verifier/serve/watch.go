@@ -1,10 +1,12 @@
-package verifier
+package serve
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/keyward-dev/keyward/pkg/verifier"
 
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -17,16 +19,16 @@ import (
 // +kubebuilder:rbac:groups=keyward.dev,resources=apikeys,verbs=get;list;watch
 // +kubebuilder:rbac:groups=keyward.dev,resources=apikeys/status,verbs=patch
 
-// Watch feeds the index from the informer of APIKeys in informers. It returns a function that reports
+// Watch feeds ix from the informer of APIKeys in informers. It returns a function that reports
 // whether the initial list has been indexed; serve "ready" only after it says true.
-func (ix *Index) Watch(ctx context.Context, informers cache.Informers) (synced func() bool, err error) {
+func Watch(ctx context.Context, ix *verifier.Index, informers cache.Informers) (synced func() bool, err error) {
 	inf, err := informers.GetInformer(ctx, &keywardv1alpha1.APIKey{})
 	if err != nil {
 		return nil, fmt.Errorf("getting the APIKey informer: %w", err)
 	}
 	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { ix.upsertObject(obj) },
-		UpdateFunc: func(_, obj any) { ix.upsertObject(obj) },
+		AddFunc:    func(obj any) { upsertObject(ix, obj) },
+		UpdateFunc: func(_, obj any) { upsertObject(ix, obj) },
 		DeleteFunc: func(obj any) {
 			if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 				obj = tomb.Obj
@@ -42,7 +44,7 @@ func (ix *Index) Watch(ctx context.Context, informers cache.Informers) (synced f
 	return reg.HasSynced, nil
 }
 
-func (ix *Index) upsertObject(obj any) {
+func upsertObject(ix *verifier.Index, obj any) {
 	if ak, ok := obj.(*keywardv1alpha1.APIKey); ok {
 		ix.Upsert(ak)
 	}

@@ -1,4 +1,4 @@
-package verifier_test
+package serve_test
 
 import (
 	"context"
@@ -32,6 +32,7 @@ import (
 	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/testenv"
 	"github.com/keyward-dev/keyward/pkg/verifier"
+	"github.com/keyward-dev/keyward/pkg/verifier/serve"
 )
 
 var env *testenv.Env
@@ -95,7 +96,7 @@ func startCluster(t testing.TB) *cluster {
 	start(ctrlMgr)
 
 	verMgr := newManager(testenv.VerifierUser, cache.Options{})
-	synced, err := c.index.Watch(ctx, verMgr.GetCache())
+	synced, err := serve.Watch(ctx, c.index, verMgr.GetCache())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +228,7 @@ func TestUsageIsWrittenToStatusInOneBatchWithoutRotating(t *testing.T) {
 	for range 4 {
 		c.index.Verify(key, nil, time.Now())
 	}
-	reporter := &verifier.UsageReporter{Index: c.index, Client: c.client}
+	reporter := &serve.UsageReporter{Index: c.index, Client: c.client}
 	// The verifier's cache must show the controller's status before the optimistic patch can succeed.
 	var patched int
 	eventually.Succeeds(t, "usage is flushed", func() error {
@@ -320,7 +321,7 @@ func TestShutdownFlushesPendingUsage(t *testing.T) {
 	})
 
 	ctx, cancel := context.WithCancel(context.Background())
-	reporter := &verifier.UsageReporter{Index: c.index, Client: c.client, Interval: time.Hour}
+	reporter := &serve.UsageReporter{Index: c.index, Client: c.client, Interval: time.Hour}
 	done := make(chan error, 1)
 	go func() { done <- reporter.Start(ctx) }()
 	c.index.Verify(key, nil, time.Now())
@@ -382,12 +383,12 @@ func TestANamespaceSelectorDecidesWhichNamespacesKeysCountFrom(t *testing.T) {
 		t.Fatal(err)
 	}
 	ix := verifier.NewIndex()
-	apiKeysSynced, err := ix.Watch(ctx, c)
+	apiKeysSynced, err := serve.Watch(ctx, ix, c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	selector, _ := labels.Parse("keyward-test/tenant=trusted")
-	nsSynced, err := ix.TrustNamespacesMatching(ctx, c, selector, nil)
+	nsSynced, err := serve.TrustNamespacesMatching(ctx, ix, c, selector, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

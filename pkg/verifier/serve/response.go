@@ -1,9 +1,11 @@
-package verifier
+package serve
 
 import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keyward-dev/keyward/pkg/verifier"
 
 	"github.com/keyward-dev/keyward/internal/keys"
 )
@@ -28,7 +30,7 @@ const (
 var UpstreamHeaders = []string{HeaderKeyID, HeaderName, HeaderNamespace, HeaderScopes}
 
 // CodeMissing is the forward-auth code for a request that carries no key at all.
-const CodeMissing Code = "MISSING"
+const CodeMissing verifier.Code = "MISSING"
 
 // KeyFromHeaders finds the presented key: Authorization: Bearer KEY, Authorization: x-api-key KEY, or
 // X-API-Key: KEY. get looks a header up by its canonical name. A candidate shaped like a Keyward key wins, so
@@ -69,18 +71,18 @@ type Answerer struct {
 
 // Answer maps a result: 200 valid, 400 invalid request, 401 missing/malformed/unknown/ambiguous/expired/
 // disabled, 403 scope or namespace, 429 (or RateLimitedStatus) rate limited with Retry-After.
-func (a Answerer) Answer(r Result) Answer {
+func (a Answerer) Answer(r verifier.Result) Answer {
 	h := [][2]string{{HeaderCode, string(r.Code)}}
 	switch r.Code {
-	case CodeValid:
+	case verifier.CodeValid:
 		h = append(h, [2]string{HeaderKeyID, r.KeyID}, [2]string{HeaderName, r.Name},
 			[2]string{HeaderNamespace, r.Namespace}, [2]string{HeaderScopes, r.ScopesHeader})
 		return Answer{Status: 200, Headers: h}
-	case CodeInsufficientScope, CodeWrongNamespace:
+	case verifier.CodeInsufficientScope, verifier.CodeWrongNamespace:
 		return Answer{Status: 403, Headers: h}
-	case CodeInvalidRequest:
+	case verifier.CodeInvalidRequest:
 		return Answer{Status: 400, Headers: h}
-	case CodeRateLimited:
+	case verifier.CodeRateLimited:
 		status := a.RateLimitedStatus
 		if status == 0 {
 			status = 429

@@ -1,4 +1,4 @@
-package verifier
+package serve
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/keyward-dev/keyward/pkg/verifier"
 
 	"github.com/redis/go-redis/v9"
 	corev1 "k8s.io/api/core/v1"
@@ -68,14 +70,14 @@ func limitedAPIKey(key string, requests int32) *keywardv1alpha1.APIKey {
 func TestTwoReplicasSharingRedisAllowExactlyTheDeclaredLimit(t *testing.T) {
 	r := startRedis(t)
 	key := mintKey(t, "kw")
-	var replicas []*Index
+	var replicas []*verifier.Index
 	for range 2 {
 		l, err := NewRedisLimiter(r.URL)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { l.Close() })
-		ix := NewIndex()
+		ix := verifier.NewIndex()
 		ix.UseSharedLimiter(l, false)
 		ix.Upsert(limitedAPIKey(key, 10))
 		replicas = append(replicas, ix)
@@ -84,9 +86,9 @@ func TestTwoReplicasSharingRedisAllowExactlyTheDeclaredLimit(t *testing.T) {
 	for i := range 40 {
 		res := replicas[i%2].Verify(key, nil, time.Now())
 		switch res.Code {
-		case CodeValid:
+		case verifier.CodeValid:
 			allowed++
-		case CodeRateLimited:
+		case verifier.CodeRateLimited:
 			if res.RateLimit == nil || res.RateLimit.RetryAfter <= 0 {
 				t.Errorf("a refusal without Retry-After: %+v", res.RateLimit)
 			}
@@ -109,10 +111,10 @@ func TestWhenRedisDiesTheIndexFailsAsConfigured(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			ix := NewIndex()
+			ix := verifier.NewIndex()
 			ix.UseSharedLimiter(l, failOpen)
 			ix.Upsert(limitedAPIKey(key, 100))
-			if got := ix.Verify(key, nil, time.Now()).Code; got != CodeValid {
+			if got := ix.Verify(key, nil, time.Now()).Code; got != verifier.CodeValid {
 				t.Fatalf("with Redis up: %s", got)
 			}
 			// Every operation of a decision is bounded (a Redis that hangs cannot hold requests up); how long a
@@ -123,7 +125,7 @@ func TestWhenRedisDiesTheIndexFailsAsConfigured(t *testing.T) {
 			}
 			r.kill()
 			got := ix.Verify(key, nil, time.Now())
-			want := map[bool]Code{true: CodeValid, false: CodeRateLimited}[failOpen]
+			want := map[bool]verifier.Code{true: verifier.CodeValid, false: verifier.CodeRateLimited}[failOpen]
 			if got.Code != want {
 				t.Errorf("with Redis gone: %s, want %s", got.Code, want)
 			}
@@ -137,16 +139,16 @@ func TestWhenRedisDiesTheIndexFailsAsConfigured(t *testing.T) {
 func TestLocalBucketsDividedAmongPeersHoldTheDeclaredLimit(t *testing.T) {
 	key := mintKey(t, "kw")
 	peers := 2
-	var replicas []*Index
+	var replicas []*verifier.Index
 	for range peers {
-		ix := NewIndex()
+		ix := verifier.NewIndex()
 		ix.SetPeers(func() int { return peers })
 		ix.Upsert(limitedAPIKey(key, 10))
 		replicas = append(replicas, ix)
 	}
 	allowed := 0
 	for i := range 40 {
-		if replicas[i%2].Verify(key, nil, t0).Code == CodeValid {
+		if replicas[i%2].Verify(key, nil, t0).Code == verifier.CodeValid {
 			allowed++
 		}
 	}
@@ -158,7 +160,7 @@ func TestLocalBucketsDividedAmongPeersHoldTheDeclaredLimit(t *testing.T) {
 	later := t0.Add(time.Hour) // a full period: every bucket is full again
 	allowed = 0
 	for i := range 60 {
-		if replicas[i%2].Verify(key, nil, later).Code == CodeValid {
+		if replicas[i%2].Verify(key, nil, later).Code == verifier.CodeValid {
 			allowed++
 		}
 	}
@@ -194,7 +196,7 @@ func BenchmarkVerifyWithRedis(b *testing.B) {
 	}
 	defer l.Close()
 	key := mintKey(b, "kw")
-	ix := NewIndex()
+	ix := verifier.NewIndex()
 	ix.UseSharedLimiter(l, false)
 	ix.Upsert(limitedAPIKey(key, 1_000_000_000))
 	ix.Verify(key, nil, time.Now()) // load the script once
@@ -203,7 +205,7 @@ func BenchmarkVerifyWithRedis(b *testing.B) {
 	lat := make([]time.Duration, 0, b.N)
 	for b.Loop() {
 		start := time.Now()
-		if ix.Verify(key, nil, start).Code != CodeValid {
+		if ix.Verify(key, nil, start).Code != verifier.CodeValid {
 			b.Fatal("not valid")
 		}
 		lat = append(lat, time.Since(start))

@@ -1,9 +1,11 @@
-package verifier
+package serve
 
 import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/keyward-dev/keyward/pkg/verifier"
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
@@ -35,12 +37,12 @@ func NewRedisLimiter(url string) (*RedisLimiter, error) {
 }
 
 // Take spends one of limit requests per period for the APIKey id.
-func (l *RedisLimiter) Take(ctx context.Context, id string, limit int, period time.Duration) (RateLimitState, error) {
+func (l *RedisLimiter) Take(ctx context.Context, id string, limit int, period time.Duration) (verifier.RateLimitState, error) {
 	res, err := l.limiter.Allow(ctx, "keyward:"+id, redis_rate.Limit{Rate: limit, Burst: limit, Period: period})
 	if err != nil {
-		return RateLimitState{}, fmt.Errorf("rate limit of %s in Redis: %w", id, err)
+		return verifier.RateLimitState{}, fmt.Errorf("rate limit of %s in Redis: %w", id, err)
 	}
-	return RateLimitState{Allowed: res.Allowed > 0, Limit: limit, Remaining: res.Remaining,
+	return verifier.RateLimitState{Allowed: res.Allowed > 0, Limit: limit, Remaining: res.Remaining,
 		Reset: max(res.ResetAfter, 0), RetryAfter: max(res.RetryAfter, 0)}, nil
 }
 
