@@ -286,6 +286,11 @@ func TestWhatAClientAddsNeverWidensTheNamespacesARouteAccepts(t *testing.T) {
 			map[string]string{HeaderRequiredNamespace: "billing"}},
 		{"the client's header beside the route's query (nginx auth_request passes client headers)", "/v1/auth?namespace=billing",
 			map[string]string{HeaderRequiredNamespace: "payments"}},
+		{"Traefik forwardAuth: the address's query, the client's URI in X-Forwarded-Uri", "/v1/auth?scope=orders:read&namespace=billing",
+			map[string]string{"X-Forwarded-Uri": "/orders/7?namespace=payments", "X-Forwarded-Method": "GET", "X-Forwarded-Host": "api.example.com"}},
+		{"Istio envoyExtAuthzHttp: pathPrefix with the route's segment, the client's path and query appended",
+			"/v1/auth/@namespace=billing;scope=orders:read/orders/7?namespace=payments",
+			map[string]string{"X-Forwarded-Proto": "https", "X-Envoy-Expected-Rq-Timeout-Ms": "600000"}},
 	}
 	for _, tc := range forward {
 		t.Run("forward auth: "+tc.name, func(t *testing.T) {
