@@ -32,6 +32,7 @@ func main() {
 		metricsFlags serving.MetricsFlags
 		probeAddr    string
 		leaderElect  bool
+		election     leaderElection
 		concurrency  int
 		signingKey   string
 		namespaces   string
@@ -45,6 +46,7 @@ func main() {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
 	flag.BoolVar(&leaderElect, "leader-elect", false,
 		"Elect a leader so that only one of several replicas reconciles at a time.")
+	election.bind(flag.CommandLine)
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles,
 		"How many APIKeys are reconciled at once.")
 	flag.StringVar(&signingKey, "signing-key-secret", defaultSigningKeySecret(),
@@ -89,6 +91,13 @@ func main() {
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "keyward-manager.keyward.dev",
+		// The Lease lives in the manager's own namespace, so --leader-elect works outside a pod too, and a
+		// replica that stops (a rolling update) releases it at once instead of making the next wait it out.
+		LeaderElectionNamespace:       election.namespace,
+		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &election.leaseDuration,
+		RenewDeadline:                 &election.renewDeadline,
+		RetryPeriod:                   &election.retryPeriod,
 	})
 	if err != nil {
 		setupLog.Error(err, "Unable to create the manager")
@@ -150,9 +159,9 @@ func main() {
 	}
 }
 
-// defaultSigningKeySecret is the signing key Secret in the manager's own namespace: POD_NAMESPACE (set by the
-// Deployment), else the service account's namespace, else keyward-system.
-func defaultSigningKeySecret() string {
+// ownNamespace is the manager's namespace: POD_NAMESPACE (set by the Deployment), else the service account's
+// namespace, else keyward-system.
+func ownNamespace() string {
 	ns := os.Getenv("POD_NAMESPACE")
 	if ns == "" {
 		if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
@@ -162,7 +171,30 @@ func defaultSigningKeySecret() string {
 	if ns == "" {
 		ns = "keyward-system"
 	}
-	return ns + "/" + controllers.DefaultSigningKeySecretName
+	return ns
+}
+
+// defaultSigningKeySecret is the signing key Secret in the manager's own namespace.
+func defaultSigningKeySecret() string {
+	return ownNamespace() + "/" + controllers.DefaultSigningKeySecretName
+}
+
+// leaderElection holds the leader election flags. The timings are controller-runtime's defaults: a new
+// leader takes over at most LeaseDuration + RenewDeadline after a leader dies without releasing the Lease.
+type leaderElection struct {
+	namespace                                 string
+	leaseDuration, renewDeadline, retryPeriod time.Duration
+}
+
+func (e *leaderElection) bind(fs *flag.FlagSet) {
+	fs.StringVar(&e.namespace, "leader-election-namespace", ownNamespace(),
+		"Namespace of the leader election Lease. Default: the manager's own (POD_NAMESPACE, else the service account's).")
+	fs.DurationVar(&e.leaseDuration, "leader-election-lease-duration", 15*time.Second,
+		"How long a leader's Lease is valid without renewal: how long others wait after a leader dies.")
+	fs.DurationVar(&e.renewDeadline, "leader-election-renew-deadline", 10*time.Second,
+		"How long the leader keeps trying to renew before it gives up leading.")
+	fs.DurationVar(&e.retryPeriod, "leader-election-retry-period", 2*time.Second,
+		"How often candidates try to acquire or renew the Lease.")
 }
 
 func parseNamespacedName(s string) (types.NamespacedName, error) {

@@ -41,7 +41,11 @@ func CacheOptions(namespaces ...string) cache.Options {
 	}
 	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&corev1.Secret{}: {Label: labels.NewSelector().Add(*owned)},
-	}}
+	},
+		// managedFields is most of an object's size and nothing Keyward reads; writes never send it back
+		// (an update without managedFields keeps the server's).
+		DefaultTransform: cache.TransformStripManagedFields(),
+	}
 	if len(namespaces) > 0 {
 		opts.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range namespaces {

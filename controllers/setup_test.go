@@ -5,6 +5,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 )
 
 func TestSecretWriterRecognisesOnlyTheContentItWrote(t *testing.T) {
@@ -23,6 +24,7 @@ func TestSecretWriterRecognisesOnlyTheContentItWrote(t *testing.T) {
 		t.Error("the Secret as written, with server-set fields, is not recognised as the echo")
 	}
 	for name, change := range map[string]func(*corev1.Secret){
+		"made immutable":    func(s *corev1.Secret) { s.Immutable = ptr.To(true) },
 		"data edited":       func(s *corev1.Secret) { s.Data["api-key"] = []byte("kw_y") },
 		"label added":       func(s *corev1.Secret) { s.Labels["c"] = "3" },
 		"annotation edited": func(s *corev1.Secret) { s.Annotations["b"] = "x" },
@@ -35,8 +37,33 @@ func TestSecretWriterRecognisesOnlyTheContentItWrote(t *testing.T) {
 			t.Errorf("%s: treated as our own echo", name)
 		}
 	}
+	// Once the write has returned, only its version is the echo: the same content put back later is not.
+	w.wrote(echo)
+	if !w.IsEcho(echo) {
+		t.Error("the returned write is not recognised as the echo")
+	}
+	later := echo.DeepCopy()
+	later.ResourceVersion = "57"
+	if w.IsEcho(later) {
+		t.Error("what Keyward wrote, put back by someone else in a later version, is treated as the echo")
+	}
 	w.Forget(written)
 	if w.IsEcho(written) {
 		t.Error("a forgotten Secret is still recognised")
+	}
+}
+
+func TestTheCachesDropManagedFields(t *testing.T) {
+	transform := CacheOptions().DefaultTransform
+	if transform == nil {
+		t.Fatal("the manager's cache keeps whole objects")
+	}
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "keyward"}}}}
+	out, err := transform(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := out.(*corev1.Secret); got.ManagedFields != nil || got.Name != "s" {
+		t.Errorf("cached %+v; want the object without managedFields", got.ObjectMeta)
 	}
 }

@@ -176,7 +176,8 @@ func newScheme() *runtime.Scheme {
 // cacheOptions watches the trusted namespaces only (all without --namespaces), and only the verifier's own
 // EndpointSlices.
 func (o options) cacheOptions(c checked) cache.Options {
-	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{}}
+	// managedFields is most of an APIKey's size and nothing the verifier reads.
+	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{}, DefaultTransform: cache.TransformStripManagedFields()}
 	if c.allowed != nil {
 		opts.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range c.allowed {
