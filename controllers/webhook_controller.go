@@ -108,6 +108,13 @@ func (r *WebhookReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.O
 	}
 	r.gate = newNamespaceGate(limit)
 	relevant := predicate.Funcs{
+		// An APIKey that has never had a webhook has nothing to deliver: the initial list and new APIKeys
+		// without one cost the delivery controller nothing. Adding a webhook later changes the generation.
+		CreateFunc: func(e event.CreateEvent) bool {
+			ak, ok := e.Object.(*keywardv1alpha1.APIKey)
+			return ok && (ak.Spec.Webhook != nil || ak.Status.Webhook != nil ||
+				controllerutil.ContainsFinalizer(ak, keywardv1alpha1.WebhookFinalizer))
+		},
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			before, ok1 := e.ObjectOld.(*keywardv1alpha1.APIKey)
 			after, ok2 := e.ObjectNew.(*keywardv1alpha1.APIKey)

@@ -402,3 +402,20 @@ func TestADeletionIsHeldNoLongerThanTheTimeoutWhenTheReceiverIsDown(t *testing.T
 	h.stepWebhookTo(DefaultWebhookDeletionTimeout - 5*time.Second)
 	h.waitForDeletion("orders")
 }
+
+func TestTheDeliveryControllerNeverReconcilesAnAPIKeyThatHasNoWebhook(t *testing.T) {
+	testenv.Need(t)
+	h := newHarness(t)
+	rcv := newReceiver(t)
+	h.startManager(managerOptions{webhookCIDRs: []string{"127.0.0.0/8"}})
+	h.create("plain", "")
+	h.waitReady("plain")
+	h.touch("plain")
+	// An APIKey with a webhook, created after, proves the delivery controller runs and has drained its queue.
+	h.create("hooked", "", h.webhookSpec(rcv))
+	rcv.waitFor("key.created")
+	h.waitWebhookReconciledAt("hooked", h.get("hooked").ResourceVersion)
+	if v := h.webhookSeen.version("plain"); v != 0 {
+		t.Errorf("the delivery controller reconciled an APIKey without a webhook (at version %d)", v)
+	}
+}
