@@ -456,8 +456,7 @@ func (r *APIKeyReconciler) recordMint(logger logr.Logger, ak *keywardv1alpha1.AP
 	if plan.Mint != nil { // nil when the Secret holds a key a manager wrote before it died, short of status
 		replaced = plan.Mint.Replaced.Hash
 	}
-	switch {
-	case t.AfterWithdrawal:
+	if t.AfterWithdrawal {
 		logger.Info("Minted the key that follows a withdrawn one")
 		r.event(ak, corev1.EventTypeNormal, EventKeyRotated, "Mint",
 			"Minted key %s (revision %d, reason %s) into Secret %s; the key before it was withdrawn earlier and stays refused",

@@ -100,14 +100,15 @@ func (c Claim) Check(signer *Signer, sub Subject, lastGenuine Record, now time.T
 	if _, err := keys.Parse(c.Key); err != nil || keys.Hash(c.Key) != c.Record.Hash {
 		changed = append(changed, "data "+DataAPIKey)
 	}
+	signed := signer.Verify(sub, c.Record, c.Signature)
 	switch {
-	case len(changed) == 0 && lastGenuine.Pending() && c.Record.Revision < lastGenuine.Revision && signer.Verify(sub, c.Record, c.Signature):
+	case len(changed) == 0 && lastGenuine.Pending() && c.Record.Revision < lastGenuine.Revision && signed:
 		// Whatever older record the Secret holds, even one put back, its key is not accepted: the
 		// withdrawal is what status shows, and the new key replaces it as soon as the Secret can be written.
 		return ErrSuperseded
-	case lastGenuine.Pending() && c.Record.Revision >= lastGenuine.Revision && signer.Verify(sub, c.Record, c.Signature):
+	case lastGenuine.Pending() && c.Record.Revision >= lastGenuine.Revision && signed:
 		// Written after the withdrawal, by a reconcile that crashed before its status write.
-	case !signer.Verify(sub, c.Record, c.Signature):
+	case !signed:
 		claimed, genuine := c.Record, lastGenuine
 		claimed.Previous, genuine.Previous = LivePrevious(claimed.Previous, now), LivePrevious(genuine.Previous, now)
 		named := []string{}

@@ -245,6 +245,9 @@ func stalled(reason keywardv1alpha1.ConditionReason, message string) *Health {
 // away without grace, whatever state the Secret is in.
 func PlanFor(o Observation) Plan {
 	now := o.Now.UTC().Truncate(time.Second)
+	if o.Secret == SecretGenuine {
+		o.Current.Previous = stillShown(o.Current.Previous, o.Current, o.LastKnown, now)
+	}
 	served := o.served()
 	if o.SpecError == nil {
 		o.SpecError = checkTokens(o)
@@ -277,10 +280,7 @@ func PlanFor(o Observation) Plan {
 		if o.Spec.Disabled {
 			detail += ". spec.disabled rejects every key of this APIKey meanwhile"
 		}
-		p.Health = &Health{Reason: blockedReason, Stalled: true, Expiry: p.Health.Expiry, detail: detail}
-		if o.Secret != SecretGenuine || p.Mint != nil {
-			p.Health.Expiry = p.Withheld.ExpiresAt
-		}
+		p.Health = stalled(blockedReason, detail)
 		if blockedReason == keywardv1alpha1.ReasonSecretConflict {
 			p.NextCheck = earliest(p.NextCheck, now.Add(o.ConflictRecheck))
 		}
@@ -291,9 +291,6 @@ func PlanFor(o Observation) Plan {
 // planKey plans for a Secret that can be used.
 func planKey(o Observation, now time.Time) Plan {
 	spec := o.Spec
-	if o.Secret == SecretGenuine {
-		o.Current.Previous = stillShown(o.Current.Previous, o.Current, o.LastKnown, now)
-	}
 	m := decideMint(o, now)
 	judgedAt := o.Current.IssuedAt
 	if m != nil {
@@ -337,25 +334,20 @@ func planKey(o Observation, now time.Time) Plan {
 	return p
 }
 
-// MaxTokenLength bounds the keyward.dev/rotate and keyward.dev/webhook-test values Keyward acts on (the
-// admission policy keyward-apikey-annotations rejects longer ones at apply time). A handled rotate token is
-// kept in the record, in the Secret and in status, so it must stay small.
-const MaxTokenLength = keywardv1alpha1.MaxTokenLength
-
+// checkTokens bounds the rotate token Keyward acts on (keyward-apikey-annotations rejects longer ones at
+// apply time): a handled token is kept in the record, in the Secret and in status, so it must stay small.
 func checkTokens(o Observation) error {
-	if n := len(o.RotateToken); n > MaxTokenLength {
-		return fmt.Errorf("the %s annotation has %d characters; at most %d are allowed", keywardv1alpha1.RotateAnnotation, n, MaxTokenLength)
+	if n, limit := len(o.RotateToken), keywardv1alpha1.MaxTokenLength; n > limit {
+		return fmt.Errorf("the %s annotation has %d characters; at most %d are allowed", keywardv1alpha1.RotateAnnotation, n, limit)
 	}
 	return nil
 }
 
-// served is the record the key's Secret serves as far as Keyward can trust it: the Secret's genuine record,
-// or else the last one Keyward signed into status.
+// served is the record the key's Secret serves as far as Keyward can trust it: the Secret's genuine record
+// (as PlanFor narrowed it to what status still shows), or else the last one Keyward signed into status.
 func (o Observation) served() keyrecord.Record {
 	if o.Secret == SecretGenuine {
-		r := o.Current
-		r.Previous = stillShown(r.Previous, o.Current, o.LastKnown, o.Now)
-		return r
+		return o.Current
 	}
 	return o.LastKnown
 }

@@ -496,7 +496,7 @@ func TestPlanWithholdsWhatItStopsWhateverStateTheSecretIsIn(t *testing.T) {
 			in:       obs(func(o *Observation) { o.SpecError, o.Revoke = errors.New("spec.validity: bad"), []string{id("c")} }),
 			withheld: withdrawn, reason: keywardv1alpha1.ReasonInvalidSpec, revoked: []string{id("c")}},
 		{name: "a rotate token longer than MaxTokenLength is an invalid spec",
-			in:       obs(func(o *Observation) { o.RotateToken = strings.Repeat("x", MaxTokenLength+1) }),
+			in:       obs(func(o *Observation) { o.RotateToken = strings.Repeat("x", keywardv1alpha1.MaxTokenLength+1) }),
 			withheld: current, reason: keywardv1alpha1.ReasonInvalidSpec},
 	}
 	for _, tc := range cases {
