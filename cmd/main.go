@@ -179,8 +179,11 @@ func defaultSigningKeySecret() string {
 	return ownNamespace() + "/" + controllers.DefaultSigningKeySecretName
 }
 
-// leaderElection holds the leader election flags. The timings are controller-runtime's defaults: a new
-// leader takes over at most LeaseDuration + RenewDeadline after a leader dies without releasing the Lease.
+// leaderElection holds the leader election flags. A standby takes over a leader that died without releasing
+// the Lease once the lease has run out, within LeaseDuration + RenewDeadline of the leader's last renewal; a
+// leader that stops releases the Lease, and a standby takes it at its next try, within 2.2 x RetryPeriod
+// (client-go jitters the tries by up to 1.2 x): 1.1 s by default. The cost of the short retry period is two
+// small Lease writes a second from the leader and a read a second from each standby.
 type leaderElection struct {
 	namespace                                 string
 	leaseDuration, renewDeadline, retryPeriod time.Duration
@@ -189,12 +192,12 @@ type leaderElection struct {
 func (e *leaderElection) bind(fs *flag.FlagSet) {
 	fs.StringVar(&e.namespace, "leader-election-namespace", ownNamespace(),
 		"Namespace of the leader election Lease. Default: the manager's own (POD_NAMESPACE, else the service account's).")
-	fs.DurationVar(&e.leaseDuration, "leader-election-lease-duration", 15*time.Second,
+	fs.DurationVar(&e.leaseDuration, "leader-election-lease-duration", controllers.DefaultLeaseDuration,
 		"How long a leader's Lease is valid without renewal: how long others wait after a leader dies.")
-	fs.DurationVar(&e.renewDeadline, "leader-election-renew-deadline", 10*time.Second,
+	fs.DurationVar(&e.renewDeadline, "leader-election-renew-deadline", controllers.DefaultRenewDeadline,
 		"How long the leader keeps trying to renew before it gives up leading.")
-	fs.DurationVar(&e.retryPeriod, "leader-election-retry-period", 2*time.Second,
-		"How often candidates try to acquire or renew the Lease.")
+	fs.DurationVar(&e.retryPeriod, "leader-election-retry-period", controllers.DefaultRetryPeriod,
+		"How often candidates try to acquire or renew the Lease; a released Lease is taken within 2.2 x this.")
 }
 
 func parseNamespacedName(s string) (types.NamespacedName, error) {

@@ -24,8 +24,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/go-logr/logr"
-
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
@@ -84,8 +82,11 @@ type APIKeyReconciler struct {
 	// ConflictRecheckInterval defaults to DefaultConflictRecheckInterval.
 	ConflictRecheckInterval time.Duration
 
-	// secrets owns every Secret write; set up in SetupWithManager.
+	// secrets owns every Secret write, status every status write but the deletion's, and mints every new
+	// key's event; set up in SetupWithManager.
 	secrets *SecretWriter
+	status  *StatusWriter
+	mints   *MintAnnouncer
 }
 
 // +kubebuilder:rbac:groups=keyward.dev,resources=apikeys,verbs=get;list;watch;patch
@@ -329,9 +330,12 @@ func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKe
 	}
 	transitions := policy.Transitions(change)
 	r.queueWebhookEvents(ctx, ak, transitions, change.Expiring, done, now)
+	// A new key is announced before the write that shows it, under a name of its own, so that whoever
+	// writes that status (a retry, a new leader) announces it once.
+	r.announceMints(ctx, ak, o, plan, done.record, transitions)
 
 	if !equality.Semantic.DeepEqual(before.Status, ak.Status) {
-		if err := r.Client.Status().Patch(ctx, ak, client.MergeFrom(before)); err != nil {
+		if err := r.status.Patch(ctx, ak, before); err != nil {
 			return ctrl.Result{}, errors.Join(done.err, fmt.Errorf("patching status: %w", err))
 		}
 	}
@@ -367,6 +371,7 @@ func (r *APIKeyReconciler) queueDeletion(ctx context.Context, ak *keywardv1alpha
 	ak.Status.Webhook.DeletionQueuedAt = &now
 	webhook.Enqueue(ak.Status.Webhook, string(ak.UID), ak.Spec.Webhook.Events, []keywardv1alpha1.WebhookMessage{{
 		Type: keywardv1alpha1.WebhookEventKeyDeleted, Timestamp: now, KeyID: ak.Status.KeyID, Revision: ak.Status.Revision}})
+	// Only status.webhook changes, which the key controller's watch ignores: no echo to recognise.
 	if err := r.Client.Status().Patch(ctx, ak, client.MergeFrom(before)); err != nil {
 		return fmt.Errorf("queueing key.deleted: %w", err)
 	}
@@ -410,7 +415,6 @@ func (r *APIKeyReconciler) recordEvents(ctx context.Context, ak *keywardv1alpha1
 		r.event(ak, corev1.EventTypeWarning, EventStatusRestored, "Restore",
 			"Status showed a key record Keyward did not sign (%s); it now shows only what Keyward signed", keyrecord.JoinNames(o.forgedStatus))
 	}
-	rec := done.record
 	id := ak.Status.KeyID
 	msg := readyMessage(ak)
 	if len(plan.DroppedByCap) > 0 && done.inSecret {
@@ -424,8 +428,6 @@ func (r *APIKeyReconciler) recordEvents(ctx context.Context, ak *keywardv1alpha1
 			logger.Info("Revoked previous keys", "keyIDs", t.Revoked)
 			r.event(ak, corev1.EventTypeNormal, EventKeyRevoked, "Revoke", "Revoked previous key %s at once (%s); the current key %s is unchanged",
 				strings.Join(t.Revoked, ", "), keywardv1alpha1.RevokeAnnotation, id)
-		case policy.KeyMinted:
-			r.recordMint(logger, ak, o, plan, rec, t)
 		case policy.KeyWithdrawn:
 			logger.Info("Withdrew the current key; its successor waits for the Secret", "keyID", t.PreviousKeyID, "reason", t.Reason)
 			r.event(ak, corev1.EventTypeWarning, EventKeyWithdrawn, "Withdraw",
@@ -447,41 +449,58 @@ func (r *APIKeyReconciler) recordEvents(ctx context.Context, ak *keywardv1alpha1
 	}
 }
 
-// recordMint logs, counts and announces a new current key.
-func (r *APIKeyReconciler) recordMint(logger logr.Logger, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, rec keyrecord.Record, t policy.Transition) {
+// announceMints logs, counts and announces, through the MintAnnouncer, each new current key among ts.
+func (r *APIKeyReconciler) announceMints(ctx context.Context, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, rec keyrecord.Record, ts []policy.Transition) {
+	for _, t := range ts {
+		if t.Kind != policy.KeyMinted {
+			continue
+		}
+		a := mintAnnouncementOf(ak, o, plan, rec, t)
+		logger := log.FromContext(ctx).WithValues("secret", klog.KRef(ak.Namespace, o.subject.Secret), "keyID", ak.Status.KeyID,
+			"revision", a.revision, "reason", t.Reason)
+		first, err := r.mints.Announce(ctx, ak, a)
+		switch {
+		case err != nil:
+			logger.Error(err, "Announcing a new key failed; the key is in place")
+		case first:
+			logger.Info(a.logMessage)
+		}
+	}
+}
+
+// mintAnnouncement says what the event of a new current key says.
+func mintAnnouncementOf(ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, rec keyrecord.Record, t policy.Transition) mintAnnouncement {
 	id, revision := ak.Status.KeyID, ak.Status.Revision
-	logger = logger.WithValues("keyID", id, "revision", revision, "reason", t.Reason)
-	rotationsTotal.WithLabelValues(string(t.Reason)).Inc()
+	a := mintAnnouncement{revision: revision, reason: t.Reason}
+	set := func(eventType string, reason EventReason, action, logMessage, note string, args ...any) {
+		a.eventType, a.eventReason, a.action, a.logMessage, a.note = eventType, reason, action, logMessage, fmt.Sprintf(note, args...)
+	}
 	replaced := ""
 	if plan.Mint != nil { // nil when the Secret holds a key a manager wrote before it died, short of status
 		replaced = plan.Mint.Replaced.Hash
 	}
 	if t.AfterWithdrawal {
-		logger.Info("Minted the key that follows a withdrawn one")
-		r.event(ak, corev1.EventTypeNormal, EventKeyRotated, "Mint",
+		set(corev1.EventTypeNormal, EventKeyRotated, "Mint", "Minted the key that follows a withdrawn one",
 			"Minted key %s (revision %d, reason %s) into Secret %s; the key before it was withdrawn earlier and stays refused",
 			id, revision, t.Reason, o.subject.Secret)
-		return
+		return a
 	}
 	switch t.Reason {
 	case keywardv1alpha1.RotationInitial:
-		logger.Info("Minted the first key")
-		r.event(ak, corev1.EventTypeNormal, EventKeyCreated, "Mint", "Minted key %s (revision %d) into Secret %s", id, revision, o.subject.Secret)
+		set(corev1.EventTypeNormal, EventKeyCreated, "Mint", "Minted the first key",
+			"Minted key %s (revision %d) into Secret %s", id, revision, o.subject.Secret)
 	case keywardv1alpha1.RotationSecretMissing:
-		logger.Info("Recreated the deleted Secret with a new key")
-		r.event(ak, corev1.EventTypeWarning, EventSecretRecreated, "Mint", "Secret %s was deleted; minted key %s (revision %d); %s",
-			o.subject.Secret, id, revision, replacedFate(replaced, rec))
+		set(corev1.EventTypeWarning, EventSecretRecreated, "Mint", "Recreated the deleted Secret with a new key",
+			"Secret %s was deleted; minted key %s (revision %d); %s", o.subject.Secret, id, revision, replacedFate(replaced, rec))
 	case keywardv1alpha1.RotationSecretTampered:
-		logger.Info("Replaced a key whose Secret someone else changed", "why", errorText(o.tamper))
-		r.event(ak, corev1.EventTypeWarning, EventSecretTampered, "Mint",
+		set(corev1.EventTypeWarning, EventSecretTampered, "Mint", "Replaced a key whose Secret someone else changed ("+errorText(o.tamper)+")",
 			"Secret %s was changed by someone other than Keyward (%s); minted key %s (revision %d); %s",
 			o.subject.Secret, changedParts(o.tamper), id, revision, replacedFate(replaced, rec))
 	case keywardv1alpha1.RotationRevoked:
-		logger.Info("Replaced a revoked key", "revoked", t.Revoked)
-		r.event(ak, corev1.EventTypeWarning, EventKeyRevoked, "Revoke", "Revoked key %s at once (%s); minted key %s (revision %d) into Secret %s",
+		set(corev1.EventTypeWarning, EventKeyRevoked, "Revoke", "Replaced a revoked key "+strings.Join(t.Revoked, ", "),
+			"Revoked key %s at once (%s); minted key %s (revision %d) into Secret %s",
 			strings.Join(t.Revoked, ", "), keywardv1alpha1.RevokeAnnotation, id, revision, o.subject.Secret)
 	default:
-		logger.Info("Rotated the key")
 		extra := ""
 		if len(plan.DroppedByZeroGrace) > 0 {
 			extra = "; with a zero grace period the earlier keys " + strings.Join(plan.DroppedByZeroGrace, ", ") + " were revoked too"
@@ -490,9 +509,10 @@ func (r *APIKeyReconciler) recordMint(logger logr.Logger, ak *keywardv1alpha1.AP
 		if t.PreviousValidUntil != nil {
 			until = "stays valid until " + t.PreviousValidUntil.UTC().Format(time.RFC3339)
 		}
-		r.event(ak, corev1.EventTypeNormal, EventKeyRotated, "Rotate", "Rotated to key %s (revision %d, reason %s); previous key %s %s%s",
-			id, revision, t.Reason, t.PreviousKeyID, until, extra)
+		set(corev1.EventTypeNormal, EventKeyRotated, "Rotate", "Rotated the key",
+			"Rotated to key %s (revision %d, reason %s); previous key %s %s%s", id, revision, t.Reason, t.PreviousKeyID, until, extra)
 	}
+	return a
 }
 
 func errorText(err error) string {

@@ -389,7 +389,7 @@ func TestAReconcileThatChangesNothingWritesNothing(t *testing.T) {
 	h.startManager(managerOptions{})
 	h.create("orders", "")
 	h.waitReady("orders")
-	h.waitReconciled("orders") // including the reconcile of the status patch's own echo
+	h.waitReconciled("orders") // the status patch is its own; its echo is skipped
 	before := h.writes.snapshot()
 	if before["secrets"] != 1 || before["apikeys/status"] != 1 {
 		t.Errorf("writes for a new key: %v; want one Secret create and one status patch", before)

@@ -144,7 +144,8 @@ func (w *SecretWriter) wrote(s *corev1.Secret) {
 }
 
 // IsEcho reports whether o is what the writer last wrote to that Secret: the same content and, once the
-// write has returned, the same resourceVersion.
+// write has returned, the same resourceVersion. An echo is recognised once and then forgotten, so an idle
+// manager remembers nothing per Secret, and a later version with the same content is someone else's.
 func (w *SecretWriter) IsEcho(o client.Object) bool {
 	s, ok := o.(*corev1.Secret)
 	if !ok {
@@ -152,8 +153,13 @@ func (w *SecretWriter) IsEcho(o client.Object) bool {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	last, ok := w.written[client.ObjectKeyFromObject(s)]
-	return ok && last.fingerprint == fingerprint(s) && (last.resourceVersion == "" || last.resourceVersion == s.ResourceVersion)
+	key := client.ObjectKeyFromObject(s)
+	last, ok := w.written[key]
+	if !ok || last.fingerprint != fingerprint(s) || (last.resourceVersion != "" && last.resourceVersion != s.ResourceVersion) {
+		return false
+	}
+	delete(w.written, key)
+	return true
 }
 
 // Forget drops what the writer remembers of a deleted Secret.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -27,8 +28,22 @@ import (
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 )
 
-// secretNameIndex indexes APIKeys by the Secret they write to, so that a Secret event reaches every APIKey
-// that names it, including one waiting on a conflict.
+// DefaultMaxRetryDelay caps how long an APIKey whose reconcile failed waits before its next try. After an
+// API-server outage every such APIKey is tried again within this of the API server's return, where
+// controller-runtime's default back-off grows to 16 minutes and paces all retries at 10 per second.
+const DefaultMaxRetryDelay = time.Minute
+
+// Leader election defaults (--leader-election-*). A standby takes over from a leader that died within
+// DefaultLeaseDuration + DefaultRenewDeadline of its last renewal, and takes a released Lease within
+// 2.2 x DefaultRetryPeriod (client-go jitters each try by up to 1.2 x the period).
+const (
+	DefaultLeaseDuration = 15 * time.Second
+	DefaultRenewDeadline = 10 * time.Second
+	DefaultRetryPeriod   = 500 * time.Millisecond
+)
+
+// secretNameIndex indexes the APIKeys whose spec.secretName is not their own name by the Secret they write
+// to, so that a Secret event reaches every APIKey that names it, including one waiting on a conflict.
 const secretNameIndex = "keyward.dev/secret-name"
 
 // CacheOptions restricts the manager's Secret cache to the Secrets Keyward owns, so unrelated Secrets cost
@@ -40,7 +55,8 @@ func CacheOptions(namespaces ...string) cache.Options {
 		panic(err) // a constant label key; cannot fail
 	}
 	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}: {Label: labels.NewSelector().Add(*owned)},
+		&corev1.Secret{}:          {Label: labels.NewSelector().Add(*owned)},
+		&keywardv1alpha1.APIKey{}: {Transform: trimCachedAPIKey},
 	},
 		// managedFields is most of an object's size and nothing Keyward reads; writes never send it back
 		// (an update without managedFields keeps the server's).
@@ -55,25 +71,53 @@ func CacheOptions(namespaces ...string) cache.Options {
 	return opts
 }
 
+// lastAppliedAnnotation is where kubectl's client-side apply keeps a copy of what it last applied.
+const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+
+// trimCachedAPIKey drops from a cached APIKey what the manager never reads: managedFields, kubectl's copy
+// of the last applied object (as large as the spec again), and the verifier's usage report. The manager
+// writes APIKeys only with merge patches computed between two cached copies, so what the cache lacks is
+// never sent, and never removed.
+func trimCachedAPIKey(obj any) (any, error) {
+	if ak, ok := obj.(*keywardv1alpha1.APIKey); ok {
+		ak.ManagedFields = nil
+		delete(ak.Annotations, lastAppliedAnnotation)
+		ak.Status.Usage = nil
+		return ak, nil
+	}
+	return cache.TransformStripManagedFields()(obj)
+}
+
 // SetupWithManager registers the reconciler, its index and its watches. opts tunes the controller (tests
 // pass a queue on a fake clock).
 func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts controller.Options) error {
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &keywardv1alpha1.APIKey{}, secretNameIndex, func(o client.Object) []string {
-		return []string{SecretNameOf(o.(*keywardv1alpha1.APIKey))}
+		// An APIKey writing to the Secret of its own name (nearly all) is found by that name: indexing it too
+		// would cost two index entries per APIKey for nothing.
+		if ak := o.(*keywardv1alpha1.APIKey); SecretNameOf(ak) != ak.Name {
+			return []string{SecretNameOf(ak)}
+		}
+		return nil
 	}); err != nil {
 		return fmt.Errorf("indexing APIKeys by Secret name: %w", err)
 	}
 	if r.Signer == nil {
 		return errors.New("the APIKey controller needs a record signer")
 	}
+	if opts.RateLimiter == nil && opts.NewQueue == nil {
+		// Only the per-APIKey back-off, capped: the workers bound how hard retries press the API server.
+		opts.RateLimiter = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](5*time.Millisecond, DefaultMaxRetryDelay)
+	}
 	r.secrets = &SecretWriter{Client: r.Client, APIReader: r.APIReader, Signer: r.Signer}
+	r.status = &StatusWriter{Client: r.Client}
+	r.mints = &MintAnnouncer{Client: r.Client, Clock: r.Clock}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("apikey").
 		// Spec edits bump the generation, a rotation or revocation changes an annotation, and any status edit
-		// but the verifier's usage reports and the delivery controller's status.webhook is looked at, so a
-		// forged status is put back at once.
+		// but Keyward's own, the verifier's usage reports and the delivery controller's status.webhook is
+		// looked at, so a forged status is put back at once.
 		For(&keywardv1alpha1.APIKey{}, builder.WithPredicates(predicate.Or[client.Object](
-			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, statusEdited(), deletionStarted()))).
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, statusEdited(r.status), deletionStarted()))).
 		Watches(&corev1.Secret{}, r.secretEvents()).
 		// A deleted APIKey may free a Secret that another APIKey waits for: whichever of the two deletions
 		// (the APIKey's, its Secret's) the cache shows last, the waiting APIKey is looked at again then.
@@ -83,6 +127,7 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 			if !ok {
 				return
 			}
+			r.status.Forget(ak)
 			freed := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ak.Namespace, Name: SecretNameOf(ak)}}
 			for _, req := range r.apiKeysUsing(ctx, freed) {
 				if req.Name != ak.Name {
@@ -138,6 +183,8 @@ func (r *APIKeyReconciler) apiKeysUsing(ctx context.Context, secret client.Objec
 		}
 	}
 	add(secret.GetLabels()[keywardv1alpha1.APIKeyNameLabel])
+	// The APIKey of the Secret's name, if it writes there (when it does not, its reconcile finds nothing to do).
+	add(secret.GetName())
 	var list keywardv1alpha1.APIKeyList
 	if err := r.Client.List(ctx, &list, client.InNamespace(secret.GetNamespace()),
 		client.MatchingFields{secretNameIndex: secret.GetName()}); err != nil {
@@ -159,10 +206,10 @@ func deletionStarted() predicate.Funcs {
 	}}
 }
 
-// statusEdited passes updates that change an APIKey's status other than status.usage: Keyward's own status
-// patches (their reconcile finds nothing to do and writes nothing) and anyone else's, which the reconcile
-// puts back. The verifier's usage reports are the one status write that needs no reconcile.
-func statusEdited() predicate.Funcs {
+// statusEdited passes updates that change the parts of an APIKey's status that the key controller writes,
+// except the echo of its own patches (a reconcile of which would find nothing to do): anyone else's edit is
+// put back by the reconcile.
+func statusEdited(own *StatusWriter) predicate.Funcs {
 	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		before, okBefore := e.ObjectOld.(*keywardv1alpha1.APIKey)
 		after, okAfter := e.ObjectNew.(*keywardv1alpha1.APIKey)
@@ -174,6 +221,6 @@ func statusEdited() predicate.Funcs {
 		a, b := before.Status.DeepCopy(), after.Status.DeepCopy()
 		a.Usage, b.Usage = nil, nil
 		a.Webhook, b.Webhook = nil, nil
-		return !equality.Semantic.DeepEqual(a, b)
+		return !equality.Semantic.DeepEqual(a, b) && !own.IsEcho(after)
 	}}
 }

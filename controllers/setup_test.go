@@ -2,13 +2,17 @@ package controllers
 
 import (
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 )
 
-func TestSecretWriterRecognisesOnlyTheContentItWrote(t *testing.T) {
+func TestSecretWriterRecognisesOnlyTheContentItWroteAndOnlyOnce(t *testing.T) {
 	written := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s", Labels: map[string]string{"a": "1"},
 			Annotations: map[string]string{"b": "2"}, OwnerReferences: []metav1.OwnerReference{{Kind: "APIKey", Name: "k", UID: "u1"}}},
@@ -16,13 +20,6 @@ func TestSecretWriterRecognisesOnlyTheContentItWrote(t *testing.T) {
 	}
 	var w SecretWriter
 	w.record(written)
-
-	echo := written.DeepCopy()
-	echo.ResourceVersion, echo.UID = "42", "server-set"
-	echo.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "keyward"}}
-	if !w.IsEcho(echo) {
-		t.Error("the Secret as written, with server-set fields, is not recognised as the echo")
-	}
 	for name, change := range map[string]func(*corev1.Secret){
 		"made immutable":    func(s *corev1.Secret) { s.Immutable = ptr.To(true) },
 		"data edited":       func(s *corev1.Secret) { s.Data["api-key"] = []byte("kw_y") },
@@ -37,19 +34,67 @@ func TestSecretWriterRecognisesOnlyTheContentItWrote(t *testing.T) {
 			t.Errorf("%s: treated as our own echo", name)
 		}
 	}
-	// Once the write has returned, only its version is the echo: the same content put back later is not.
-	w.wrote(echo)
+	// Before the write returns, the content alone identifies its echo, once.
+	echo := written.DeepCopy()
+	echo.ResourceVersion, echo.UID = "42", "server-set"
+	echo.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "keyward"}}
 	if !w.IsEcho(echo) {
-		t.Error("the returned write is not recognised as the echo")
+		t.Error("the Secret as written, with server-set fields, is not recognised as the echo")
 	}
+	if w.IsEcho(echo) {
+		t.Error("the echo is recognised twice: the same content seen again (a resync, someone putting it back) would be skipped")
+	}
+
+	// Once the write has returned, only its version is the echo: the same content put back later is not.
+	w.record(written)
+	w.wrote(echo)
 	later := echo.DeepCopy()
 	later.ResourceVersion = "57"
 	if w.IsEcho(later) {
 		t.Error("what Keyward wrote, put back by someone else in a later version, is treated as the echo")
 	}
+	if !w.IsEcho(echo) {
+		t.Error("the returned write is not recognised as the echo")
+	}
+	w.record(written)
 	w.Forget(written)
 	if w.IsEcho(written) {
 		t.Error("a forgotten Secret is still recognised")
+	}
+	if len(w.written) != 0 {
+		t.Errorf("the writer still remembers %d Secrets after their echoes", len(w.written))
+	}
+}
+
+func TestStatusWriterRecognisesTheStatusItSentAsTheServerReturnsItOnce(t *testing.T) {
+	now := time.Date(2026, 12, 3, 10, 0, 0, 123456789, time.UTC)
+	sent := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "k", UID: "u1"}}
+	sent.Status = keywardv1alpha1.APIKeyStatus{KeyID: "kid_1", Revision: 1, IssuedAt: ptr.To(metav1.NewTime(now)),
+		Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: "KeyReady", LastTransitionTime: metav1.NewTime(now)}}}
+	w := StatusWriter{pending: map[types.UID][32]byte{sent.UID: keyStatusFingerprint(sent.Status)}}
+
+	// The API server stores times in whole seconds, and others write usage and status.webhook beside it.
+	echo := sent.DeepCopy()
+	echo.ResourceVersion = "42"
+	echo.Status.IssuedAt = ptr.To(metav1.NewTime(now.Truncate(time.Second)))
+	echo.Status.Conditions[0].LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
+	echo.Status.Usage = &keywardv1alpha1.UsageStatus{Requests: 3}
+	echo.Status.Webhook = &keywardv1alpha1.WebhookStatus{ConsecutiveFailures: 1}
+	forged := echo.DeepCopy()
+	forged.Status.KeyID = "kid_attacker"
+	if w.IsEcho(forged) {
+		t.Error("a status Keyward did not send is treated as its echo")
+	}
+	other := echo.DeepCopy()
+	other.UID = "u2"
+	if w.IsEcho(other) {
+		t.Error("another APIKey's status is treated as the echo")
+	}
+	if !w.IsEcho(echo) {
+		t.Error("the status as the API server returns it is not recognised as the echo")
+	}
+	if w.IsEcho(echo) {
+		t.Error("the echo is recognised twice: the same status put back later by someone else would be skipped")
 	}
 }
 
@@ -65,5 +110,35 @@ func TestTheCachesDropManagedFields(t *testing.T) {
 	}
 	if got := out.(*corev1.Secret); got.ManagedFields != nil || got.Name != "s" {
 		t.Errorf("cached %+v; want the object without managedFields", got.ObjectMeta)
+	}
+}
+
+func TestTheManagersCacheKeepsOfAnAPIKeyOnlyWhatItReads(t *testing.T) {
+	opts := CacheOptions()
+	var transform func(any) (any, error)
+	for obj, by := range opts.ByObject {
+		if _, ok := obj.(*keywardv1alpha1.APIKey); ok {
+			transform = by.Transform
+		}
+	}
+	if transform == nil {
+		t.Fatal("APIKeys are cached whole")
+	}
+	ak := &keywardv1alpha1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Name: "k", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+			Annotations: map[string]string{lastAppliedAnnotation: `{"spec":{}}`, keywardv1alpha1.RotateAnnotation: "t1"}},
+		Status: keywardv1alpha1.APIKeyStatus{KeyID: "kid_1", Usage: &keywardv1alpha1.UsageStatus{Requests: 7}},
+	}
+	out, err := transform(ak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*keywardv1alpha1.APIKey)
+	if got.ManagedFields != nil || got.Annotations[lastAppliedAnnotation] != "" || got.Status.Usage != nil {
+		t.Errorf("cached managedFields %v, last-applied %q, usage %v; want none of them", got.ManagedFields,
+			got.Annotations[lastAppliedAnnotation], got.Status.Usage)
+	}
+	if got.Annotations[keywardv1alpha1.RotateAnnotation] != "t1" || got.Status.KeyID != "kid_1" || got.Name != "k" {
+		t.Errorf("the transform dropped what the manager reads: %+v", got)
 	}
 }
