@@ -94,7 +94,12 @@ func run(o options) error {
 		return err
 	}
 	ctx := ctrl.SetupSignalHandler()
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	// While the API server is away the index keeps answering as last seen; the gauge says so.
+	contact := &serve.APIServerContact{Log: ctrl.Log.WithName("api-server")}
+	metrics.Registry.MustRegister(contact.Gauge())
+	restConfig := ctrl.GetConfigOrDie()
+	restConfig.Wrap(contact.Wrap)
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme: newScheme(), Cache: o.cacheOptions(cfg), Metrics: o.metrics.Options(), HealthProbeBindAddress: o.probeAddr,
 	})
 	if err != nil {
