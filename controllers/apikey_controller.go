@@ -468,7 +468,7 @@ func (r *APIKeyReconciler) announceMints(ctx context.Context, ak *keywardv1alpha
 	}
 }
 
-// mintAnnouncement says what the event of a new current key says.
+// mintAnnouncementOf says what the event of a new current key says.
 func mintAnnouncementOf(ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, rec keyrecord.Record, t policy.Transition) mintAnnouncement {
 	id, revision := ak.Status.KeyID, ak.Status.Revision
 	a := mintAnnouncement{revision: revision, reason: t.Reason}

@@ -21,11 +21,10 @@ import (
 	"github.com/keyward-dev/keyward/internal/webhook"
 )
 
-// failoverElection has short lease timings so the test does not wait out production's 15 s; the protocol is
-// the same. The renew deadline leaves a busy machine seconds to renew, so the leader is only replaced when it
-// is killed.
+// failoverElection has shorter lease timings than production's 15 s, so the test waits less; the protocol is
+// the same. The renew deadline leaves a busy machine 8 s to renew, so a leader is only replaced when killed.
 func failoverElection(id string) *electionOptions {
-	return &electionOptions{id: id, leaseDuration: 6 * time.Second, renewDeadline: 4 * time.Second, retryPeriod: 500 * time.Millisecond}
+	return &electionOptions{id: id, leaseDuration: 10 * time.Second, renewDeadline: 8 * time.Second, retryPeriod: DefaultRetryPeriod}
 }
 
 // TestAKilledLeaderIsReplacedAndEveryAPIKeyIsAnnouncedOnce runs two managers with leader election against
@@ -202,7 +201,6 @@ func ptrString(p *string) string {
 	}
 	return *p
 }
-
 
 // BenchmarkLeaderTakeover runs two managers with the default leader election timings (15 s lease, 10 s renew
 // deadline, 500 ms retry period) and reports how long the standby took to lead after the leader died

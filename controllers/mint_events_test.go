@@ -26,7 +26,9 @@ func TestAMintIsAnnouncedAndCountedOnceWhoeverAnnouncesIt(t *testing.T) {
 	ak := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "orders", UID: "uid-1"}}
 	a := mintAnnouncement{revision: 3, reason: keywardv1alpha1.RotationManual, eventType: corev1.EventTypeNormal,
 		eventReason: EventKeyRotated, action: "Rotate", note: strings.Repeat("n", 2000)}
-	counted := func() float64 { return testutil.ToFloat64(rotationsTotal.WithLabelValues(string(keywardv1alpha1.RotationManual))) }
+	counted := func() float64 {
+		return testutil.ToFloat64(rotationsTotal.WithLabelValues(string(keywardv1alpha1.RotationManual)))
+	}
 
 	c := fake.NewClientBuilder().WithScheme(testenv.Scheme).Build()
 	first := &MintAnnouncer{Client: c, Clock: clocktesting.NewFakeClock(t0), Instance: "a"}
