@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -22,6 +23,9 @@ import (
 
 // maxEventNote is the longest note the events API accepts.
 const maxEventNote = 1024
+
+// announceTimeout bounds one announcement, which does not end with the reconcile's context.
+const announceTimeout = 30 * time.Second
 
 // MintAnnouncer records the Kubernetes event of each new key once, and counts it in
 // keyward_apikey_rotations_total once. The event's name is derived from the APIKey's UID and the key's
@@ -52,7 +56,8 @@ type mintAnnouncement struct {
 // Announce creates the event of a and counts the mint, unless another reconcile already did. It reports
 // whether this call was the first to announce the key. When the API server refuses the event (a quota on
 // events, say) the mint is counted all the same, since nobody will create that event; when the request got
-// no answer it is not, since it may have landed, or a retry will: either way it is counted once. Events are
+// no answer (the API server unreachable) it is not, since a retry will be: a mint is never counted twice,
+// and only one whose event landed but whose answer never came back goes uncounted. Events are
 // best effort: the caller goes on to write status either way, so no event trouble holds back a key or a
 // revocation.
 func (m *MintAnnouncer) Announce(ctx context.Context, ak *keywardv1alpha1.APIKey, a mintAnnouncement) (bool, error) {
@@ -72,6 +77,10 @@ func (m *MintAnnouncer) Announce(ctx context.Context, ak *keywardv1alpha1.APIKey
 		Regarding: corev1.ObjectReference{APIVersion: keywardv1alpha1.GroupVersion.String(), Kind: "APIKey",
 			Namespace: ak.Namespace, Name: ak.Name, UID: ak.UID},
 	}
+	// Once sent, the announcement waits for its answer even while the manager stops: cut off, it could land
+	// uncounted, and whoever announces the key next would find it already there.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), announceTimeout)
+	defer cancel()
 	err := m.Client.Create(ctx, ev)
 	if apierrors.IsAlreadyExists(err) {
 		return false, nil

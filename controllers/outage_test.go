@@ -76,6 +76,7 @@ func (v *outageVerifier) waitCode(t *testing.T, key string, want verifier.Code) 
 // says it cannot reach the API server; once it is back, the manager mints the keys of APIKeys created
 // meanwhile and the rotation asked for meanwhile, and nothing else: no APIKey gets a second key.
 func TestDuringAnAPIServerOutageTheVerifierAnswersFromItsIndexAndTheManagerCatchesUpWithoutMintingAgain(t *testing.T) {
+	testenv.Need(t)
 	h := newHarness(t)
 	outage := testenv.NewOutage(t, env.Config)
 	h.startManager(managerOptions{production: true, via: outage})
