@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -49,6 +50,8 @@ type options struct {
 	tlsCert, tlsKey               string
 	redisURL, redisFailure        string
 	peersService                  string
+	decisionLog                   string
+	decisionLogOptions            serve.DecisionLogOptions
 }
 
 func main() {
@@ -71,6 +74,16 @@ func main() {
 		"When Redis cannot answer: open (allow the request; authentication still applies) or closed (answer RATE_LIMITED).")
 	flag.StringVar(&o.peersService, "rate-limit-peers-service", "",
 		"Without Redis: the verifier's own Service (in POD_NAMESPACE); each replica allows 1/N of every limit, N its ready endpoints.")
+	flag.StringVar(&o.decisionLog, "decision-log", "stdout",
+		"Where the decision log's JSON lines go: stdout, off, or a file path (appended to).")
+	flag.Float64Var(&o.decisionLogOptions.ValidSample, "decision-log-valid-sample", serve.DefaultDecisionLogValidSample,
+		"Fraction (0 to 1) of valid decisions the decision log records; rejections are always recorded, up to the rate below.")
+	flag.Float64Var(&o.decisionLogOptions.RejectionsPerSecond, "decision-log-rejections-per-second", serve.DefaultDecisionLogRejectionsPerSecond,
+		"Most rejections the decision log records per second; those over it are counted in keyward_verifier_decision_log_dropped_total.")
+	flag.IntVar(&o.decisionLogOptions.Buffer, "decision-log-buffer", serve.DefaultDecisionLogBuffer,
+		"Decisions that may wait for a slow log sink; when full, decisions are counted instead of logged and never wait.")
+	flag.StringVar(&o.decisionLogOptions.ClientHeader, "decision-log-client-header", "",
+		"Header that a proxy you trust sets to the client's address (X-Forwarded-For, X-Real-IP, ...); its last element is logged. Empty: none.")
 	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -275,7 +288,11 @@ func (o options) addListeners(mgr manager.Manager, ix *verifier.Index) error {
 	}
 	m := serve.NewMetrics(metrics.Registry)
 	answerer := serve.Answerer{RateLimitedStatus: o.rateLimitedStatus}
-	httpSrv := (&serve.HTTPServer{Index: ix, Clock: clock.RealClock{}, Answerer: answerer, Metrics: m}).Server(o.httpAddr)
+	decisions, err := o.openDecisionLog(mgr)
+	if err != nil {
+		return err
+	}
+	httpSrv := (&serve.HTTPServer{Index: ix, Clock: clock.RealClock{}, Answerer: answerer, Metrics: m, Decisions: decisions}).Server(o.httpAddr)
 	httpSrv.TLSConfig = tlsConfig
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return serveHTTP(ctx, httpSrv) })); err != nil {
 		return fmt.Errorf("adding the HTTP listener: %w", err)
@@ -285,7 +302,7 @@ func (o options) addListeners(mgr manager.Manager, ix *verifier.Index) error {
 		if tlsConfig != nil {
 			creds = append(creds, grpc.Creds(credentials.NewTLS(tlsConfig)))
 		}
-		g := serve.NewGRPCServer(&serve.ExtAuthzServer{Index: ix, Clock: clock.RealClock{}, Answerer: answerer, Metrics: m}, creds...)
+		g := serve.NewGRPCServer(&serve.ExtAuthzServer{Index: ix, Clock: clock.RealClock{}, Answerer: answerer, Metrics: m, Decisions: decisions}, creds...)
 		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return serveGRPC(ctx, g, o.grpcAddr) })); err != nil {
 			return fmt.Errorf("adding the gRPC listener: %w", err)
 		}
@@ -295,6 +312,32 @@ func (o options) addListeners(mgr manager.Manager, ix *verifier.Index) error {
 		return fmt.Errorf("adding the usage reporter: %w", err)
 	}
 	return nil
+}
+
+// openDecisionLog starts the decision log that --decision-log names; nil when it is off.
+func (o options) openDecisionLog(mgr manager.Manager) (*serve.DecisionLog, error) {
+	var out io.Writer
+	switch o.decisionLog {
+	case "off", "":
+		return nil, nil
+	case "stdout":
+		out = os.Stdout
+	default:
+		f, err := os.OpenFile(o.decisionLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("--decision-log: %w", err)
+		}
+		out = f
+	}
+	if v := o.decisionLogOptions.ValidSample; v < 0 || v > 1 {
+		return nil, fmt.Errorf("--decision-log-valid-sample must be between 0 and 1, not %v", v)
+	}
+	l := serve.NewDecisionLog(out, o.decisionLogOptions)
+	metrics.Registry.MustRegister(l.Collectors()...)
+	if err := mgr.Add(l); err != nil {
+		return nil, fmt.Errorf("adding the decision log: %w", err)
+	}
+	return l, nil
 }
 
 // serveHTTP serves until ctx ends, then drains in-flight requests for up to 10 seconds.

@@ -198,3 +198,35 @@ var scopeChars = func() (t [256]uint8) {
 	t['_'], t['.'], t['-'], t[':'] = scopePunct, scopePunct, scopePunct, scopeColon
 	return t
 }()
+
+// Lists returns what r requires, as Verify reads it, within the caps: the required scopes, and each list
+// of accepted namespaces as one comma-separated string (every list must hold). For the decision log; a
+// value over the caps or too long to be valid is left out, as Verify would refuse it.
+func (r Requirements) Lists() (scopes, namespaces []string) {
+	it := values{lists: r.Scopes, query: r.Query, param: "scope"}
+	for scope, ok := it.next(); ok && len(scopes) < MaxRequiredScopes; scope, ok = it.next() {
+		if len(scope) <= MaxScopeLength && !it.bad {
+			scopes = append(scopes, scope)
+		}
+	}
+	it = values{lists: r.Namespaces, query: r.Query, param: "namespace"}
+	var list []string
+	group, n := 0, 0
+	for ns, ok := it.next(); ok && n < MaxRequiredNamespaces; ns, ok = it.next() {
+		if it.group != group && len(list) > 0 {
+			namespaces, list = append(namespaces, strings.Join(list, ",")), nil
+		}
+		group = it.group
+		if len(ns) <= maxNamespaceLength && !it.bad {
+			list = append(list, ns)
+			n++
+		}
+	}
+	if len(list) > 0 {
+		namespaces = append(namespaces, strings.Join(list, ","))
+	}
+	return scopes, namespaces
+}
+
+// maxNamespaceLength is the longest namespace name Kubernetes allows (a DNS label).
+const maxNamespaceLength = 63

@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -169,5 +170,21 @@ func TestUsageCountsValidVerificationsAndDrains(t *testing.T) {
 	ix.RestoreUsage(u[0])
 	if again := ix.DrainUsage(); len(again) != 1 || again[0].Requests != 3 {
 		t.Errorf("restored usage: %+v", again)
+	}
+}
+
+func TestRequirementsListsSaysWhatVerifyReads(t *testing.T) {
+	req := Requirements{Scopes: []string{"orders:read, orders:write", " "}, Namespaces: []string{"billing,shop"},
+		Query: "scope=invoices:read&namespace=billing&other=x&scopes=a%3Ab"}
+	scopes, namespaces := req.Lists()
+	if got := strings.Join(scopes, " "); got != "orders:read orders:write invoices:read a:b" {
+		t.Errorf("scopes %q", got)
+	}
+	if got := strings.Join(namespaces, " | "); got != "billing,shop | billing" {
+		t.Errorf("namespaces %q", got)
+	}
+	many := Requirements{Scopes: []string{strings.Repeat("s,", 100)}, Namespaces: []string{strings.Repeat("n,", 100)}}
+	if s, n := many.Lists(); len(s) != MaxRequiredScopes || len(n) != 1 || strings.Count(n[0], ",") != MaxRequiredNamespaces-1 {
+		t.Errorf("over the caps: %d scopes, namespaces %q", len(s), n)
 	}
 }

@@ -54,24 +54,34 @@ type ExtAuthzServer struct {
 	Clock    clock.PassiveClock
 	Answerer Answerer
 	Metrics  *Metrics
+	// Decisions, when set, logs the decisions.
+	Decisions *DecisionLog
 }
 
 // Check verifies the key in the request's headers.
 func (s *ExtAuthzServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
 	attrs := req.GetAttributes()
-	headers := attrs.GetRequest().GetHttp().GetHeaders() // Envoy lowercases header names
+	httpAttrs := attrs.GetRequest().GetHttp()
+	headers := httpAttrs.GetHeaders() // Envoy lowercases header names
 	get := func(name string) string { return headers[toLowerASCII(name)] }
+	rt := func() route {
+		return route{method: httpAttrs.GetMethod(), host: httpAttrs.GetHost(), path: httpAttrs.GetPath(), header: get}
+	}
 	key := KeyFromHeaders(get)
 	if key == "" {
 		s.Metrics.observe(InterfaceExtAuthz, CodeMissing)
+		s.Decisions.decide(InterfaceExtAuthz, verifier.Result{Code: CodeMissing}, verifier.Requirements{}, rt, "", start)
 		return denied(Answer{Status: http.StatusUnauthorized, Headers: [][2]string{{HeaderCode, string(CodeMissing)}}}), nil
 	}
 	ext := attrs.GetContextExtensions()
-	res := s.Index.VerifyRequest(ctx, key, verifier.Requirements{
+	requirements := verifier.Requirements{
 		Scopes:     []string{get(HeaderRequiredScopes), ext[ContextExtensionScopes]},
 		Namespaces: []string{get(HeaderRequiredNamespace), ext[ContextExtensionNamespaces]},
-	}, s.Clock.Now())
+	}
+	res := s.Index.VerifyRequest(ctx, key, requirements, s.Clock.Now())
 	s.Metrics.observe(InterfaceExtAuthz, res.Code)
+	s.Decisions.decide(InterfaceExtAuthz, res, requirements, rt, key, start)
 	ans := s.Answerer.Answer(res)
 	if !ans.Allowed() {
 		return denied(ans), nil

@@ -38,6 +38,8 @@ type HTTPServer struct {
 	Clock    clock.PassiveClock
 	Answerer Answerer
 	Metrics  *Metrics
+	// Decisions, when set, logs the decisions.
+	Decisions *DecisionLog
 }
 
 // Handler returns the routes. Every path below /v1/auth/ is forward auth as it comes, never cleaned or
@@ -64,9 +66,11 @@ func (s *HTTPServer) Server(addr string) *http.Server {
 }
 
 func (s *HTTPServer) forwardAuth(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	key := KeyFromHeaders(r.Header.Get)
 	if key == "" {
 		s.Metrics.observe(InterfaceForwardAuth, CodeMissing)
+		s.Decisions.decide(InterfaceForwardAuth, verifier.Result{Code: CodeMissing}, verifier.Requirements{}, func() route { return forwardedRoute(r) }, "", start)
 		w.Header().Set(HeaderCode, string(CodeMissing))
 		w.Header().Set("WWW-Authenticate", `Bearer realm="keyward"`)
 		w.WriteHeader(http.StatusUnauthorized)
@@ -86,12 +90,43 @@ func (s *HTTPServer) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	}
 	res := s.Index.VerifyRequest(r.Context(), key, req, s.Clock.Now())
 	s.Metrics.observe(InterfaceForwardAuth, res.Code)
+	s.Decisions.decide(InterfaceForwardAuth, res, req, func() route { return forwardedRoute(r) }, key, start)
 	ans := s.Answerer.Answer(res)
 	h := w.Header()
 	for _, kv := range ans.Headers {
 		h[kv[0]] = []string{kv[1]}
 	}
 	w.WriteHeader(ans.Status)
+}
+
+// forwardedRoute is where the request a gateway asks about was going: the X-Forwarded-Method, -Host and
+// -Uri headers (Traefik, Envoy Gateway), nginx's X-Original-Method and X-Original-URI, else this request's
+// own method, host and the path below /v1/auth (Envoy's HTTP ext_authz appends the original path there),
+// without the route's requirements segment.
+func forwardedRoute(r *http.Request) route {
+	first := func(names ...string) string {
+		for _, n := range names {
+			if v := r.Header.Get(n); v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	rt := route{method: first("X-Forwarded-Method", "X-Original-Method"), host: first("X-Forwarded-Host"),
+		path: first("X-Forwarded-Uri", "X-Original-URI"), header: r.Header.Get}
+	if rt.method == "" {
+		rt.method = r.Method
+	}
+	if rt.host == "" {
+		rt.host = r.Host
+	}
+	if rt.path == "" {
+		rt.path = strings.TrimPrefix(r.URL.EscapedPath(), "/v1/auth")
+		if seg := routeSegment(r.URL.EscapedPath()); seg != "" {
+			rt.path = strings.TrimPrefix(rt.path, "/"+RouteSegmentPrefix+seg)
+		}
+	}
+	return rt
 }
 
 // RouteSegmentPrefix starts the path segment that carries a route's requirements in the forward-auth path:
@@ -157,13 +192,17 @@ func decodeOne(r io.Reader, v any) error {
 }
 
 func (s *HTTPServer) verifyJSON(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	var req VerifyRequest
 	if err := decodeOne(http.MaxBytesReader(w, r.Body, MaxJSONBodyBytes), &req); err != nil {
 		http.Error(w, `the body must be one JSON object: {"key": "...", "scopes": ["..."], "namespaces": ["..."]}`, http.StatusBadRequest)
 		return
 	}
-	res := s.Index.VerifyRequest(r.Context(), strings.TrimSpace(req.Key), verifier.Requirements{Scopes: req.Scopes, Namespaces: req.Namespaces}, s.Clock.Now())
+	requirements := verifier.Requirements{Scopes: req.Scopes, Namespaces: req.Namespaces}
+	res := s.Index.VerifyRequest(r.Context(), strings.TrimSpace(req.Key), requirements, s.Clock.Now())
 	s.Metrics.observe(InterfaceJSON, res.Code)
+	// The caller is a service asking about a request of its own: no route to record, only its address.
+	s.Decisions.decide(InterfaceJSON, res, requirements, func() route { return route{header: r.Header.Get} }, "", start)
 	out := VerifyResponse{Valid: res.Valid(), Code: res.Code, KeyID: res.KeyID, Problem: res.Problem}
 	if res.Identified() {
 		out.Name, out.Namespace, out.Scopes = res.Name, res.Namespace, res.Scopes

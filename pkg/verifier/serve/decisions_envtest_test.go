@@ -1,0 +1,152 @@
+package serve_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/keys"
+	"github.com/keyward-dev/keyward/internal/testenv"
+	"github.com/keyward-dev/keyward/pkg/verifier"
+	"github.com/keyward-dev/keyward/pkg/verifier/serve"
+)
+
+// lockedBuffer is a log sink the test reads after the log has stopped.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// TestTheDecisionLogRecordsEachDecisionWithItsRouteAndNoKeyMaterial runs a verifier fed by the real API
+// server, with every decision logged, and sends it what gateways send: a valid key through forward auth
+// (the route in X-Forwarded-* headers, the key also in the query), an unknown key, no key, a key short of
+// a scope through ext_authz, and a JSON verification. Each decision is one JSON line with the documented
+// fields; neither key, nor anything derived from the unknown key, appears anywhere in the log.
+func TestTheDecisionLogRecordsEachDecisionWithItsRouteAndNoKeyMaterial(t *testing.T) {
+	testenv.Need(t)
+	c := startCluster(t)
+	if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: c.ns},
+		Spec:       keywardv1alpha1.APIKeySpec{Scopes: []keywardv1alpha1.Scope{"orders:read"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	key := c.waitReadyRevision("orders", 1)
+	unknown, err := keys.Generate("kw", rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.waitCode(key, nil, verifier.CodeValid, c.get("orders").CreationTimestamp.Time)
+	keyID := c.get("orders").Status.KeyID
+
+	sink := &lockedBuffer{}
+	log := serve.NewDecisionLog(sink, serve.DecisionLogOptions{ValidSample: 1, RejectionsPerSecond: 100, ClientHeader: "X-Forwarded-For"})
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error)
+	go func() { stopped <- log.Start(ctx) }()
+	httpSrv := &serve.HTTPServer{Index: c.index, Clock: clock.RealClock{}, Metrics: serve.NewMetrics(nil), Decisions: log}
+	ts := httptest.NewServer(httpSrv.Handler())
+	defer ts.Close()
+
+	send := func(path, presented string, headers map[string]string) int {
+		req, _ := http.NewRequest(http.MethodGet, ts.URL+path, nil)
+		if presented != "" {
+			req.Header.Set("Authorization", "Bearer "+presented)
+		}
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	route := map[string]string{"X-Forwarded-Method": "POST", "X-Forwarded-Host": "shop.example",
+		"X-Forwarded-Uri": "/api/orders?api_key=" + key, "X-Forwarded-For": "203.0.113.9, 10.0.0.3"}
+	if got := send("/v1/auth/@namespace="+c.ns+";scope=orders:read", key, route); got != http.StatusOK {
+		t.Fatalf("valid key: %d", got)
+	}
+	if got := send("/v1/auth/"+unknown+"/x", unknown, nil); got != http.StatusUnauthorized {
+		t.Fatalf("unknown key: %d", got)
+	}
+	if got := send("/v1/auth", "", nil); got != http.StatusUnauthorized {
+		t.Fatalf("no key: %d", got)
+	}
+	grpcSrv := &serve.ExtAuthzServer{Index: c.index, Clock: clock.RealClock{}, Metrics: serve.NewMetrics(nil), Decisions: log}
+	if _, err := grpcSrv.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: "DELETE", Host: "shop.example", Path: "/api/orders/7",
+			Headers: map[string]string{"authorization": "Bearer " + key, "x-keyward-required-scopes": "orders:delete"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	body := strings.NewReader(`{"key":"` + unknown + `"}`)
+	resp, err := http.Post(ts.URL+"/v1/verify", "application/json", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cancel()
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+
+	raw := sink.buf.String()
+	for what, secret := range map[string]string{"the valid key": key, "the unknown key": unknown,
+		"the unknown key's hash": keys.Hash(unknown), "the unknown key's ID": keys.IDFromHash(keys.Hash(unknown))} {
+		if strings.Contains(raw, secret) || strings.Contains(raw, strings.TrimPrefix(secret, "sha256:")) {
+			t.Errorf("the decision log holds %s", what)
+		}
+	}
+	var got []serve.Decision
+	sc := bufio.NewScanner(strings.NewReader(raw))
+	for sc.Scan() {
+		var d serve.Decision
+		if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
+			t.Fatalf("not a JSON line: %q", sc.Text())
+		}
+		got = append(got, d)
+	}
+	if len(got) != 5 {
+		t.Fatalf("%d decisions logged, want 5:\n%s", len(got), raw)
+	}
+	valid := got[0]
+	if valid.Interface != serve.InterfaceForwardAuth || valid.Code != verifier.CodeValid || valid.Namespace != c.ns ||
+		valid.APIKey != "orders" || valid.KeyID != keyID || valid.Method != "POST" || valid.Host != "shop.example" ||
+		valid.Path != "/api/orders" || valid.Client != "10.0.0.3" || valid.Time.IsZero() ||
+		strings.Join(valid.RequiredScopes, ",") != "orders:read" || strings.Join(valid.RequiredNamespaces, ",") != c.ns {
+		t.Errorf("the valid decision: %+v", valid)
+	}
+	if u := got[1]; u.Code != verifier.CodeNotFound || u.KeyID != "" || u.APIKey != "" || u.Path != "/[key]/x" || u.Method != http.MethodGet {
+		t.Errorf("the unknown key's decision: %+v", u)
+	}
+	if m := got[2]; m.Code != serve.CodeMissing {
+		t.Errorf("the decision without a key: %+v", m)
+	}
+	if s := got[3]; s.Interface != serve.InterfaceExtAuthz || s.Code != verifier.CodeInsufficientScope || s.KeyID != keyID ||
+		s.Method != "DELETE" || s.Path != "/api/orders/7" || strings.Join(s.RequiredScopes, ",") != "orders:delete" {
+		t.Errorf("the ext_authz decision: %+v", s)
+	}
+	if j := got[4]; j.Interface != serve.InterfaceJSON || j.Code != verifier.CodeNotFound || j.KeyID != "" {
+		t.Errorf("the JSON decision: %+v", j)
+	}
+}

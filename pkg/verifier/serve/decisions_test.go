@@ -1,0 +1,126 @@
+package serve
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyward-dev/keyward/pkg/verifier"
+)
+
+// stuckSink is a log sink that takes nothing until released, as a full pipe or a stalled collector.
+type stuckSink struct {
+	release chan struct{}
+	mu      sync.Mutex
+	buf     bytes.Buffer
+}
+
+func (s *stuckSink) Write(p []byte) (int, error) {
+	<-s.release
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func TestADecisionLogWhoseSinkIsStuckNeverHoldsUpADecision(t *testing.T) {
+	sink := &stuckSink{release: make(chan struct{})}
+	l := NewDecisionLog(sink, DecisionLogOptions{ValidSample: 1, Buffer: 16})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- l.Start(ctx) }()
+
+	// Far more decisions than the queue and the writer's buffer hold. Were Record to wait for the sink, this
+	// loop would never end: the sink is released only after it.
+	const total = 5000
+	for i := range total {
+		l.Record(Decision{Interface: InterfaceForwardAuth, Code: verifier.CodeValid, Path: "/orders/" + string(rune('a'+i%26))})
+	}
+	if full, _ := l.Dropped(); full == 0 {
+		t.Fatal("no decision was dropped although the sink took nothing")
+	}
+	close(sink.release)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	full, _ := l.Dropped()
+	lines := 0
+	sc := bufio.NewScanner(&sink.buf)
+	for sc.Scan() {
+		var d Decision
+		if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
+			t.Fatalf("line %d is not a decision: %v", lines+1, err)
+		}
+		lines++
+	}
+	if int64(lines)+full != total {
+		t.Errorf("%d lines written and %d dropped for %d decisions", lines, full, total)
+	}
+}
+
+func TestTheDecisionLogCapsRejectionsAndSamplesValidDecisions(t *testing.T) {
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	l := NewDecisionLog(nil, DecisionLogOptions{ValidSample: 0, RejectionsPerSecond: 10})
+	logged := func(code verifier.Code, n int, at time.Time) int {
+		c := 0
+		for range n {
+			if l.Sampled(code, at) {
+				c++
+			}
+		}
+		return c
+	}
+	if got := logged(verifier.CodeNotFound, 50, now); got != 10 {
+		t.Errorf("a burst of 50 rejections logged %d; want the cap of 10", got)
+	}
+	if got := logged(verifier.CodeMalformed, 50, now.Add(500*time.Millisecond)); got != 5 {
+		t.Errorf("half a second later %d more; want 5", got)
+	}
+	if _, over := l.Dropped(); over != 85 {
+		t.Errorf("%d counted over the cap; want 85", over)
+	}
+	if got := logged(verifier.CodeValid, 100, now); got != 0 {
+		t.Errorf("%d valid decisions logged with sampling 0", got)
+	}
+	all := NewDecisionLog(nil, DecisionLogOptions{ValidSample: 1})
+	for range 100 {
+		if !all.Sampled(verifier.CodeValid, now) {
+			t.Fatal("a valid decision was not logged with sampling 1")
+		}
+	}
+	var off *DecisionLog
+	if off.Sampled(verifier.CodeNotFound, now) {
+		t.Error("a nil log samples")
+	}
+}
+
+func TestARecordedDecisionHoldsNoKeyAndIsBounded(t *testing.T) {
+	key := "kw_" + strings.Repeat("A", 38)
+	l := NewDecisionLog(nil, DecisionLogOptions{ClientHeader: "X-Forwarded-For"})
+	headers := map[string]string{"X-Forwarded-For": "203.0.113.9, 10.0.0.1,  198.51.100.7 "}
+	rt := route{method: strings.Repeat("M", 100), host: "shop.example", path: "/orders/" + key + "/items?api_key=" + key + "&x=1",
+		header: func(n string) string { return headers[n] }}
+	unknown := verifier.Result{Code: verifier.CodeNotFound, KeyID: "kid_derived_from_the_unknown_key"}
+	d := l.decisionOf(InterfaceForwardAuth, unknown, verifier.Requirements{Query: "scope=orders:read"}, rt, key, time.Now(), time.Now())
+	if d.KeyID != "" || d.APIKey != "" || d.Namespace != "" {
+		t.Errorf("an unknown key's decision names %q %q %q", d.KeyID, d.Namespace, d.APIKey)
+	}
+	if d.Path != "/orders/[key]/items" || len(d.Method) != maxLoggedMethod || d.Client != "198.51.100.7" {
+		t.Errorf("path %q, method %q, client %q", d.Path, d.Method, d.Client)
+	}
+	if strings.Join(d.RequiredScopes, ",") != "orders:read" {
+		t.Errorf("required scopes %v", d.RequiredScopes)
+	}
+	known := verifier.Result{Code: verifier.CodeInsufficientScope, KeyID: "kid_1", Namespace: "billing", Name: "orders"}
+	if d := l.decisionOf(InterfaceJSON, known, verifier.Requirements{}, route{}, "", time.Now(), time.Now()); d.KeyID != "kid_1" || d.APIKey != "orders" {
+		t.Errorf("a known key's decision: %+v", d)
+	}
+	if got := bounded("ab€", 4); got != "ab" {
+		t.Errorf("bounded cut a rune: %q", got)
+	}
+}
