@@ -385,6 +385,34 @@ type UsageStatus struct {
 	// Requests counts the verifications of this APIKey's keys.
 	// +optional
 	Requests int64 `json:"requests,omitempty"`
+	// Keys is the use of each key of this APIKey that is still accepted (the current key and the previous
+	// ones), by key ID: when the verifier last accepted it, and what it answered.
+	// +optional
+	// +listType=map
+	// +listMapKey=keyID
+	// +kubebuilder:validation:MaxItems=16
+	Keys []KeyUsage `json:"keys,omitempty"`
+}
+
+// KeyUsage is what the verifier answered for one key, summed over its replicas.
+type KeyUsage struct {
+	// KeyID is the key's public ID (status.keyID or a previous key's).
+	// +kubebuilder:validation:MaxLength=64
+	KeyID string `json:"keyID"`
+	// LastUsedAt is when the key was last accepted.
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
+	// Valid counts the times the key was accepted.
+	// +optional
+	Valid int64 `json:"valid,omitempty"`
+	// RateLimited counts the times the key was refused for the APIKey's rate limit.
+	// +optional
+	RateLimited int64 `json:"rateLimited,omitempty"`
+	// Rejected counts the key's other refusals by code: DISABLED, EXPIRED, INVALID_REQUEST,
+	// WRONG_NAMESPACE, INSUFFICIENT_SCOPE.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=8
+	Rejected map[string]int64 `json:"rejected,omitempty"`
 }
 
 // APIKey declares an API key that Keyward mints into a Secret, hashes, expires, rotates and announces.

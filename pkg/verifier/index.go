@@ -92,6 +92,36 @@ type entry struct {
 	// usage since the last flush
 	requests atomic.Int64
 	lastUsed atomic.Int64 // Unix nanoseconds
+	// uses counts the answers for each key, kept across updates by digest; retired holds the counts of keys
+	// an update removed, until they are drained.
+	uses, retired []*keyUse
+}
+
+// rejectionCodes are the refusals counted per key besides RATE_LIMITED: those of a key the index knows.
+var rejectionCodes = [...]Code{CodeDisabled, CodeExpired, CodeInvalidRequest, CodeWrongNamespace, CodeInsufficientScope}
+
+// keyUse counts what the verifier answered for one key since the last drain.
+type keyUse struct {
+	digest                       keys.Digest
+	valid, rateLimited, lastUsed atomic.Int64 // lastUsed in Unix nanoseconds
+	rejected                     [len(rejectionCodes)]atomic.Int64
+}
+
+func (u *keyUse) count(c Code, now time.Time) {
+	switch c {
+	case CodeValid:
+		u.valid.Add(1)
+		u.lastUsed.Store(now.UnixNano())
+	case CodeRateLimited:
+		u.rateLimited.Add(1)
+	default:
+		for i, rc := range rejectionCodes {
+			if rc == c {
+				u.rejected[i].Add(1)
+				return
+			}
+		}
+	}
 }
 
 // keyRecord is one accepted key. Records whose digests share their first 8 bytes form a chain; when several
@@ -101,6 +131,7 @@ type keyRecord struct {
 	entry    *entry
 	keyID    string
 	notAfter time.Time
+	use      *keyUse
 	next     *keyRecord
 }
 
@@ -177,13 +208,17 @@ func (ix *Index) Upsert(ak *keywardv1alpha1.APIKey) {
 	}
 
 	ix.unlinkLocked(e)
+	before := e.uses
+	e.uses = nil
 	add := func(hash string, notAfter time.Time) {
 		d, err := keys.ParseHash(hash)
 		if err != nil || notAfter.IsZero() {
 			return
 		}
+		use := takeUse(&before, d)
+		e.uses = append(e.uses, use)
 		slot := slotOf(d)
-		ix.byHash[slot] = &keyRecord{digest: d, entry: e, keyID: d.ID(), notAfter: notAfter, next: ix.byHash[slot]}
+		ix.byHash[slot] = &keyRecord{digest: d, entry: e, keyID: d.ID(), notAfter: notAfter, use: use, next: ix.byHash[slot]}
 		e.hashes = append(e.hashes, d)
 	}
 	for _, p := range ak.Status.PreviousKeys {
@@ -192,6 +227,18 @@ func (ix *Index) Upsert(ak *keywardv1alpha1.APIKey) {
 	if ak.Status.KeyHash != "" && ak.Status.ExpiresAt != nil {
 		add(ak.Status.KeyHash, ak.Status.ExpiresAt.Time)
 	}
+	e.retired = append(e.retired, before...) // counted until they are drained
+}
+
+// takeUse removes and returns the counts of digest d from uses, or new ones.
+func takeUse(uses *[]*keyUse, d keys.Digest) *keyUse {
+	for i, u := range *uses {
+		if u.digest == d {
+			*uses = append((*uses)[:i], (*uses)[i+1:]...)
+			return u
+		}
+	}
+	return &keyUse{digest: d}
 }
 
 // unlinkLocked removes e's records from every chain, leaving other APIKeys' records of the same hashes.
@@ -201,7 +248,7 @@ func (ix *Index) unlinkLocked(e *entry) {
 		var kept *keyRecord
 		for r := ix.byHash[slot]; r != nil; r = r.next {
 			if r.entry != e {
-				kept = &keyRecord{digest: r.digest, entry: r.entry, keyID: r.keyID, notAfter: r.notAfter, next: kept}
+				kept = &keyRecord{digest: r.digest, entry: r.entry, keyID: r.keyID, notAfter: r.notAfter, use: r.use, next: kept}
 			}
 		}
 		if kept == nil {
@@ -320,6 +367,7 @@ func (ix *Index) VerifyRequest(ctx context.Context, key string, req Requirements
 		e.requests.Add(1)
 		e.lastUsed.Store(now.UnixNano())
 	}
+	rec.use.count(res.Code, now)
 	return res
 }
 

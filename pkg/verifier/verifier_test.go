@@ -188,3 +188,47 @@ func TestRequirementsListsSaysWhatVerifyReads(t *testing.T) {
 		t.Errorf("over the caps: %d scopes, namespaces %q", len(s), n)
 	}
 }
+
+func TestUsagePerKeySurvivesStatusUpdatesAndARemovedKeyIsReportedOnce(t *testing.T) {
+	current, previous := mintKey(t, "ord"), mintKey(t, "ord")
+	expires, until := t0.Add(24*time.Hour), t0.Add(time.Hour)
+	ix := NewIndex()
+	ix.Upsert(apiKey("billing", "orders", current, expires, map[string]time.Time{previous: until}, withScopes("orders:read")))
+	ix.Verify(current, nil, t0)
+	ix.Verify(previous, []string{"orders:write"}, t0)
+	// A status write (the usage report, a condition) between the uses and the drain keeps the counts.
+	ix.Upsert(apiKey("billing", "orders", current, expires, map[string]time.Time{previous: until}, withScopes("orders:read")))
+	ix.Verify(current, nil, t0.Add(time.Second))
+	// The previous key is revoked after it was used: its count is still reported, once.
+	ix.Verify(previous, nil, t0)
+	ix.Upsert(apiKey("billing", "orders", current, expires, nil, withScopes("orders:read")))
+	if got := ix.Verify(mintKey(t, "ord"), nil, t0).Code; got != CodeNotFound {
+		t.Fatalf("an unknown key: %s", got)
+	}
+
+	byID := func(us []Usage) map[string]KeyUse {
+		out := map[string]KeyUse{}
+		for _, u := range us {
+			for _, k := range u.Keys {
+				out[k.KeyID] = k
+			}
+		}
+		return out
+	}
+	drained := ix.DrainUsage()
+	got := byID(drained)
+	cur, prev := got[keys.IDFromHash(keys.Hash(current))], got[keys.IDFromHash(keys.Hash(previous))]
+	if len(got) != 2 || cur.Valid != 2 || !cur.LastUsed.Equal(t0.Add(time.Second)) || prev.Valid != 1 || prev.Rejected[CodeInsufficientScope] != 1 {
+		t.Errorf("drained %+v", drained)
+	}
+	if len(drained) != 1 || drained[0].Requests != 3 {
+		t.Errorf("per APIKey: %+v; want 3 requests", drained)
+	}
+	if again := ix.DrainUsage(); len(again) != 0 {
+		t.Errorf("a second drain reports %+v", again)
+	}
+	ix.RestoreUsage(drained[0])
+	if back := byID(ix.DrainUsage()); back[cur.KeyID].Valid != 2 || len(back) != 1 {
+		t.Errorf("restored %+v; want the current key's counts back, the removed key's dropped", back)
+	}
+}

@@ -11,12 +11,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/eventually"
 	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/testenv"
 	"github.com/keyward-dev/keyward/pkg/verifier"
@@ -148,5 +150,57 @@ func TestTheDecisionLogRecordsEachDecisionWithItsRouteAndNoKeyMaterial(t *testin
 	}
 	if j := got[4]; j.Interface != serve.InterfaceJSON || j.Code != verifier.CodeNotFound || j.KeyID != "" {
 		t.Errorf("the JSON decision: %+v", j)
+	}
+}
+
+// TestUsageIsReportedPerKeyIDAndOutcome verifies a rotated APIKey's previous and current keys through a
+// verifier fed by the real API server, with outcomes of several kinds, and proves that one flush, written
+// as the verifier's identity under the shipped admission policy, reports each key's counts and last use
+// in status.usage.keys, current key first.
+func TestUsageIsReportedPerKeyIDAndOutcome(t *testing.T) {
+	testenv.Need(t)
+	c := startCluster(t)
+	if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: c.ns},
+		Spec:       keywardv1alpha1.APIKeySpec{Scopes: []keywardv1alpha1.Scope{"orders:read"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	old := c.waitReadyRevision("orders", 1)
+	c.update("orders", func(ak *keywardv1alpha1.APIKey) {
+		ak.Annotations = map[string]string{keywardv1alpha1.RotateAnnotation: "now"}
+	})
+	current := c.waitReadyRevision("orders", 2)
+	c.waitCode(current, nil, verifier.CodeValid, time.Now())
+	c.waitCode(old, nil, verifier.CodeValid, time.Now()) // the previous key, within its grace period
+	c.index.DrainUsage()                                 // what the waiting above counted
+
+	now := time.Now()
+	c.index.Verify(old, nil, now)
+	for range 2 {
+		if got := c.index.Verify(old, []string{"orders:write"}, now).Code; got != verifier.CodeInsufficientScope {
+			t.Fatalf("a scope the key lacks: %s", got)
+		}
+	}
+	for range 3 {
+		c.index.Verify(current, nil, now)
+	}
+	reporter := &serve.UsageReporter{Index: c.index, Client: c.client}
+	eventually.Succeeds(t, "usage is flushed", func() error {
+		_, err := reporter.Flush(context.Background())
+		return err
+	})
+
+	ak := c.get("orders")
+	u := ak.Status.Usage
+	if u == nil || u.Requests != 4 || len(u.Keys) != 2 {
+		t.Fatalf("status.usage = %+v; want 4 requests over 2 keys", u)
+	}
+	if k := u.Keys[0]; k.KeyID != ak.Status.KeyID || k.Valid != 3 || k.LastUsedAt == nil || len(k.Rejected) != 0 {
+		t.Errorf("the current key's usage: %+v", k)
+	}
+	if k := u.Keys[1]; k.KeyID != ak.Status.PreviousKeys[0].KeyID || k.Valid != 1 || k.LastUsedAt == nil ||
+		k.Rejected[string(verifier.CodeInsufficientScope)] != 2 {
+		t.Errorf("the previous key's usage: %+v", k)
 	}
 }

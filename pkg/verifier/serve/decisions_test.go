@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/pkg/verifier"
 )
 
@@ -122,5 +125,32 @@ func TestARecordedDecisionHoldsNoKeyAndIsBounded(t *testing.T) {
 	}
 	if got := bounded("ab€", 4); got != "ab" {
 		t.Errorf("bounded cut a rune: %q", got)
+	}
+}
+
+func TestMergeKeyUsageAddsPerKeyAndKeepsOnlyKeysStillAccepted(t *testing.T) {
+	at := func(s int) *metav1.Time { v := metav1.NewTime(time.Unix(int64(s), 0).UTC()); return &v }
+	st := keywardv1alpha1.APIKeyStatus{KeyID: "kid_new", PreviousKeys: []keywardv1alpha1.PreviousKey{{KeyID: "kid_old"}}}
+	reported := []keywardv1alpha1.KeyUsage{
+		{KeyID: "kid_old", Valid: 5, LastUsedAt: at(100), Rejected: map[string]int64{"INSUFFICIENT_SCOPE": 1}},
+		{KeyID: "kid_revoked", Valid: 9},
+	}
+	drained := []verifier.KeyUse{
+		{KeyID: "kid_old", Valid: 2, LastUsed: time.Unix(200, 0), Rejected: map[verifier.Code]int64{verifier.CodeInsufficientScope: 2, verifier.CodeWrongNamespace: 1}},
+		{KeyID: "kid_new", RateLimited: 3},
+		{KeyID: "kid_gone", Valid: 7},
+	}
+	got := MergeKeyUsage(reported, drained, st)
+	if len(got) != 2 || got[0].KeyID != "kid_new" || got[1].KeyID != "kid_old" {
+		t.Fatalf("keys %+v; want kid_new then kid_old", got)
+	}
+	if n := got[0]; n.RateLimited != 3 || n.Valid != 0 || n.LastUsedAt != nil {
+		t.Errorf("kid_new: %+v", n)
+	}
+	if o := got[1]; o.Valid != 7 || !o.LastUsedAt.Equal(at(200)) || o.Rejected["INSUFFICIENT_SCOPE"] != 3 || o.Rejected["WRONG_NAMESPACE"] != 1 {
+		t.Errorf("kid_old: %+v", o)
+	}
+	if reported[0].Rejected["INSUFFICIENT_SCOPE"] != 1 {
+		t.Error("the merge changed the status it read")
 	}
 }

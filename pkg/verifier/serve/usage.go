@@ -83,13 +83,57 @@ func (u *UsageReporter) report(ctx context.Context, use verifier.Usage) error {
 		usage = *ak.Status.Usage
 	}
 	usage.Requests += use.Requests
-	if usage.LastUsedAt == nil || use.LastUsed.After(usage.LastUsedAt.Time) {
+	if !use.LastUsed.IsZero() && (usage.LastUsedAt == nil || use.LastUsed.After(usage.LastUsedAt.Time)) {
 		t := metav1.NewTime(use.LastUsed.Truncate(time.Second))
 		usage.LastUsedAt = &t
 	}
+	usage.Keys = MergeKeyUsage(usage.Keys, use.Keys, ak.Status)
 	ak.Status.Usage = &usage
 	if err := u.Client.Status().Patch(ctx, ak, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("patching the usage of APIKey %s/%s: %w", use.Namespace, use.Name, err)
 	}
 	return nil
+}
+
+// MergeKeyUsage adds what a drain counted per key to what status.usage.keys says, for the keys status still
+// accepts (the current one first, then the previous ones in status order): the list is bounded by them, and
+// a key that stopped working stops being reported.
+func MergeKeyUsage(reported []keywardv1alpha1.KeyUsage, drained []verifier.KeyUse, st keywardv1alpha1.APIKeyStatus) []keywardv1alpha1.KeyUsage {
+	var accepted []string
+	if st.KeyID != "" {
+		accepted = append(accepted, st.KeyID)
+	}
+	for _, p := range st.PreviousKeys {
+		accepted = append(accepted, p.KeyID)
+	}
+	var out []keywardv1alpha1.KeyUsage
+	for _, id := range accepted {
+		ku := keywardv1alpha1.KeyUsage{KeyID: id}
+		for _, r := range reported {
+			if r.KeyID == id {
+				ku = *r.DeepCopy()
+			}
+		}
+		for _, d := range drained {
+			if d.KeyID != id {
+				continue
+			}
+			ku.Valid += d.Valid
+			ku.RateLimited += d.RateLimited
+			for code, n := range d.Rejected {
+				if ku.Rejected == nil {
+					ku.Rejected = map[string]int64{}
+				}
+				ku.Rejected[string(code)] += n
+			}
+			if !d.LastUsed.IsZero() && (ku.LastUsedAt == nil || d.LastUsed.After(ku.LastUsedAt.Time)) {
+				t := metav1.NewTime(d.LastUsed.Truncate(time.Second))
+				ku.LastUsedAt = &t
+			}
+		}
+		if ku.Valid+ku.RateLimited > 0 || len(ku.Rejected) > 0 {
+			out = append(out, ku)
+		}
+	}
+	return out
 }
