@@ -165,6 +165,11 @@ func newRoot() *cobra.Command {
 			return p.Status(ctx, ns, args[0])
 		})}
 
-	root.AddCommand(list, create, rotate, revoke, disable, enable, reveal, verify, webhook, status)
+	usage := &cobra.Command{Use: "usage NAME", Short: "Requests per key ID: last used, valid, rate limited, rejected by code", Args: cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, args []string) error {
+			return p.Usage(ctx, ns, args[0])
+		})}
+
+	root.AddCommand(list, create, rotate, revoke, disable, enable, reveal, verify, webhook, status, usage)
 	return root
 }

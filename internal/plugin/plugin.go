@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -305,11 +307,13 @@ func (p *Plugin) Status(ctx context.Context, namespace, name string) error {
 	for _, c := range st.Conditions {
 		printf(w, "  %s=%s\t%s: %s\n", c.Type, c.Status, c.Reason, c.Message)
 	}
-	printf(w, "Key:\t%s %s (revision %d, %s)\n", dash(st.KeyID), dash(st.KeyHint), st.Revision, dash(string(st.LastRotationReason)))
+	printf(w, "Key:\t%s %s (revision %d, %s), last used %s\n", dash(st.KeyID), dash(st.KeyHint), st.Revision,
+		dash(string(st.LastRotationReason)), timeOrDash(keyUsageOf(st, st.KeyID).LastUsedAt))
 	printf(w, "Issued / expires / renews:\t%s / %s / %s\n", timeOrDash(st.IssuedAt), timeOrDash(st.ExpiresAt), timeOrDash(st.RenewalTime))
 	printf(w, "Scopes:\t%s\n", scopesOf(*ak))
 	for _, pk := range st.PreviousKeys {
-		printf(w, "Previous key:\t%s valid until %s\n", pk.KeyID, pk.ValidUntil.UTC().Format(time.RFC3339))
+		printf(w, "Previous key:\t%s valid until %s, last used %s\n", pk.KeyID, pk.ValidUntil.UTC().Format(time.RFC3339),
+			timeOrDash(keyUsageOf(st, pk.KeyID).LastUsedAt))
 	}
 	if st.SecretName != "" {
 		s := &metav1.PartialObjectMetadata{}
@@ -347,6 +351,50 @@ func (p *Plugin) Status(ctx context.Context, namespace, name string) error {
 		}
 	}
 	return w.Flush()
+}
+
+// Usage prints what the verifiers reported of an APIKey's use: in all, and per key still accepted, when it
+// was last accepted and how often it was accepted, rate limited and refused by code.
+func (p *Plugin) Usage(ctx context.Context, namespace, name string) error {
+	ak := &keywardv1alpha1.APIKey{}
+	if err := p.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, ak); err != nil {
+		return err
+	}
+	st := ak.Status
+	w := tabwriter.NewWriter(p.out(), 0, 4, 2, ' ', 0)
+	total, last := int64(0), (*metav1.Time)(nil)
+	if st.Usage != nil {
+		total, last = st.Usage.Requests, st.Usage.LastUsedAt
+	}
+	printf(w, "APIKey %s/%s: %d valid requests, last %s\n", namespace, name, total, timeOrDash(last))
+	printf(w, "KEY ID\tKEY\tLAST USED\tVALID\tRATE LIMITED\tREJECTED\n")
+	row := func(keyID, role string) {
+		u := keyUsageOf(st, keyID)
+		codes := make([]string, 0, len(u.Rejected))
+		for _, c := range slices.Sorted(maps.Keys(u.Rejected)) {
+			codes = append(codes, fmt.Sprintf("%s=%d", c, u.Rejected[c]))
+		}
+		printf(w, "%s\t%s\t%s\t%d\t%d\t%s\n", keyID, role, timeOrDash(u.LastUsedAt), u.Valid, u.RateLimited, dash(strings.Join(codes, ",")))
+	}
+	if st.KeyID != "" {
+		row(st.KeyID, "current")
+	}
+	for _, pk := range st.PreviousKeys {
+		row(pk.KeyID, "previous, valid until "+pk.ValidUntil.UTC().Format(time.RFC3339))
+	}
+	return w.Flush()
+}
+
+// keyUsageOf is what status.usage says of one key; empty when nothing.
+func keyUsageOf(st keywardv1alpha1.APIKeyStatus, keyID string) keywardv1alpha1.KeyUsage {
+	if st.Usage != nil {
+		for _, k := range st.Usage.Keys {
+			if k.KeyID == keyID {
+				return k
+			}
+		}
+	}
+	return keywardv1alpha1.KeyUsage{KeyID: keyID}
 }
 
 func (p *Plugin) patch(ctx context.Context, namespace, name string, change func(*keywardv1alpha1.APIKey), done string) error {

@@ -329,3 +329,44 @@ func TestReadKeyTakesTheFirstLineOfABoundedInput(t *testing.T) {
 		}
 	}
 }
+
+func TestUsagePrintsCountsAndLastUsePerKeyID(t *testing.T) {
+	testenv.Need(t)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	ak, _ := withKey(t, ns, "orders")
+	// status.usage as the verifier reports it, written as the verifier's identity.
+	base := ak.DeepCopy()
+	used, earlier := metav1.NewTime(now.Add(-time.Minute)), metav1.NewTime(now.Add(-time.Hour))
+	ak.Status.Usage = &keywardv1alpha1.UsageStatus{Requests: 8, LastUsedAt: &used, Keys: []keywardv1alpha1.KeyUsage{
+		{KeyID: ak.Status.KeyID, Valid: 5, RateLimited: 1, LastUsedAt: &used},
+		{KeyID: "kid_0123456789ab", Valid: 3, LastUsedAt: &earlier, Rejected: map[string]int64{"INSUFFICIENT_SCOPE": 2, "EXPIRED": 1}},
+	}}
+	if err := testenv.Impersonating(env.Config, testenv.VerifierUser).Status().Patch(ctx, ak, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	p, out := newPlugin(env.Client)
+	if err := p.Usage(ctx, ns, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	for _, want := range []string{
+		"8 valid requests, last " + used.UTC().Format(time.RFC3339),
+		ak.Status.KeyID + "  current",
+		used.UTC().Format(time.RFC3339) + "  5      1             -",
+		"kid_0123456789ab  previous, valid until",
+		earlier.UTC().Format(time.RFC3339) + "  3      0             EXPIRED=1,INSUFFICIENT_SCOPE=2",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("usage lacks %q:\n%s", want, text)
+		}
+	}
+	p, out = newPlugin(env.Client)
+	if err := p.Status(ctx, ns, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "last used "+used.UTC().Format(time.RFC3339)) ||
+		!strings.Contains(out.String(), "last used "+earlier.UTC().Format(time.RFC3339)) {
+		t.Errorf("status does not show each key's last use:\n%s", out)
+	}
+}
