@@ -50,6 +50,7 @@ type options struct {
 	tlsCert, tlsKey               string
 	redisURL, redisFailure        string
 	peersService                  string
+	perAPIKeyMetrics              bool
 	decisionLog                   string
 	decisionLogOptions            serve.DecisionLogOptions
 }
@@ -74,6 +75,8 @@ func main() {
 		"When Redis cannot answer: open (allow the request; authentication still applies) or closed (answer RATE_LIMITED).")
 	flag.StringVar(&o.peersService, "rate-limit-peers-service", "",
 		"Without Redis: the verifier's own Service (in POD_NAMESPACE); each replica allows 1/N of every limit, N its ready endpoints.")
+	flag.BoolVar(&o.perAPIKeyMetrics, "per-apikey-metrics", false,
+		"Export keyward_verifier_apikey_verifications_total{namespace,name,code}: a series per APIKey and code, so off by default.")
 	flag.StringVar(&o.decisionLog, "decision-log", "stdout",
 		"Where the decision log's JSON lines go: stdout, off, or a file path (appended to).")
 	flag.Float64Var(&o.decisionLogOptions.ValidSample, "decision-log-valid-sample", serve.DefaultDecisionLogValidSample,
@@ -287,6 +290,9 @@ func (o options) addListeners(mgr manager.Manager, ix *verifier.Index) error {
 		}
 	}
 	m := serve.NewMetrics(metrics.Registry)
+	if o.perAPIKeyMetrics {
+		m.CountPerAPIKey(metrics.Registry)
+	}
 	answerer := serve.Answerer{RateLimitedStatus: o.rateLimitedStatus}
 	decisions, err := o.openDecisionLog(mgr)
 	if err != nil {

@@ -81,6 +81,7 @@ func (s *ExtAuthzServer) Check(ctx context.Context, req *authv3.CheckRequest) (*
 	}
 	res := s.Index.VerifyRequest(ctx, key, requirements, s.Clock.Now())
 	s.Metrics.observe(InterfaceExtAuthz, res.Code)
+	s.Metrics.observeResult(res)
 	s.Decisions.decide(InterfaceExtAuthz, res, requirements, rt, key, start)
 	ans := s.Answerer.Answer(res)
 	if !ans.Allowed() {

@@ -90,6 +90,7 @@ func (s *HTTPServer) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	}
 	res := s.Index.VerifyRequest(r.Context(), key, req, s.Clock.Now())
 	s.Metrics.observe(InterfaceForwardAuth, res.Code)
+	s.Metrics.observeResult(res)
 	s.Decisions.decide(InterfaceForwardAuth, res, req, func() route { return forwardedRoute(r) }, key, start)
 	ans := s.Answerer.Answer(res)
 	h := w.Header()
@@ -201,6 +202,7 @@ func (s *HTTPServer) verifyJSON(w http.ResponseWriter, r *http.Request) {
 	requirements := verifier.Requirements{Scopes: req.Scopes, Namespaces: req.Namespaces}
 	res := s.Index.VerifyRequest(r.Context(), strings.TrimSpace(req.Key), requirements, s.Clock.Now())
 	s.Metrics.observe(InterfaceJSON, res.Code)
+	s.Metrics.observeResult(res)
 	// The caller is a service asking about a request of its own: no route to record, only its address.
 	s.Decisions.decide(InterfaceJSON, res, requirements, func() route { return route{header: r.Header.Get} }, "", start)
 	out := VerifyResponse{Valid: res.Valid(), Code: res.Code, KeyID: res.KeyID, Problem: res.Problem}

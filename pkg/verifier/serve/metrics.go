@@ -18,6 +18,8 @@ type Metrics struct {
 	vec *prometheus.CounterVec
 	// counters are resolved once so the hot path does no label lookup.
 	counters map[string]map[verifier.Code]prometheus.Counter
+	// perAPIKey is set by CountPerAPIKey.
+	perAPIKey *prometheus.CounterVec
 }
 
 // NewMetrics creates the counters and registers them with reg (nil: not registered).
@@ -44,5 +46,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) observe(iface string, c verifier.Code) {
 	if m != nil {
 		m.counters[iface][c].Inc()
+	}
+}
+
+// CountPerAPIKey adds keyward_verifier_apikey_verifications_total{namespace, name, code}, registered with
+// reg: the verifications of each APIKey's keys, once the key is known to belong to it. It is a series per
+// APIKey and code, so it is off unless --per-apikey-metrics asks for it; the series of a deleted APIKey stay
+// until the verifier restarts. Labels never hold key material or key IDs.
+func (m *Metrics) CountPerAPIKey(reg prometheus.Registerer) {
+	m.perAPIKey = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyward_verifier_apikey_verifications_total",
+		Help: "Verifications of each APIKey's keys by result code (only with --per-apikey-metrics: a series per APIKey and code).",
+	}, []string{"namespace", "name", "code"})
+	if reg != nil {
+		reg.MustRegister(m.perAPIKey)
+	}
+}
+
+// observeResult counts res per APIKey, when that is on and the key belongs to one.
+func (m *Metrics) observeResult(res verifier.Result) {
+	if m != nil && m.perAPIKey != nil && res.Name != "" {
+		m.perAPIKey.WithLabelValues(res.Namespace, res.Name, string(res.Code)).Inc()
 	}
 }

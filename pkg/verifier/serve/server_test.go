@@ -184,3 +184,28 @@ func TestExtAuthzServesOverGRPC(t *testing.T) {
 		t.Errorf("Check over gRPC = %v", resp)
 	}
 }
+
+func TestPerAPIKeyMetricsAreOffUnlessAskedForAndNameOnlyKnownKeys(t *testing.T) {
+	srv, _, key, reg := serverFixture(t)
+	send := func(k string) {
+		req := httptest.NewRequest(http.MethodGet, "/v1/auth?scope=orders:read", nil)
+		req.Header.Set("Authorization", "Bearer "+k)
+		srv.Handler().ServeHTTP(httptest.NewRecorder(), req)
+	}
+	send(key)
+	if n, err := testutil.GatherAndCount(reg, "keyward_verifier_apikey_verifications_total"); err != nil || n != 0 {
+		t.Fatalf("per-APIKey series without the flag: %d, %v", n, err)
+	}
+	srv.Metrics.CountPerAPIKey(reg)
+	send(key)
+	send(key)
+	send(mintKey(t, "ord")) // unknown: no APIKey to name
+	want := `
+# HELP keyward_verifier_apikey_verifications_total Verifications of each APIKey's keys by result code (only with --per-apikey-metrics: a series per APIKey and code).
+# TYPE keyward_verifier_apikey_verifications_total counter
+keyward_verifier_apikey_verifications_total{code="VALID",name="orders",namespace="billing"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "keyward_verifier_apikey_verifications_total"); err != nil {
+		t.Error(err)
+	}
+}
