@@ -54,6 +54,8 @@ const (
 	EventSecretUnwritable EventReason = "SecretUnwritable"
 	// EventPreviousKeysDropped: a mint dropped the oldest previous keys beyond policy.MaxPreviousKeys.
 	EventPreviousKeysDropped EventReason = "PreviousKeysDropped"
+	// EventPreviousKeyInUse: a previous key whose grace period is about to end was used recently.
+	EventPreviousKeyInUse EventReason = "PreviousKeyInUse"
 )
 
 // DefaultConflictRecheckInterval is how often an APIKey stalled on a Secret it does not own looks again.
@@ -152,6 +154,14 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 	}
 	if ak.Status.Webhook != nil {
 		o.ExpiringNotified = ak.Status.Webhook.ExpiringNotifiedRevision
+	}
+	if u := ak.Status.Usage; u != nil {
+		o.LastUsed = map[string]time.Time{}
+		for _, k := range u.Keys {
+			if k.LastUsedAt != nil {
+				o.LastUsed[k.KeyID] = k.LastUsedAt.Time
+			}
+		}
 	}
 	var genuine bool
 	if o.LastKnown, genuine = keyrecord.GenuineStatus(ak.Status, r.Signer, o.subject); !genuine {
@@ -321,6 +331,7 @@ func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKe
 	if health != nil {
 		st.ObservedGeneration = ak.Generation
 	}
+	setPreviousKeysInUse(ak, plan.PreviousInUse, now)
 	// What happened to the key, classified once: the webhook events queued in this write, the Kubernetes
 	// events and the rotations metric are all made from this list.
 	change := policy.Change{Before: before.Status, After: ak.Status, BeforeReady: readyReason(before), AfterReady: readyReason(ak),
@@ -445,6 +456,10 @@ func (r *APIKeyReconciler) recordEvents(ctx context.Context, ak *keywardv1alpha1
 			r.event(ak, corev1.EventTypeWarning, EventInvalidSpec, "Validate", "%s", msg)
 		case policy.KeyEnabled:
 			r.event(ak, corev1.EventTypeNormal, EventKeyEnabled, "Enable", "%s", msg)
+		case policy.PreviousKeyInUse:
+			logger.Info("A previous key about to stop is still used", "keyID", t.PreviousKeyID)
+			r.event(ak, corev1.EventTypeWarning, EventPreviousKeyInUse, "Warn", "%s", previousKeyInUseMessage(ak.Status.KeyID, t.PreviousKeyID,
+				t.PreviousValidUntil, t.PreviousLastUsedAt))
 		}
 	}
 }
@@ -594,6 +609,38 @@ func setConditions(ak *keywardv1alpha1.APIKey, health *policy.Health, message, p
 	} else {
 		meta.RemoveStatusCondition(&ak.Status.Conditions, keywardv1alpha1.ConditionReconciling)
 	}
+}
+
+// setPreviousKeysInUse reports the previous keys that are about to stop and still used: by key ID in
+// status.previousKeysInUse, and as the PreviousKeyInUse condition, which is absent when there are none.
+func setPreviousKeysInUse(ak *keywardv1alpha1.APIKey, inUse []policy.PreviousKeyUse, now time.Time) {
+	st := &ak.Status
+	st.PreviousKeysInUse = nil
+	if len(inUse) == 0 {
+		meta.RemoveStatusCondition(&st.Conditions, keywardv1alpha1.ConditionPreviousKeyInUse)
+		return
+	}
+	var notes []string
+	for _, u := range inUse {
+		st.PreviousKeysInUse = append(st.PreviousKeysInUse, u.KeyID)
+		until, used := metav1.NewTime(u.ValidUntil), metav1.NewTime(u.LastUsed)
+		notes = append(notes, previousKeyInUseMessage(st.KeyID, u.KeyID, &until, &used))
+	}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: keywardv1alpha1.ConditionPreviousKeyInUse, Status: metav1.ConditionTrue,
+		Reason: string(keywardv1alpha1.ReasonPreviousKeyInUse), Message: strings.Join(notes, "; "), ObservedGeneration: ak.Generation,
+		LastTransitionTime: metav1.NewTime(now)})
+}
+
+// previousKeyInUseMessage says which previous key is still used, until when it works, and what to do.
+func previousKeyInUseMessage(current, previous string, until, used *metav1.Time) string {
+	at := func(t *metav1.Time) string {
+		if t == nil {
+			return "recently"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("Previous key %s stops being accepted at %s but was used at %s: whatever still presents it must "+
+		"move to the current key %s before then", previous, at(until), at(used), current)
 }
 
 func readyReason(ak *keywardv1alpha1.APIKey) keywardv1alpha1.ConditionReason {

@@ -33,6 +33,9 @@ var (
 		"Failed webhook delivery attempts since the APIKey's last success (status.webhook.consecutiveFailures).", []string{"namespace", "name"}, nil)
 	webhookPendingDesc = prometheus.NewDesc("keyward_apikey_webhook_pending_events",
 		"Webhook events queued for the APIKey and not yet delivered.", []string{"namespace", "name"}, nil)
+	previousInUseDesc = prometheus.NewDesc("keyward_apikey_previous_keys_in_use",
+		"Previous keys of the APIKey whose grace period is about to end and that were used recently (status.previousKeysInUse).",
+		[]string{"namespace", "name"}, nil)
 )
 
 // StatusCollector exports APIKey expiry, renewal and readiness, read from the cache at scrape time, so
@@ -49,6 +52,7 @@ func (c StatusCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- readyDesc
 	ch <- webhookFailuresDesc
 	ch <- webhookPendingDesc
+	ch <- previousInUseDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -66,6 +70,9 @@ func (c StatusCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if t := ak.Status.RenewalTime; t != nil {
 			ch <- prometheus.MustNewConstMetric(renewalDesc, prometheus.GaugeValue, float64(t.Unix()), ak.Namespace, ak.Name)
+		}
+		if n := len(ak.Status.PreviousKeysInUse); n > 0 {
+			ch <- prometheus.MustNewConstMetric(previousInUseDesc, prometheus.GaugeValue, float64(n), ak.Namespace, ak.Name)
 		}
 		status := "Unknown"
 		if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady); c != nil {

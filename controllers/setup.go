@@ -75,14 +75,25 @@ func CacheOptions(namespaces ...string) cache.Options {
 const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 
 // trimCachedAPIKey drops from a cached APIKey what the manager never reads: managedFields, kubectl's copy
-// of the last applied object (as large as the spec again), and the verifier's usage report. The manager
-// writes APIKeys only with merge patches computed between two cached copies, so what the cache lacks is
-// never sent, and never removed.
+// of the last applied object (as large as the spec again), and of the verifier's usage report all but each
+// key's last use (whether a previous key is still used). The manager writes APIKeys only with merge patches
+// computed between two cached copies, so what the cache lacks is never sent, and never removed.
 func trimCachedAPIKey(obj any) (any, error) {
 	if ak, ok := obj.(*keywardv1alpha1.APIKey); ok {
 		ak.ManagedFields = nil
 		delete(ak.Annotations, lastAppliedAnnotation)
-		ak.Status.Usage = nil
+		if u := ak.Status.Usage; u != nil {
+			kept := &keywardv1alpha1.UsageStatus{}
+			for _, k := range u.Keys {
+				if k.LastUsedAt != nil {
+					kept.Keys = append(kept.Keys, keywardv1alpha1.KeyUsage{KeyID: k.KeyID, LastUsedAt: k.LastUsedAt})
+				}
+			}
+			ak.Status.Usage = nil
+			if len(kept.Keys) > 0 {
+				ak.Status.Usage = kept
+			}
+		}
 		return ak, nil
 	}
 	return cache.TransformStripManagedFields()(obj)

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
@@ -115,6 +116,7 @@ func TestTheCachesDropManagedFields(t *testing.T) {
 
 func TestTheManagersCacheKeepsOfAnAPIKeyOnlyWhatItReads(t *testing.T) {
 	opts := CacheOptions()
+	used := metav1.NewTime(time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC))
 	var transform func(any) (any, error)
 	for obj, by := range opts.ByObject {
 		if _, ok := obj.(*keywardv1alpha1.APIKey); ok {
@@ -127,16 +129,21 @@ func TestTheManagersCacheKeepsOfAnAPIKeyOnlyWhatItReads(t *testing.T) {
 	ak := &keywardv1alpha1.APIKey{
 		ObjectMeta: metav1.ObjectMeta{Name: "k", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
 			Annotations: map[string]string{lastAppliedAnnotation: `{"spec":{}}`, keywardv1alpha1.RotateAnnotation: "t1"}},
-		Status: keywardv1alpha1.APIKeyStatus{KeyID: "kid_1", Usage: &keywardv1alpha1.UsageStatus{Requests: 7}},
+		Status: keywardv1alpha1.APIKeyStatus{KeyID: "kid_1", Usage: &keywardv1alpha1.UsageStatus{Requests: 7, Keys: []keywardv1alpha1.KeyUsage{
+			{KeyID: "kid_1", Valid: 7, LastUsedAt: &used, Rejected: map[string]int64{"EXPIRED": 1}}, {KeyID: "kid_0", RateLimited: 2}}}},
 	}
 	out, err := transform(ak)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := out.(*keywardv1alpha1.APIKey)
-	if got.ManagedFields != nil || got.Annotations[lastAppliedAnnotation] != "" || got.Status.Usage != nil {
-		t.Errorf("cached managedFields %v, last-applied %q, usage %v; want none of them", got.ManagedFields,
-			got.Annotations[lastAppliedAnnotation], got.Status.Usage)
+	if got.ManagedFields != nil || got.Annotations[lastAppliedAnnotation] != "" {
+		t.Errorf("cached managedFields %v, last-applied %q; want neither", got.ManagedFields, got.Annotations[lastAppliedAnnotation])
+	}
+	// Of the usage report, only each key's last use (whether a previous key is still used).
+	if u := got.Status.Usage; u == nil || u.Requests != 0 || len(u.Keys) != 1 ||
+		!reflect.DeepEqual(u.Keys[0], keywardv1alpha1.KeyUsage{KeyID: "kid_1", LastUsedAt: &used}) {
+		t.Errorf("cached usage %+v; want kid_1's last use alone", u)
 	}
 	if got.Annotations[keywardv1alpha1.RotateAnnotation] != "t1" || got.Status.KeyID != "kid_1" || got.Name != "k" {
 		t.Errorf("the transform dropped what the manager reads: %+v", got)

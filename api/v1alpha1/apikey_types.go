@@ -25,7 +25,7 @@ const (
 )
 
 // WebhookEvent names a lifecycle event that Keyward can deliver to a webhook endpoint.
-// +kubebuilder:validation:Enum=key.created;key.rotated;key.expiring;key.expired;key.disabled;key.enabled;key.revoked;key.deleted
+// +kubebuilder:validation:Enum=key.created;key.rotated;key.expiring;key.expired;key.disabled;key.enabled;key.revoked;key.deleted;key.previous_in_use
 type WebhookEvent string
 
 // The lifecycle events a webhook can subscribe to.
@@ -38,6 +38,8 @@ const (
 	WebhookEventKeyEnabled  WebhookEvent = "key.enabled"
 	WebhookEventKeyRevoked  WebhookEvent = "key.revoked"
 	WebhookEventKeyDeleted  WebhookEvent = "key.deleted"
+	// WebhookEventKeyPreviousInUse: a previous key whose grace period is about to end was used recently.
+	WebhookEventKeyPreviousInUse WebhookEvent = "key.previous_in_use"
 	// WebhookEventTest answers the keyward.dev/webhook-test annotation; spec.webhook.events does not filter it.
 	WebhookEventTest WebhookEvent = "webhook.test"
 )
@@ -260,6 +262,14 @@ type APIKeyStatus struct {
 	// +optional
 	PreviousKeys []PreviousKey `json:"previousKeys,omitempty"`
 
+	// PreviousKeysInUse are the previous keys whose grace period is about to end and that a verifier
+	// accepted recently: someone still uses a key that will soon stop working (see the PreviousKeyInUse
+	// condition).
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	PreviousKeysInUse []string `json:"previousKeysInUse,omitempty"`
+
 	// LastRotationReason is why the current key was minted: Initial, Expiring, Manual, Revoked, SecretMissing or SecretTampered.
 	// +optional
 	LastRotationReason RotationReason `json:"lastRotationReason,omitempty"`
@@ -361,6 +371,9 @@ type WebhookMessage struct {
 	// PreviousValidUntil is until when the replaced key stays valid.
 	// +optional
 	PreviousValidUntil *metav1.Time `json:"previousValidUntil,omitempty"`
+	// PreviousLastUsedAt is when a previous key still in use was last accepted (key.previous_in_use).
+	// +optional
+	PreviousLastUsedAt *metav1.Time `json:"previousLastUsedAt,omitempty"`
 	// RevokedKeyIDs are the keys a revocation stopped.
 	// +listType=atomic
 	// +optional

@@ -52,6 +52,9 @@ const (
 	ConditionReconciling = "Reconciling"
 	// ConditionStalled is True when Keyward cannot make progress without a change from a person.
 	ConditionStalled = "Stalled"
+	// ConditionPreviousKeyInUse is True while a previous key whose grace period is about to end was used
+	// recently (status.previousKeysInUse names them); absent otherwise. Ready does not depend on it.
+	ConditionPreviousKeyInUse = "PreviousKeyInUse"
 )
 
 // ConditionReason is the machine-readable reason of a Ready, Reconciling or Stalled condition.
@@ -74,6 +77,8 @@ const (
 	ReasonSecretUnwritable ConditionReason = "SecretUnwritable"
 	// ReasonInvalidSpec: the spec passed CRD validation but cannot be acted on.
 	ReasonInvalidSpec ConditionReason = "InvalidSpec"
+	// ReasonPreviousKeyInUse: the reason of ConditionPreviousKeyInUse.
+	ReasonPreviousKeyInUse ConditionReason = "PreviousKeyInUse"
 )
 
 // RotationReason says why a key was minted; it is recorded in status.lastRotationReason and in the Secret.

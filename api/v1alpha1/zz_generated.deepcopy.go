@@ -157,6 +157,11 @@ func (in *APIKeyStatus) DeepCopyInto(out *APIKeyStatus) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	if in.PreviousKeysInUse != nil {
+		in, out := &in.PreviousKeysInUse, &out.PreviousKeysInUse
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.Webhook != nil {
 		in, out := &in.Webhook, &out.Webhook
 		*out = new(WebhookStatus)
@@ -331,6 +336,10 @@ func (in *WebhookMessage) DeepCopyInto(out *WebhookMessage) {
 	}
 	if in.PreviousValidUntil != nil {
 		in, out := &in.PreviousValidUntil, &out.PreviousValidUntil
+		*out = (*in).DeepCopy()
+	}
+	if in.PreviousLastUsedAt != nil {
+		in, out := &in.PreviousLastUsedAt, &out.PreviousLastUsedAt
 		*out = (*in).DeepCopy()
 	}
 	if in.RevokedKeyIDs != nil {

@@ -158,6 +158,8 @@ type Observation struct {
 	ExpiringBefore period.Period
 	// ExpiringNotified is the revision whose key.expiring has been queued (status.webhook.expiringNotifiedRevision).
 	ExpiringNotified int64
+	// LastUsed is when the verifiers last accepted each key, by key ID (status.usage.keys).
+	LastUsed map[string]time.Time
 }
 
 // DefaultExpiringBefore is how long before an expiry key.expiring is sent when spec.webhook does not say.
@@ -201,6 +203,9 @@ type Plan struct {
 	// ExpiringNotice is when key.expiring is due for the current key: ExpiringBefore before an expiry that no
 	// renewal will prevent. Zero without a webhook, or when a renewal replaces the key first.
 	ExpiringNotice time.Time
+	// PreviousInUse are the previous keys of Record near the end of their grace period that were used within
+	// that notice (PreviousKeysInUse).
+	PreviousInUse []PreviousKeyUse
 	// AnnounceExpiring is set when key.expiring is due for Record now and has not been queued for its
 	// revision yet: it goes out once per key, with the write that puts Record in place.
 	AnnounceExpiring bool
@@ -324,6 +329,9 @@ func planKey(o Observation, now time.Time) Plan {
 	p.RenewalTime = spec.RenewalTime(p.Record.IssuedAt)
 	p.Health = assess(now, spec, p.Record)
 	p.NextCheck = nextCheck(now, p.RenewalTime, p.Record)
+	var next time.Time
+	p.PreviousInUse, next = PreviousKeysInUse(p.Record, o.LastUsed, now)
+	p.NextCheck = earliest(p.NextCheck, next)
 	if !o.ExpiringBefore.IsZero() && p.RenewalTime.IsZero() {
 		p.ExpiringNotice = o.ExpiringBefore.SubtractFrom(p.Record.ExpiresAt)
 		if p.ExpiringNotice.After(now) {
@@ -631,4 +639,46 @@ func ParseKeyIDs(annotation string) []string {
 		}
 	}
 	return out
+}
+
+// Bounds of the notice Keyward gives before a previous key stops: it looks at whether the key is still used
+// during the last quarter of its overlap with the key that replaced it, at least MinPreviousKeyNotice and at
+// most MaxPreviousKeyNotice, and again every PreviousKeyRecheck meanwhile (verifiers report use every minute
+// by default).
+const (
+	MinPreviousKeyNotice = 5 * time.Minute
+	MaxPreviousKeyNotice = 24 * time.Hour
+	PreviousKeyRecheck   = 5 * time.Minute
+)
+
+// PreviousKeyUse is a previous key that is about to stop and was used recently.
+type PreviousKeyUse struct {
+	KeyID      string
+	ValidUntil time.Time
+	LastUsed   time.Time
+}
+
+// PreviousKeysInUse lists the previous keys of rec that are within their notice of the end of their grace
+// period (a quarter of their overlap with rec's key, between MinPreviousKeyNotice and MaxPreviousKeyNotice)
+// and were used within that notice, by lastUsed; and the next instant the answer may change without a
+// change to rec: a notice starting, a recheck while one runs, or a key ending. A previous key stops at its
+// validUntil whether or not it is used: this is a warning for the people who still use it, not a reprieve.
+func PreviousKeysInUse(rec keyrecord.Record, lastUsed map[string]time.Time, now time.Time) (inUse []PreviousKeyUse, next time.Time) {
+	for _, p := range rec.Previous {
+		if !now.Before(p.ValidUntil) {
+			continue
+		}
+		notice := min(max(p.ValidUntil.Sub(rec.IssuedAt)/4, MinPreviousKeyNotice), MaxPreviousKeyNotice)
+		start := p.ValidUntil.Add(-notice)
+		if now.Before(start) {
+			next = earliest(next, start)
+			continue
+		}
+		next = earliest(next, earliest(now.Add(PreviousKeyRecheck), p.ValidUntil))
+		id := keys.IDFromHash(p.Hash)
+		if used, ok := lastUsed[id]; ok && !used.Before(now.Add(-notice)) {
+			inUse = append(inUse, PreviousKeyUse{KeyID: id, ValidUntil: p.ValidUntil, LastUsed: used})
+		}
+	}
+	return inUse, next
 }

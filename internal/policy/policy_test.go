@@ -305,7 +305,8 @@ func TestPlanNextCheck(t *testing.T) {
 		now  string
 		want string
 	}{
-		{"previous key end comes first", auto, "2026-11-24T10:00:00Z", "2026-11-24T11:00:00Z"},
+		{"the previous key's notice comes first (a quarter of its hour)", auto, "2026-11-24T10:00:00Z", "2026-11-24T10:45:00Z"},
+		{"within the notice, the end of the key", auto, "2026-11-24T10:57:00Z", "2026-11-24T11:00:00Z"},
 		{"then the renewal", auto, "2026-11-24T11:00:00Z", "2027-01-23T10:00:00Z"},
 		{"no renewal without rotation", Spec{Validity: period.MustParse("90d")}, "2026-11-24T11:00:00Z", "2027-02-22T10:00:00Z"},
 		{"nothing after expiry", Spec{Validity: period.MustParse("90d")}, "2027-02-22T10:00:00Z", ""},
@@ -581,5 +582,60 @@ func TestJudgeSecretSaysWhoseASecretIs(t *testing.T) {
 				t.Errorf("JudgeSecret = %v, %q; want %v saying %q", got, msg, tc.want, tc.says)
 			}
 		})
+	}
+}
+
+func TestPreviousKeysInUseWarnsInTheLastQuarterOfTheGraceWhenTheKeyWasUsedWithinIt(t *testing.T) {
+	issued := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	hour, month := "sha256:"+strings.Repeat("a", 64), "sha256:"+strings.Repeat("b", 64)
+	hourID, monthID := keys.IDFromHash(hour), keys.IDFromHash(month)
+	rec := keyrecord.Record{IssuedAt: issued, Previous: []keyrecord.PreviousKey{
+		{Hash: hour, ValidUntil: issued.Add(time.Hour)},            // a manual rotation's 1h grace: 15 min notice
+		{Hash: month, ValidUntil: issued.Add(30 * 24 * time.Hour)}, // a renewal's overlap: notice capped at 24h
+	}}
+	at := func(d time.Duration) time.Time { return issued.Add(d) }
+	cases := []struct {
+		name     string
+		now      time.Time
+		lastUsed map[string]time.Time
+		inUse    []string
+		next     time.Time
+	}{
+		{"before any notice: look again when the first starts", at(10 * time.Minute), map[string]time.Time{hourID: at(9 * time.Minute)},
+			nil, at(45 * time.Minute)},
+		{"in the notice, used within it", at(50 * time.Minute), map[string]time.Time{hourID: at(49 * time.Minute)},
+			[]string{hourID}, at(55 * time.Minute)},
+		{"in the notice, used only before it", at(50 * time.Minute), map[string]time.Time{hourID: at(30 * time.Minute)},
+			nil, at(55 * time.Minute)},
+		{"in the notice, never used", at(50 * time.Minute), nil, nil, at(55 * time.Minute)},
+		{"the recheck stops at the key's end", at(58 * time.Minute), map[string]time.Time{hourID: at(57 * time.Minute)},
+			[]string{hourID}, at(time.Hour)},
+		{"an ended key is no concern; the next notice is a day before the month ends", at(2 * time.Hour), map[string]time.Time{hourID: at(59 * time.Minute)},
+			nil, at(29 * 24 * time.Hour)},
+		{"a day before the month ends, used an hour ago", at(29*24*time.Hour + 12*time.Hour), map[string]time.Time{monthID: at(29*24*time.Hour + 11*time.Hour)},
+			[]string{monthID}, at(29*24*time.Hour + 12*time.Hour + 5*time.Minute)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			inUse, next := PreviousKeysInUse(rec, tc.lastUsed, tc.now)
+			var ids []string
+			for _, u := range inUse {
+				ids = append(ids, u.KeyID)
+				if !u.LastUsed.Equal(tc.lastUsed[u.KeyID]) {
+					t.Errorf("%s: last used %v", u.KeyID, u.LastUsed)
+				}
+			}
+			if strings.Join(ids, ",") != strings.Join(tc.inUse, ",") || !next.Equal(tc.next) {
+				t.Errorf("in use %v, next %v; want %v, %v", ids, next, tc.inUse, tc.next)
+			}
+		})
+	}
+	// The plan carries it, and looks again when the notice starts.
+	p := PlanFor(Observation{Now: at(50 * time.Minute), Secret: SecretGenuine, Spec: spec(t, keywardv1alpha1.APIKeySpec{}),
+		Current: keyrecord.Record{Hash: "sha256:" + strings.Repeat("c", 64), Revision: 2, IssuedAt: issued, ExpiresAt: issued.Add(90 * 24 * time.Hour),
+			Reason: keywardv1alpha1.RotationManual, Previous: rec.Previous[:1]},
+		LastUsed: map[string]time.Time{hourID: at(49 * time.Minute)}})
+	if len(p.PreviousInUse) != 1 || p.PreviousInUse[0].KeyID != hourID || !p.NextCheck.Equal(at(55*time.Minute)) {
+		t.Errorf("plan: in use %+v, next check %v", p.PreviousInUse, p.NextCheck)
 	}
 }

@@ -49,6 +49,8 @@ const (
 	SpecInvalid   TransitionKind = "SpecInvalid"
 	// KeyExpiring: the current key is within expiringBefore of an expiry no renewal will prevent.
 	KeyExpiring TransitionKind = "KeyExpiring"
+	// PreviousKeyInUse: status.previousKeysInUse gained a key: a previous key about to stop is still used.
+	PreviousKeyInUse TransitionKind = "PreviousKeyInUse"
 )
 
 // Transition is one thing that happened to a key in a status write.
@@ -66,6 +68,9 @@ type Transition struct {
 	// AfterWithdrawal is set on a KeyMinted that completes a KeyWithdrawn: the key it replaces was stopped
 	// and announced earlier.
 	AfterWithdrawal bool
+	// PreviousLastUsedAt is when the key of a PreviousKeyInUse (PreviousKeyID, valid until
+	// PreviousValidUntil) was last accepted.
+	PreviousLastUsedAt *metav1.Time
 }
 
 // Transitions lists what a status write reports as having happened to the key, derived from what status
@@ -120,6 +125,21 @@ func Transitions(c Change) []Transition {
 	}
 	if c.Expiring {
 		out = append(out, Transition{Kind: KeyExpiring})
+	}
+	for _, id := range after.PreviousKeysInUse {
+		if slices.Contains(before.PreviousKeysInUse, id) {
+			continue
+		}
+		t := Transition{Kind: PreviousKeyInUse, PreviousKeyID: id}
+		if i := slices.IndexFunc(after.PreviousKeys, func(p keywardv1alpha1.PreviousKey) bool { return p.KeyID == id }); i >= 0 {
+			t.PreviousValidUntil = after.PreviousKeys[i].ValidUntil.DeepCopy()
+		}
+		if u := after.Usage; u != nil {
+			if i := slices.IndexFunc(u.Keys, func(k keywardv1alpha1.KeyUsage) bool { return k.KeyID == id }); i >= 0 {
+				t.PreviousLastUsedAt = u.Keys[i].LastUsedAt.DeepCopy()
+			}
+		}
+		out = append(out, t)
 	}
 	return out
 }

@@ -60,3 +60,20 @@ func TestTransitionsClassifyAStatusWriteOnce(t *testing.T) {
 		})
 	}
 }
+
+func TestAPreviousKeyNewlyInUseIsATransitionOnceWithItsEndAndLastUse(t *testing.T) {
+	until, used := metav1.NewTime(time.Date(2026, 12, 3, 11, 0, 0, 0, time.UTC)), metav1.NewTime(time.Date(2026, 12, 3, 10, 50, 0, 0, time.UTC))
+	after := keywardv1alpha1.APIKeyStatus{KeyID: "kid_new", PreviousKeys: []keywardv1alpha1.PreviousKey{{KeyID: "kid_old", ValidUntil: until}},
+		PreviousKeysInUse: []string{"kid_old"},
+		Usage:             &keywardv1alpha1.UsageStatus{Keys: []keywardv1alpha1.KeyUsage{{KeyID: "kid_old", LastUsedAt: &used}}}}
+	before := *after.DeepCopy()
+	before.PreviousKeysInUse = nil
+	ts := Transitions(Change{Before: before, After: after})
+	if len(ts) != 1 || ts[0].Kind != PreviousKeyInUse || ts[0].PreviousKeyID != "kid_old" ||
+		!ts[0].PreviousValidUntil.Equal(&until) || !ts[0].PreviousLastUsedAt.Equal(&used) {
+		t.Fatalf("transitions %+v", ts)
+	}
+	if again := Transitions(Change{Before: after, After: after}); len(again) != 0 {
+		t.Errorf("a key still in use is announced again: %+v", again)
+	}
+}

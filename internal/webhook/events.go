@@ -58,6 +58,10 @@ func Messages(ts []policy.Transition, after keywardv1alpha1.APIKeyStatus, now ti
 			add(keywardv1alpha1.WebhookEventKeyEnabled, nil)
 		case policy.KeyExpiring:
 			add(keywardv1alpha1.WebhookEventKeyExpiring, nil)
+		case policy.PreviousKeyInUse:
+			add(keywardv1alpha1.WebhookEventKeyPreviousInUse, func(m *keywardv1alpha1.WebhookMessage) {
+				m.PreviousKeyID, m.PreviousValidUntil, m.PreviousLastUsedAt = t.PreviousKeyID, t.PreviousValidUntil, t.PreviousLastUsedAt
+			})
 		}
 	}
 	return out
@@ -125,6 +129,9 @@ func BodyOf(namespace, name string, m keywardv1alpha1.WebhookMessage) Body {
 		PreviousKeyID: m.PreviousKeyID, RevokedKeyIDs: m.RevokedKeyIDs}
 	if m.ExpiresAt != nil {
 		d.ExpiresAt = m.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	if m.PreviousLastUsedAt != nil {
+		d.PreviousLastUsedAt = m.PreviousLastUsedAt.UTC().Format(time.RFC3339)
 	}
 	if m.PreviousValidUntil != nil {
 		d.PreviousValidUntil = m.PreviousValidUntil.UTC().Format(time.RFC3339)

@@ -37,6 +37,8 @@ type Data struct {
 	// PreviousKeyID and PreviousValidUntil describe the key a rotation replaced and until when it works.
 	PreviousKeyID      string `json:"previousKeyID,omitempty"`
 	PreviousValidUntil string `json:"previousValidUntil,omitempty"`
+	// PreviousLastUsedAt is when a previous key still in use was last accepted (key.previous_in_use).
+	PreviousLastUsedAt string `json:"previousLastUsedAt,omitempty"`
 	// RevokedKeyIDs are the keys a revocation stopped.
 	RevokedKeyIDs []string `json:"revokedKeyIDs,omitempty"`
 	// Token is the keyward.dev/webhook-test value a webhook.test answers.
