@@ -177,10 +177,22 @@ func (l *DecisionLog) Collectors() []prometheus.Collector {
 	}
 }
 
+// started is when a request reached the handler, for the latency of its decision; zero without a log, so a
+// verifier that logs nothing reads no clock for it.
+func (l *DecisionLog) started() time.Time {
+	if l == nil {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
 // decide records the decision res, when the log samples it; key is the presented key, scrubbed from the
 // path; start is when the request reached the handler. A nil log records nothing.
 // The route is read only then: a decision that is not logged costs a sampling draw and nothing more.
 func (l *DecisionLog) decide(iface string, res verifier.Result, req verifier.Requirements, rt func() route, key string, start time.Time) {
+	if l == nil {
+		return
+	}
 	if now := time.Now(); l.Sampled(res.Code, now) {
 		l.Record(l.decisionOf(iface, res, req, rt(), key, start, now))
 	}

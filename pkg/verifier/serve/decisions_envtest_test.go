@@ -25,6 +25,16 @@ import (
 	"github.com/keyward-dev/keyward/pkg/verifier/serve"
 )
 
+// createWithScopes creates an APIKey granting scopes.
+func (c *cluster) createWithScopes(name string, scopes ...keywardv1alpha1.Scope) {
+	c.t.Helper()
+	if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.ns}, Spec: keywardv1alpha1.APIKeySpec{Scopes: scopes},
+	}); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
 // lockedBuffer is a log sink the test reads after the log has stopped.
 type lockedBuffer struct {
 	mu  sync.Mutex
@@ -45,12 +55,7 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 func TestTheDecisionLogRecordsEachDecisionWithItsRouteAndNoKeyMaterial(t *testing.T) {
 	testenv.Need(t)
 	c := startCluster(t)
-	if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{
-		ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: c.ns},
-		Spec:       keywardv1alpha1.APIKeySpec{Scopes: []keywardv1alpha1.Scope{"orders:read"}},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	c.createWithScopes("orders", "orders:read")
 	key := c.waitReadyRevision("orders", 1)
 	unknown, err := keys.Generate("kw", rand.Reader)
 	if err != nil {
@@ -160,12 +165,7 @@ func TestTheDecisionLogRecordsEachDecisionWithItsRouteAndNoKeyMaterial(t *testin
 func TestUsageIsReportedPerKeyIDAndOutcome(t *testing.T) {
 	testenv.Need(t)
 	c := startCluster(t)
-	if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{
-		ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: c.ns},
-		Spec:       keywardv1alpha1.APIKeySpec{Scopes: []keywardv1alpha1.Scope{"orders:read"}},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	c.createWithScopes("orders", "orders:read")
 	old := c.waitReadyRevision("orders", 1)
 	c.update("orders", func(ak *keywardv1alpha1.APIKey) {
 		ak.Annotations = map[string]string{keywardv1alpha1.RotateAnnotation: "now"}

@@ -60,7 +60,7 @@ type ExtAuthzServer struct {
 
 // Check verifies the key in the request's headers.
 func (s *ExtAuthzServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	start := time.Now()
+	start := s.Decisions.started()
 	attrs := req.GetAttributes()
 	httpAttrs := attrs.GetRequest().GetHttp()
 	headers := httpAttrs.GetHeaders() // Envoy lowercases header names

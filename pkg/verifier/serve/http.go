@@ -66,7 +66,7 @@ func (s *HTTPServer) Server(addr string) *http.Server {
 }
 
 func (s *HTTPServer) forwardAuth(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+	start := s.Decisions.started()
 	key := KeyFromHeaders(r.Header.Get)
 	if key == "" {
 		s.Metrics.observe(InterfaceForwardAuth, CodeMissing)
@@ -193,7 +193,7 @@ func decodeOne(r io.Reader, v any) error {
 }
 
 func (s *HTTPServer) verifyJSON(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+	start := s.Decisions.started()
 	var req VerifyRequest
 	if err := decodeOne(http.MaxBytesReader(w, r.Body, MaxJSONBodyBytes), &req); err != nil {
 		http.Error(w, `the body must be one JSON object: {"key": "...", "scopes": ["..."], "namespaces": ["..."]}`, http.StatusBadRequest)
