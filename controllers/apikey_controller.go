@@ -122,7 +122,28 @@ func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		plan = policy.PlanFor(obs.Observation)
 		done = r.apply(ctx, ak, obs, plan)
 	}
+	if errors.Is(done.err, errAPIKeyGone) {
+		return ctrl.Result{}, nil // the cache showed an APIKey the API server no longer has: nothing to report
+	}
 	return r.report(ctx, ak, obs, plan, done, now)
+}
+
+// errAPIKeyGone is apply's answer when the APIKey the cache showed is gone from the API server.
+var errAPIKeyGone = errors.New("the APIKey is gone")
+
+// stillThere asks the API server whether ak (by UID) exists and is not being deleted. A Secret's deletion
+// can reach the cache before its APIKey's: a reconcile of the deleted APIKey from that cache would find the
+// Secret missing and write it again, for an owner that is gone, where an APIKey of the same name (or another
+// naming that Secret) would then find a Secret it may not use until garbage collection removes it.
+func (r *APIKeyReconciler) stillThere(ctx context.Context, ak *keywardv1alpha1.APIKey) (bool, error) {
+	live := &keywardv1alpha1.APIKey{}
+	switch err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(ak), live); {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading APIKey %s from the API server: %w", ak.Name, err)
+	}
+	return live.UID == ak.UID && live.DeletionTimestamp.IsZero(), nil
 }
 
 // observed is what observe found: the policy's observation plus what apply and report need.
@@ -247,6 +268,16 @@ func (r *APIKeyReconciler) apply(ctx context.Context, ak *keywardv1alpha1.APIKey
 		return applied{}
 	}
 	key, rec := o.key, plan.Record
+	if plan.Mint != nil && plan.Mint.Reason == keywardv1alpha1.RotationSecretMissing {
+		// Recreating a deleted Secret: only for an APIKey that is still there (see stillThere). A new
+		// APIKey's first Secret needs no such look: the cache showed it created, not deleted.
+		switch there, err := r.stillThere(ctx, ak); {
+		case err != nil:
+			return applied{err: err}
+		case !there:
+			return applied{err: errAPIKeyGone}
+		}
+	}
 	if plan.Mint != nil {
 		var err error
 		if key, err = keys.Generate(o.Spec.Prefix, r.Random); err != nil {
