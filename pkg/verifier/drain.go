@@ -33,14 +33,15 @@ func (ix *Index) DrainUsage() []Usage {
 	defer ix.mu.Unlock()
 	var out []Usage
 	for _, e := range ix.byName {
-		u := Usage{Namespace: e.namespace, Name: e.name, Requests: e.requests.Swap(0)}
-		if u.Requests > 0 {
-			u.LastUsed = time.Unix(0, e.lastUsed.Load()).UTC()
-		}
+		u := Usage{Namespace: e.namespace, Name: e.name}
 		for _, kus := range [][]*keyUse{e.uses, e.retired} {
 			for _, ku := range kus {
 				if d := ku.drain(); d.Valid+d.RateLimited > 0 || len(d.Rejected) > 0 {
 					u.Keys = append(u.Keys, d)
+					u.Requests += d.Valid
+					if d.LastUsed.After(u.LastUsed) {
+						u.LastUsed = d.LastUsed
+					}
 				}
 			}
 		}
@@ -70,7 +71,7 @@ func (u *keyUse) drain() KeyUse {
 }
 
 // RestoreUsage gives back usage that could not be reported, so the next flush reports it. Counts of a key
-// the APIKey no longer has are dropped with it.
+// the APIKey no longer has are dropped with it (the APIKey's requests are the keys' sums).
 func (ix *Index) RestoreUsage(u Usage) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
@@ -78,7 +79,6 @@ func (ix *Index) RestoreUsage(u Usage) {
 	if e == nil {
 		return
 	}
-	e.requests.Add(u.Requests)
 	for _, k := range u.Keys {
 		for _, ku := range e.uses {
 			if ku.digest.ID() != k.KeyID {

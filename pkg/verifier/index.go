@@ -89,11 +89,9 @@ type entry struct {
 	limiter         *tokenBucket
 	hashes          []keys.Digest
 
-	// usage since the last flush
-	requests atomic.Int64
-	lastUsed atomic.Int64 // Unix nanoseconds
-	// uses counts the answers for each key, kept across updates by digest; retired holds the counts of keys
-	// an update removed, until they are drained.
+	// uses counts the answers for each key since the last flush, kept across updates by digest (the APIKey's
+	// requests and last use are their sums); retired holds the counts of keys an update removed, until they
+	// are drained.
 	uses, retired []*keyUse
 }
 
@@ -362,10 +360,6 @@ func (ix *Index) VerifyRequest(ctx context.Context, key string, req Requirements
 		if !state.Allowed {
 			res.Code = CodeRateLimited
 		}
-	}
-	if res.Code == CodeValid {
-		e.requests.Add(1)
-		e.lastUsed.Store(now.UnixNano())
 	}
 	rec.use.count(res.Code, now)
 	return res
