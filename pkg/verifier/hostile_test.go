@@ -43,7 +43,11 @@ func TestRequirementsAreParsedOnlyForAKnownKeyAndWithinTheCaps(t *testing.T) {
 		{"repeated namespace parameters must each hold", key, Requirements{Query: "namespace=payments&namespace=billing"}, CodeWrongNamespace},
 		{"a query list narrows a header list", key, Requirements{Namespaces: []string{"billing,payments"}, Query: "namespaces=payments"}, CodeWrongNamespace},
 		{"lists that agree", key, Requirements{Namespaces: []string{"billing, payments", "billing"}, Query: "namespace=billing"}, CodeValid},
-		{"a blank list requires nothing", key, Requirements{Namespaces: []string{" , ", "billing"}, Query: "namespace="}, CodeValid},
+		{"a present but blank header list accepts no namespace", key, Requirements{Namespaces: []string{" , ", "billing"}}, CodeWrongNamespace},
+		{"a present but blank query namespace accepts no namespace", key, Requirements{Query: "namespace="}, CodeWrongNamespace},
+		{"a query namespace without a value accepts no namespace", key, Requirements{Query: "namespace"}, CodeWrongNamespace},
+		{"a route segment pins the namespace", key, Requirements{Route: "@namespace=billing;scope=invoices:write"}, CodeInsufficientScope},
+		{"a route segment of another namespace", key, Requirements{Route: "@namespace=payments"}, CodeWrongNamespace},
 		{"a namespace the route does not accept", key, Requirements{Namespaces: []string{"payments"}}, CodeWrongNamespace},
 		{"a wrong namespace wins over a missing scope", key, Requirements{Namespaces: []string{"payments"}, Scopes: []string{"invoices:write"}}, CodeWrongNamespace},
 	}
@@ -53,6 +57,31 @@ func TestRequirementsAreParsedOnlyForAKnownKeyAndWithinTheCaps(t *testing.T) {
 				t.Errorf("VerifyRequest = %s (%s), want %s", got.Code, got.Problem, tc.want)
 			}
 		})
+	}
+}
+
+// A route pin that a typo or an empty template mangled must fail closed: every case below answered VALID for
+// a key of any namespace before the route segment had a strict grammar.
+func TestAMalformedRouteSegmentIsAnInvalidRequestNeverAnUnpinnedRoute(t *testing.T) {
+	key := mintKey(t, "kw")
+	ix := NewIndex()
+	ix.Upsert(apiKey("attacker", "everything", key, t0.Add(time.Hour), nil, withScopes("*")))
+	for _, seg := range []string{
+		"@namespace=", "@namespace", "@Namespace=billing", "@ns=billing", "%40namespace=billing", "%40", "@",
+		"@namespace=%20,%20", "@namespace=billing,", "@namespace=billing;", "@scope=", "@namespace=billing;scope",
+		"@namespace=%zz", "@namespace=billing&namespace=attacker",
+	} {
+		t.Run(seg, func(t *testing.T) {
+			got := ix.VerifyRequest(context.Background(), key, Requirements{Route: seg}, t0)
+			if got.Code != CodeInvalidRequest || !strings.Contains(got.Problem, RouteSegmentGrammar) {
+				t.Errorf("VerifyRequest = %s (%q), want INVALID_REQUEST naming the grammar", got.Code, got.Problem)
+			}
+		})
+	}
+	for _, seg := range []string{"@namespace=attacker", "@namespaces=billing,attacker;scopes=a:b,c:d", "@namespace=%61ttacker"} {
+		if got := ix.VerifyRequest(context.Background(), key, Requirements{Route: seg}, t0); got.Code != CodeValid {
+			t.Errorf("%s: %s (%s), want VALID", seg, got.Code, got.Problem)
+		}
 	}
 }
 

@@ -29,8 +29,53 @@ type Requirements struct {
 	Namespaces []string
 	// Query is a raw URL query whose scope and scopes parameters add required scopes and whose namespace
 	// and namespaces parameters add lists of accepted namespaces, each of which must hold (as Namespaces).
-	// It is read only when the key is known.
+	// Other parameters are the client's and are ignored. It is read only when the key is known.
 	Query string
+	// Route is the route's own requirements as a gateway pins them in its path prefix: the first path
+	// segment, still percent-encoded, with its leading '@' (for example @namespace=billing;scope=orders:read).
+	// Its grammar is strict, since a typo or a template that rendered empty must not silently drop a
+	// tenancy pin: RouteSegmentGrammar. Its lists must hold like every other.
+	Route string
+}
+
+// RouteSegmentGrammar describes the route segment (Requirements.Route) for error messages and docs.
+const RouteSegmentGrammar = "@name=value[;name=value]..., name one of namespace, namespaces, scope, scopes, each value a comma-separated list of non-blank items"
+
+// checkRoute judges the grammar of a pinned route segment and returns it as a query (its ';' turned into
+// '&') for the walk of values. Anything else than the grammar is a problem: an unknown or differently cased
+// name, a missing '=', a blank value or item, an encoded '@'.
+func checkRoute(seg string) (query, problem string) {
+	rest, ok := strings.CutPrefix(seg, "@")
+	if !ok {
+		return "", "the route segment must start with a literal '@': " + RouteSegmentGrammar
+	}
+	if rest == "" {
+		return "", "the route segment is empty: " + RouteSegmentGrammar
+	}
+	for param := range strings.SplitSeq(rest, ";") {
+		name, value, found := strings.Cut(param, "=")
+		switch {
+		case name != "namespace" && name != "namespaces" && name != "scope" && name != "scopes":
+			return "", "the route segment names an unknown parameter: " + RouteSegmentGrammar
+		case !found:
+			return "", "a route segment parameter has no '=': " + RouteSegmentGrammar
+		}
+		unescaped, err := url.PathUnescape(value)
+		if err != nil {
+			return "", "a route segment value is not percent-encoded correctly: " + RouteSegmentGrammar
+		}
+		for item := range strings.SplitSeq(unescaped, ",") {
+			switch item = strings.TrimSpace(item); {
+			case item == "":
+				return "", "a route segment value or one of its items is blank: " + RouteSegmentGrammar
+			case strings.HasPrefix(name, "scope") && !validRequiredScope(item):
+				return "", "a route segment scope is not segment(:segment)*: " + RouteSegmentGrammar
+			case strings.HasPrefix(name, "namespace") && !validNamespaceName(item):
+				return "", "a route segment namespace is not a namespace name: " + RouteSegmentGrammar
+			}
+		}
+	}
+	return strings.ReplaceAll(rest, ";", "&"), ""
 }
 
 // values walks the non-blank values of one kind of requirement: the comma-separated lists, then the query
@@ -43,9 +88,13 @@ type values struct {
 	bad     bool   // a query value could not be unescaped
 	// group counts the lists and query values started so far: the items of one list share a group.
 	group int
+	// yielded says whether the current group has produced an item yet.
+	yielded bool
 }
 
-// next returns the next value, or false when there is none.
+// next returns the next value, or false when there is none. A list or query value that is present but
+// holds no item (blank, or only commas and spaces) yields one "" for its group, so that a caller can make it
+// accept nothing rather than skip it.
 func (v *values) next() (string, bool) {
 	for {
 		for v.pending != "" {
@@ -56,13 +105,18 @@ func (v *values) next() (string, bool) {
 				item, v.pending = v.pending, ""
 			}
 			if item = strings.TrimSpace(item); item != "" {
+				v.yielded = true
 				return item, true
 			}
+		}
+		if v.group > 0 && !v.yielded {
+			v.yielded = true
+			return "", true
 		}
 		switch {
 		case len(v.lists) > 0:
 			v.pending, v.lists = v.lists[0], v.lists[1:]
-			v.group++
+			v.group, v.yielded = v.group+1, false
 		case v.query != "":
 			var kv string
 			if i := strings.IndexByte(v.query, '&'); i >= 0 {
@@ -77,13 +131,13 @@ func (v *values) next() (string, bool) {
 			if strings.ContainsAny(value, "%+") {
 				unescaped, err := url.QueryUnescape(value)
 				if err != nil {
-					v.bad = true
+					v.bad, v.yielded = true, true
 					return "%", true // not a valid value: the caller rejects it
 				}
 				value = unescaped
 			}
 			v.pending = value
-			v.group++
+			v.group, v.yielded = v.group+1, false
 		default:
 			return "", false
 		}
@@ -96,11 +150,20 @@ func checkRequirements(req Requirements, namespace string, granted scopeSet) (Co
 	if code, ok := checkPlainScopes(req, granted); ok {
 		return code, ""
 	}
+	query := req.Query
+	if req.Route != "" {
+		routeQuery, problem := checkRoute(req.Route)
+		if problem != "" {
+			return CodeInvalidRequest, problem
+		}
+		query = routeQuery + "&" + query
+	}
 	wrongNamespace := false
-	if len(req.Namespaces) > 0 || req.Query != "" {
+	if len(req.Namespaces) > 0 || query != "" {
 		// Every list must name the key's namespace. Whoever can add a list (a client's own query parameter or
-		// header, where a gateway lets it through) can only narrow what the route's own list accepts.
-		it := values{lists: req.Namespaces, query: req.Query, param: "namespace"}
+		// header, where a gateway lets it through) can only narrow what the route's own list accepts, and a
+		// list that is present but blank accepts no namespace.
+		it := values{lists: req.Namespaces, query: query, param: "namespace"}
 		n, group, match := 0, 0, true
 		for ns, ok := it.next(); ok; ns, ok = it.next() {
 			if n++; n > MaxRequiredNamespaces {
@@ -114,9 +177,12 @@ func checkRequirements(req Requirements, namespace string, granted scopeSet) (Co
 		}
 		wrongNamespace = wrongNamespace || !match
 	}
-	it := values{lists: req.Scopes, query: req.Query, param: "scope"}
+	it := values{lists: req.Scopes, query: query, param: "scope"}
 	n, missing := 0, false
 	for scope, ok := it.next(); ok; scope, ok = it.next() {
+		if scope == "" {
+			continue // a blank list of scopes requires none
+		}
 		if n++; n > MaxRequiredScopes {
 			return CodeInvalidRequest, "more than " + strconv.Itoa(MaxRequiredScopes) + " required scopes"
 		}
@@ -138,7 +204,7 @@ func checkRequirements(req Requirements, namespace string, granted scopeSet) (Co
 // checkPlainScopes is the fast path for the common shape of requirements: a few scopes, one per element,
 // nothing else. ok is false when the requirements need the general walk.
 func checkPlainScopes(req Requirements, granted scopeSet) (code Code, ok bool) {
-	if req.Query != "" || len(req.Namespaces) > 0 || len(req.Scopes) > MaxRequiredScopes {
+	if req.Query != "" || req.Route != "" || len(req.Namespaces) > 0 || len(req.Scopes) > MaxRequiredScopes {
 		return "", false
 	}
 	code = CodeValid
@@ -203,13 +269,17 @@ var scopeChars = func() (t [256]uint8) {
 // of accepted namespaces as one comma-separated string (every list must hold). For the decision log; a
 // value over the caps or too long to be valid is left out, as Verify would refuse it.
 func (r Requirements) Lists() (scopes, namespaces []string) {
-	it := values{lists: r.Scopes, query: r.Query, param: "scope"}
+	query := r.Query
+	if routeQuery, problem := checkRoute(r.Route); r.Route != "" && problem == "" {
+		query = routeQuery + "&" + query
+	}
+	it := values{lists: r.Scopes, query: query, param: "scope"}
 	for scope, ok := it.next(); ok && len(scopes) < MaxRequiredScopes; scope, ok = it.next() {
-		if len(scope) <= MaxScopeLength && !it.bad {
+		if scope != "" && len(scope) <= MaxScopeLength && !it.bad {
 			scopes = append(scopes, scope)
 		}
 	}
-	it = values{lists: r.Namespaces, query: r.Query, param: "namespace"}
+	it = values{lists: r.Namespaces, query: query, param: "namespace"}
 	var list []string
 	group, n := 0, 0
 	for ns, ok := it.next(); ok && n < MaxRequiredNamespaces; ns, ok = it.next() {
@@ -217,7 +287,7 @@ func (r Requirements) Lists() (scopes, namespaces []string) {
 			namespaces, list = append(namespaces, strings.Join(list, ",")), nil
 		}
 		group = it.group
-		if len(ns) <= maxNamespaceLength && !it.bad {
+		if ns != "" && len(ns) <= maxNamespaceLength && !it.bad {
 			list = append(list, ns)
 			n++
 		}
@@ -226,6 +296,19 @@ func (r Requirements) Lists() (scopes, namespaces []string) {
 		namespaces = append(namespaces, strings.Join(list, ","))
 	}
 	return scopes, namespaces
+}
+
+// validNamespaceName reports whether s is a DNS label, as namespace names are.
+func validNamespaceName(s string) bool {
+	if len(s) == 0 || len(s) > maxNamespaceLength || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // maxNamespaceLength is the longest namespace name Kubernetes allows (a DNS label).

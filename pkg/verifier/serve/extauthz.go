@@ -74,11 +74,17 @@ func (s *ExtAuthzServer) Check(ctx context.Context, req *authv3.CheckRequest) (*
 		s.Decisions.decide(InterfaceExtAuthz, verifier.Result{Code: CodeMissing}, verifier.Requirements{}, rt, "", start)
 		return denied(Answer{Status: http.StatusUnauthorized, Headers: [][2]string{{HeaderCode, string(CodeMissing)}}}), nil
 	}
+	// Each source that is present counts, blank or not: a present but blank list of namespaces accepts none.
+	var requirements verifier.Requirements
 	ext := attrs.GetContextExtensions()
-	requirements := verifier.Requirements{
-		Scopes:     []string{get(HeaderRequiredScopes), ext[ContextExtensionScopes]},
-		Namespaces: []string{get(HeaderRequiredNamespace), ext[ContextExtensionNamespaces]},
+	present := func(list []string, m map[string]string, name string) []string {
+		if v, ok := m[name]; ok {
+			return append(list, v)
+		}
+		return list
 	}
+	requirements.Scopes = present(present(nil, headers, headerScopesLower), ext, ContextExtensionScopes)
+	requirements.Namespaces = present(present(nil, headers, headerNamespaceLower), ext, ContextExtensionNamespaces)
 	res := s.Index.VerifyRequest(ctx, key, requirements, s.Clock.Now())
 	s.Metrics.observe(InterfaceExtAuthz, res.Code)
 	s.Metrics.observeResult(res)
@@ -92,6 +98,12 @@ func (s *ExtAuthzServer) Check(ctx context.Context, req *authv3.CheckRequest) (*
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: headerOptions(ans.Headers)}},
 	}, nil
 }
+
+// The required-scopes and -namespace headers as Envoy sends them, lowercased.
+var (
+	headerScopesLower    = toLowerASCII(HeaderRequiredScopes)
+	headerNamespaceLower = toLowerASCII(HeaderRequiredNamespace)
+)
 
 func denied(ans Answer) *authv3.CheckResponse {
 	code := codes.PermissionDenied

@@ -327,6 +327,61 @@ func TestWhatAClientAddsNeverWidensTheNamespacesARouteAccepts(t *testing.T) {
 			}
 		}
 	})
+	t.Run("forward auth: a route segment that does not parse is a 400, never an unpinned route", func(t *testing.T) {
+		for _, target := range []string{"/v1/auth/@namespace=", "/v1/auth/@namespace", "/v1/auth/@Namespace=billing",
+			"/v1/auth/@ns=billing", "/v1/auth/%40namespace=billing", "/v1/auth/@namespace=%20,%20/x", "/v1/auth/%40namespace=billing/x"} {
+			req := httptest.NewRequest(http.MethodGet, target, nil)
+			req.Header.Set("X-API-Key", tenantKey)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusBadRequest || rec.Header().Get(HeaderCode) != string(verifier.CodeInvalidRequest) {
+				t.Errorf("%s: status %d code %q, want 400 INVALID_REQUEST", target, rec.Code, rec.Header().Get(HeaderCode))
+			}
+		}
+		for _, target := range []string{"/v1/auth?namespace=", "/v1/auth/orders?namespaces=%20"} {
+			req := httptest.NewRequest(http.MethodGet, target, nil)
+			req.Header.Set("X-API-Key", tenantKey)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusForbidden {
+				t.Errorf("%s: status %d, want 403: a blank namespace list accepts no namespace", target, rec.Code)
+			}
+		}
+		req := httptest.NewRequest(http.MethodGet, "/v1/auth/x", nil)
+		req.Header.Set("X-API-Key", tenantKey)
+		req.Header[HeaderRequiredNamespace] = []string{""}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusForbidden {
+			t.Errorf("a blank %s header: status %d, want 403", HeaderRequiredNamespace, rec.Code)
+		}
+	})
+	t.Run("gRPC ext_authz: a blank context extension accepts no namespace, an absent one pins nothing", func(t *testing.T) {
+		for _, c := range []struct {
+			ext  map[string]string
+			want int
+		}{
+			{map[string]string{ContextExtensionNamespaces: ""}, http.StatusForbidden},
+			{map[string]string{ContextExtensionNamespaces: " , "}, http.StatusForbidden},
+			{nil, http.StatusOK},
+		} {
+			resp, err := ext.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+				ContextExtensions: c.ext,
+				Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Path: "/invoices/7",
+					Headers: map[string]string{"x-api-key": tenantKey}}},
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := http.StatusOK
+			if d := resp.GetDeniedResponse(); d != nil {
+				got = int(d.GetStatus().GetCode())
+			}
+			if got != c.want {
+				t.Errorf("context extensions %v: status %d, want %d", c.ext, got, c.want)
+			}
+		}
+	})
 	t.Run("gRPC ext_authz: the client's header beside the route's context extension", func(t *testing.T) {
 		resp, err := ext.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 			ContextExtensions: map[string]string{ContextExtensionNamespaces: "billing"},

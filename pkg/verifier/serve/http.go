@@ -76,12 +76,9 @@ func (s *HTTPServer) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
-	req := verifier.Requirements{Query: r.URL.RawQuery}
-	if seg := routeSegment(r.URL.EscapedPath()); seg != "" {
-		// The route's own requirements, pinned in the gateway's path prefix; what the client's query adds
-		// only narrows them.
-		req.Query = strings.ReplaceAll(seg, ";", "&") + "&" + req.Query
-	}
+	// The route's own requirements, pinned in the gateway's path prefix; what the client's query adds only
+	// narrows them.
+	req := verifier.Requirements{Query: r.URL.RawQuery, Route: routeSegment(r.URL.EscapedPath())}
 	if v := r.Header.Values(HeaderRequiredScopes); len(v) > 0 {
 		req.Scopes = v
 	}
@@ -124,7 +121,7 @@ func forwardedRoute(r *http.Request) route {
 	if rt.path == "" {
 		rt.path = strings.TrimPrefix(r.URL.EscapedPath(), "/v1/auth")
 		if seg := routeSegment(r.URL.EscapedPath()); seg != "" {
-			rt.path = strings.TrimPrefix(rt.path, "/"+RouteSegmentPrefix+seg)
+			rt.path = strings.TrimPrefix(rt.path, "/"+seg)
 		}
 	}
 	return rt
@@ -133,14 +130,16 @@ func forwardedRoute(r *http.Request) route {
 // RouteSegmentPrefix starts the path segment that carries a route's requirements in the forward-auth path:
 // /v1/auth/@namespace=billing;scope=orders:read/... A gateway whose ext_authz appends the client's path to
 // a configured prefix (Envoy's path_prefix, Envoy Gateway's extAuth.http.path, Istio's pathPrefix) sends
-// it as the first segment, ahead of anything the client chose. Its parameters are those of the query.
+// it as the first segment, ahead of anything the client chose. Its grammar is strict
+// (verifier.RouteSegmentGrammar): an unknown name, a missing '=' or a blank value is INVALID_REQUEST.
 const RouteSegmentPrefix = "@"
 
-// routeSegment returns the route requirements of the first path segment below /v1/auth/, "" when it has
-// none. It does not allocate.
+// routeSegment returns the first path segment below /v1/auth/ when it is a route segment, with its '@', ""
+// when it is not. A segment starting with an encoded '@' (%40) is returned as it is, so that Verify refuses
+// it instead of taking a mistyped pin for part of the client's path. It does not allocate.
 func routeSegment(path string) string {
-	rest, ok := strings.CutPrefix(path, "/v1/auth/"+RouteSegmentPrefix)
-	if !ok {
+	rest, ok := strings.CutPrefix(path, "/v1/auth/")
+	if !ok || !(strings.HasPrefix(rest, RouteSegmentPrefix) || (len(rest) >= 3 && strings.EqualFold(rest[:3], "%40"))) {
 		return ""
 	}
 	if i := strings.IndexByte(rest, '/'); i >= 0 {
