@@ -168,6 +168,10 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 	o.RotateToken = ak.Annotations[keywardv1alpha1.RotateAnnotation]
 	o.Revoke = policy.ParseKeyIDs(ak.Annotations[keywardv1alpha1.RevokeAnnotation])
 	o.ConflictRecheck = r.conflictRecheckInterval()
+	if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady); c != nil &&
+		c.Reason == string(keywardv1alpha1.ReasonSecretConflict) {
+		o.ConflictSince = c.LastTransitionTime.Time
+	}
 	if w := ak.Spec.Webhook; w != nil && o.SpecError == nil {
 		if o.ExpiringBefore, err = period.ParseOr(string(w.ExpiringBefore), policy.DefaultExpiringBefore); err != nil {
 			o.SpecError = fmt.Errorf("spec.webhook.expiringBefore: %w", err)
@@ -195,6 +199,14 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: ak.Namespace, Name: o.subject.Secret}, s); err != nil {
 		if apierrors.IsNotFound(err) {
 			o.Secret = policy.SecretMissing
+			if !o.ConflictSince.IsZero() {
+				// The Secret was someone else's: one read says whether it still is, where a create would fail
+				// and cost the read anyway.
+				var foreign *foreignSecretError
+				if err := r.secrets.explainExisting(ctx, ak, o.subject.Secret); errors.As(err, &foreign) {
+					o.Secret, o.Conflict = policy.SecretConflict, foreign.why
+				}
+			}
 			return o, nil
 		}
 		return o, fmt.Errorf("reading Secret %s: %w", o.subject.Secret, err)
@@ -349,7 +361,7 @@ func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKe
 		health, progressing, requeue = nil, done.waiting, time.Second
 	case done.conflict != "":
 		health = &policy.Health{Reason: keywardv1alpha1.ReasonSecretConflict, Stalled: true}
-		message, requeue = done.conflict, r.conflictRecheckInterval()
+		message, requeue = done.conflict, policy.ConflictBackoff(o.ConflictSince, now, o.ConflictRecheck)
 	default:
 		if !plan.NextCheck.IsZero() {
 			requeue = max(plan.NextCheck.Sub(now), time.Nanosecond)
@@ -391,9 +403,7 @@ func (r *APIKeyReconciler) holdForWebhook(ctx context.Context, ak *keywardv1alph
 	if ak.Spec.Webhook == nil || controllerutil.ContainsFinalizer(ak, keywardv1alpha1.WebhookFinalizer) {
 		return nil
 	}
-	base := ak.DeepCopy()
-	controllerutil.AddFinalizer(ak, keywardv1alpha1.WebhookFinalizer)
-	if err := r.Client.Patch(ctx, ak, client.MergeFrom(base)); err != nil {
+	if err := setWebhookFinalizer(ctx, r.Client, r.APIReader, client.ObjectKeyFromObject(ak), true); err != nil {
 		return fmt.Errorf("adding the webhook finalizer: %w", err)
 	}
 	return nil

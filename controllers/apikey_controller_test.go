@@ -351,6 +351,67 @@ func TestASecretKeywardDoesNotOwnIsNeverTouchedAndTheConflictClearsByItself(t *t
 	}
 }
 
+// A conflict with a Secret Keyward does not own (and so does not cache) costs one read per look, and the
+// looks back off as the conflict lasts: 10 idle APIKeys in conflict for an hour cost 10 x 8 reads, where a
+// look every 30 s with a create and a read each cost 10 x 240 requests.
+func TestALastingConflictBacksOffAndCostsOneReadPerLook(t *testing.T) {
+	testenv.Need(t)
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	const n = 10
+	for i := range n {
+		name := fmt.Sprintf("taken-%d", i)
+		if err := env.Client.Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: h.ns}}); err != nil {
+			t.Fatal(err)
+		}
+		h.create(name, "")
+	}
+	for i := range n {
+		h.waitFor(fmt.Sprintf("taken-%d", i), "Stalled SecretConflict", readyIs(metav1.ConditionFalse, keywardv1alpha1.ReasonSecretConflict))
+	}
+	h.waitReconciled("taken-0")
+	start, writesBefore := h.writes.requests.Load(), h.writes.snapshot()
+	var looks []time.Duration
+	for elapsed := time.Duration(0); elapsed < time.Hour; {
+		before := h.clock.Now()
+		var next time.Time
+		// Every APIKey has looked and scheduled its next look: proof that the previous step's reconciles ran.
+		eventually.Succeeds(t, "every APIKey in conflict schedules its next look", func() error {
+			var scheduled int
+			if scheduled, next = h.queue.Load().scheduledAfter(before); scheduled < n {
+				return fmt.Errorf("%d of %d looks scheduled", scheduled, n)
+			}
+			return nil
+		})
+		h.clock.SetTime(next)
+		elapsed += next.Sub(before)
+		looks = append(looks, next.Sub(before))
+	}
+	eventually.Succeeds(t, "the last looks are done", func() error {
+		if scheduled, _ := h.queue.Load().scheduledAfter(h.clock.Now()); scheduled < n || !h.queue.Load().idle() {
+			return fmt.Errorf("%d of %d looks scheduled", scheduled, n)
+		}
+		return nil
+	})
+	requests := h.writes.requests.Load() - start
+	// Each look: one read of the Secret per APIKey.
+	if len(looks) > 9 || requests > int64(len(looks)*n) {
+		t.Errorf("%d looks in an hour (intervals %v), %d requests; want a back-off that doubles", len(looks), looks, requests)
+	}
+	if snap := h.writes.snapshot(); snap["secrets"] != writesBefore["secrets"] {
+		t.Errorf("the manager tried to write Secrets %d times while in conflict", snap["secrets"]-writesBefore["secrets"])
+	}
+	t.Logf("%d APIKeys in conflict for an hour: %d looks (intervals %v), %d requests", n, len(looks), looks, requests)
+	// Whoever resolves the conflict asks for a look at once.
+	if err := env.Client.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "taken-0", Namespace: h.ns}}); err != nil {
+		t.Fatal(err)
+	}
+	h.update("taken-0", func(ak *keywardv1alpha1.APIKey) {
+		ak.Annotations = map[string]string{keywardv1alpha1.RequestedAtAnnotation: "now"}
+	})
+	h.waitReady("taken-0")
+}
+
 func TestASecondAPIKeyNamingTheSameSecretConflictsWhileTheFirstKeepsWorking(t *testing.T) {
 	testenv.Need(t)
 	h := newHarness(t)

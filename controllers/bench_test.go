@@ -30,13 +30,20 @@ const creators = 8
 // createAPIKeys creates n APIKeys named key-00000... in ns with creators clients at once, calling created
 // (when not nil) with each as the API server returned it.
 func createAPIKeys(b *testing.B, ns string, n int, created func(*keywardv1alpha1.APIKey)) {
+	createShapedAPIKeys(b, ns, n, func(ns, name string) *keywardv1alpha1.APIKey {
+		return &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+	}, created)
+}
+
+// createShapedAPIKeys is createAPIKeys with each APIKey made by shape.
+func createShapedAPIKeys(b *testing.B, ns string, n int, shape func(ns, name string) *keywardv1alpha1.APIKey, created func(*keywardv1alpha1.APIKey)) {
 	b.Helper()
 	var wg sync.WaitGroup
 	names := make(chan int)
 	for range creators {
 		wg.Go(func() {
 			for i := range names {
-				ak := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("key-%05d", i), Namespace: ns}}
+				ak := shape(ns, fmt.Sprintf("key-%05d", i))
 				if err := env.Client.Create(context.Background(), ak); err != nil {
 					b.Errorf("creating APIKey %d: %v", i, err)
 					continue
@@ -113,7 +120,7 @@ func BenchmarkManagerAtScale(b *testing.B) {
 		h := newHarness(b)
 		h.writes.countOnly.Store(true)
 		h.startManager(managerOptions{production: true})
-		idle := testenv.LiveHeap()
+		idle, idleResident := testenv.LiveHeap(), testenv.ResidentHighWater()
 		requests := h.writes.requests.Load()
 
 		start := time.Now()
@@ -123,16 +130,54 @@ func BenchmarkManagerAtScale(b *testing.B) {
 		toReady := time.Since(start)
 		requests = h.writes.requests.Load() - requests
 		writes := h.writes.snapshot()
-		busy := testenv.LiveHeap()
+		busy, busyResident := testenv.LiveHeap(), testenv.ResidentHighWater()
 
 		perKey := (float64(busy) - float64(idle)) / float64(n)
 		b.ReportMetric(perKey, "heap-B/APIKey")
+		// The benchmark's own clients (the creators, the Ready watch) share the process, so this is an upper
+		// bound on what the manager's container would see.
+		b.ReportMetric((float64(busyResident)-float64(idleResident))/float64(n), "resident-hwm-B/APIKey")
 		b.ReportMetric(toReady.Seconds(), "s-until-all-ready")
 		b.ReportMetric(float64(requests)/float64(n), "requests/APIKey")
 		b.ReportMetric(float64(writes["secrets"]+writes["apikeys/status"])/float64(n), "writes/APIKey")
 		b.Logf("%d APIKeys Ready in %v; live heap %d MB idle, %d MB with them (%.0f B per APIKey, %.0f MB at 100,000); writes %v",
 			n, toReady.Round(time.Millisecond), idle>>20, busy>>20, perKey, perKey*100000/(1<<20), writes)
 		h.stopManager()
+	}
+}
+
+// BenchmarkManagerWithTheLargestAPIKeys proves that what a tenant writes into its APIKeys does not become
+// the shared manager's memory: it creates APIKeys (200 unless KEYWARD_BENCH_LARGEST_APIKEYS says otherwise)
+// at the largest size admission allows (testenv.LargestAPIKey, about 1.1 MiB each), then as many ordinary
+// ones, each with a production manager of its own, and reports the live heap per APIKey of both and the
+// difference. Run it once: go test ./controllers -run '^$' -bench LargestAPIKeys -benchtime 1x
+func BenchmarkManagerWithTheLargestAPIKeys(b *testing.B) {
+	testenv.Need(b)
+	n := testenv.EnvInt("KEYWARD_BENCH_LARGEST_APIKEYS", 200)
+	ordinary := func(ns, name string) *keywardv1alpha1.APIKey {
+		return &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+	}
+	for range b.N {
+		perKey := map[string]float64{}
+		for _, shape := range []struct {
+			name string
+			make func(ns, name string) *keywardv1alpha1.APIKey
+		}{{"largest", testenv.LargestAPIKey}, {"ordinary", ordinary}} {
+			h := newHarness(b)
+			h.writes.countOnly.Store(true)
+			h.startManager(managerOptions{production: true})
+			idle := testenv.LiveHeap()
+			rw := watchUntilReady(b, h.ns, n)
+			createShapedAPIKeys(b, h.ns, n, shape.make, nil)
+			rw.wait(b, 30*time.Minute)
+			perKey[shape.name] = (float64(testenv.LiveHeap()) - float64(idle)) / float64(n)
+			h.stopManager()
+		}
+		b.ReportMetric(perKey["largest"], "heap-B/largest-APIKey")
+		b.ReportMetric(perKey["ordinary"], "heap-B/ordinary-APIKey")
+		b.ReportMetric(perKey["largest"]-perKey["ordinary"], "extra-heap-B/largest-APIKey")
+		b.Logf("%d APIKeys of each shape: %.0f B of live heap per largest APIKey, %.0f B per ordinary one",
+			n, perKey["largest"], perKey["ordinary"])
 	}
 }
 

@@ -14,11 +14,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -26,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/fairqueue"
 )
 
 // DefaultMaxRetryDelay caps how long an APIKey whose reconcile failed waits before its next try. After an
@@ -71,32 +74,103 @@ func CacheOptions(namespaces ...string) cache.Options {
 	return opts
 }
 
-// lastAppliedAnnotation is where kubectl's client-side apply keeps a copy of what it last applied.
-const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+// requestAnnotations are the APIKey annotations the manager acts on; the admission policy
+// keyward-apikey-annotations bounds each of them.
+var requestAnnotations = []string{keywardv1alpha1.RotateAnnotation, keywardv1alpha1.RevokeAnnotation,
+	keywardv1alpha1.AdoptOrphanAnnotation, keywardv1alpha1.WebhookTestAnnotation, keywardv1alpha1.RequestedAtAnnotation}
 
-// trimCachedAPIKey drops from a cached APIKey what the manager never reads: managedFields, kubectl's copy
-// of the last applied object (as large as the spec again), and of the verifier's usage report all but each
-// key's last use (whether a previous key is still used). The manager writes APIKeys only with merge patches
-// computed between two cached copies, so what the cache lacks is never sent, and never removed.
+// maxKeptAnnotation caps what the cache keeps of one of them, for a cluster without the admission policy
+// (which bounds the longest, keyward.dev/revoke, at 1024): a longer value is cut, and stays too long for
+// the rules that judge it.
+const maxKeptAnnotation = 4096
+
+// trimCachedAPIKey keeps of a cached APIKey only what the manager reads, so that what a tenant may write
+// (up to the API server's object size) does not become the shared manager's memory. It keeps the identity
+// and lifecycle metadata, the annotations that ask Keyward for something, Keyward's own finalizer, the spec
+// but its display name, description, scopes, rate limit and webhook CA bundle (the verifier's and the
+// delivery's business: the delivery controller reads the APIKey from the API server before each attempt),
+// and the status but the verifier's usage counts (each key's last use stays: whether a previous key is still
+// in use). Every one of the kept fields is bounded by the CRD or the admission policies.
+//
+// The manager writes APIKeys only with merge patches computed between two cached copies (status, and the
+// spec-free metadata of its finalizer after a read from the API server), so what the cache lacks is never
+// sent, and never removed.
 func trimCachedAPIKey(obj any) (any, error) {
-	if ak, ok := obj.(*keywardv1alpha1.APIKey); ok {
-		ak.ManagedFields = nil
-		delete(ak.Annotations, lastAppliedAnnotation)
-		if u := ak.Status.Usage; u != nil {
-			kept := &keywardv1alpha1.UsageStatus{}
-			for _, k := range u.Keys {
-				if k.LastUsedAt != nil {
-					kept.Keys = append(kept.Keys, keywardv1alpha1.KeyUsage{KeyID: k.KeyID, LastUsedAt: k.LastUsedAt})
-				}
+	ak, ok := obj.(*keywardv1alpha1.APIKey)
+	if !ok {
+		return cache.TransformStripManagedFields()(obj)
+	}
+	kept := &keywardv1alpha1.APIKey{TypeMeta: ak.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+		Name: ak.Name, Namespace: ak.Namespace, UID: ak.UID, ResourceVersion: ak.ResourceVersion,
+		Generation: ak.Generation, CreationTimestamp: ak.CreationTimestamp, DeletionTimestamp: ak.DeletionTimestamp,
+		DeletionGracePeriodSeconds: ak.DeletionGracePeriodSeconds,
+	}, Spec: ak.Spec, Status: ak.Status}
+	for _, name := range requestAnnotations {
+		if v, ok := ak.Annotations[name]; ok {
+			v = v[:min(len(v), maxKeptAnnotation)]
+			if kept.Annotations == nil {
+				kept.Annotations = map[string]string{}
 			}
-			ak.Status.Usage = nil
-			if len(kept.Keys) > 0 {
-				ak.Status.Usage = kept
+			kept.Annotations[name] = v
+		}
+	}
+	if controllerutil.ContainsFinalizer(ak, keywardv1alpha1.WebhookFinalizer) {
+		kept.Finalizers = []string{keywardv1alpha1.WebhookFinalizer}
+	}
+	kept.Spec.DisplayName, kept.Spec.Description, kept.Spec.Scopes, kept.Spec.RateLimit = "", "", nil, nil
+	if kept.Spec.Webhook != nil {
+		w := *kept.Spec.Webhook
+		w.CABundle = ""
+		kept.Spec.Webhook = &w
+	}
+	if u := ak.Status.Usage; u != nil {
+		lastUses := &keywardv1alpha1.UsageStatus{}
+		for _, k := range u.Keys {
+			if k.LastUsedAt != nil {
+				lastUses.Keys = append(lastUses.Keys, keywardv1alpha1.KeyUsage{KeyID: k.KeyID, LastUsedAt: k.LastUsedAt})
 			}
 		}
-		return ak, nil
+		kept.Status.Usage = nil
+		if len(lastUses.Keys) > 0 {
+			kept.Status.Usage = lastUses
+		}
 	}
-	return cache.TransformStripManagedFields()(obj)
+	return kept, nil
+}
+
+// setWebhookFinalizer adds or removes the webhook finalizer. The cache keeps only Keyward's finalizer, and a
+// merge patch replaces the whole list, so the list is read from the API server and patched under its
+// resourceVersion: another controller's finalizer is never dropped.
+func setWebhookFinalizer(ctx context.Context, c client.Client, apiReader client.Reader, key types.NamespacedName, want bool) error {
+	ak := &keywardv1alpha1.APIKey{}
+	if err := apiReader.Get(ctx, key, ak); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if controllerutil.ContainsFinalizer(ak, keywardv1alpha1.WebhookFinalizer) == want {
+		return nil
+	}
+	base := ak.DeepCopy()
+	if want {
+		controllerutil.AddFinalizer(ak, keywardv1alpha1.WebhookFinalizer)
+	} else {
+		controllerutil.RemoveFinalizer(ak, keywardv1alpha1.WebhookFinalizer)
+	}
+	return client.IgnoreNotFound(c.Patch(ctx, ak, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})))
+}
+
+// NewFairQueue is the key controller's workqueue: client-go's rate-limiting, delaying workqueue on clk, whose
+// items wait in one FIFO per namespace served in turn (internal/fairqueue). One namespace's 20,000 APIKeys in
+// conflict or churn delay another namespace's revocation by one reconcile per namespace with work, not by
+// 20,000.
+func NewFairQueue(name string, rl workqueue.TypedRateLimiter[reconcile.Request], clk clock.WithTicker) workqueue.TypedRateLimitingInterface[reconcile.Request] {
+	byNamespace := fairqueue.New(func(r reconcile.Request) string { return r.Namespace })
+	return workqueue.NewTypedRateLimitingQueueWithConfig(rl, workqueue.TypedRateLimitingQueueConfig[reconcile.Request]{
+		Name: name, Clock: clk,
+		DelayingQueue: workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[reconcile.Request]{
+			Name: name, Clock: clk,
+			Queue: workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[reconcile.Request]{Name: name, Clock: clk, Queue: byNamespace}),
+		}),
+	})
 }
 
 // SetupWithManager registers the reconciler, its index and its watches. opts tunes the controller (tests
@@ -118,6 +192,11 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	if opts.RateLimiter == nil && opts.NewQueue == nil {
 		// Only the per-APIKey back-off, capped: the workers bound how hard retries press the API server.
 		opts.RateLimiter = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](5*time.Millisecond, DefaultMaxRetryDelay)
+	}
+	if opts.NewQueue == nil {
+		opts.NewQueue = func(name string, rl workqueue.TypedRateLimiter[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
+			return NewFairQueue(name, rl, clock.RealClock{})
+		}
 	}
 	r.secrets = &SecretWriter{Client: r.Client, APIReader: r.APIReader, Signer: r.Signer}
 	r.status = &StatusWriter{Client: r.Client}

@@ -1,7 +1,13 @@
 package controllers
 
 import (
+	"fmt"
+	"k8s.io/client-go/util/workqueue"
+	clocktesting "k8s.io/utils/clock/testing"
 	"reflect"
+	"runtime"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,9 +132,18 @@ func TestTheManagersCacheKeepsOfAnAPIKeyOnlyWhatItReads(t *testing.T) {
 	if transform == nil {
 		t.Fatal("APIKeys are cached whole")
 	}
+	big := strings.Repeat("x", 200<<10)
 	ak := &keywardv1alpha1.APIKey{
 		ObjectMeta: metav1.ObjectMeta{Name: "k", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
-			Annotations: map[string]string{lastAppliedAnnotation: `{"spec":{}}`, keywardv1alpha1.RotateAnnotation: "t1"}},
+			Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"spec":{}}`,
+				keywardv1alpha1.RotateAnnotation: "t1", "tenant.example/blob": big, "keyward.dev/unknown": big},
+			Labels:          map[string]string{"team": "billing"},
+			Finalizers:      []string{"tenant.example/hold", keywardv1alpha1.WebhookFinalizer},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "Thing", Name: "t", UID: "u"}}},
+		Spec: keywardv1alpha1.APIKeySpec{Description: big[:1024], DisplayName: "d", Scopes: []keywardv1alpha1.Scope{"a:b"},
+			RateLimit:      &keywardv1alpha1.RateLimit{Requests: 1, Period: "1s"},
+			Webhook:        &keywardv1alpha1.WebhookSpec{URL: "https://h.example", CABundle: big[:60000]},
+			SecretTemplate: &keywardv1alpha1.SecretTemplate{Labels: map[string]string{"team": "billing"}}},
 		Status: keywardv1alpha1.APIKeyStatus{KeyID: "kid_1", Usage: &keywardv1alpha1.UsageStatus{Requests: 7, Keys: []keywardv1alpha1.KeyUsage{
 			{KeyID: "kid_1", Valid: 7, LastUsedAt: &used, Rejected: map[string]int64{"EXPIRED": 1}}, {KeyID: "kid_0", RateLimited: 2}}}},
 	}
@@ -137,8 +152,19 @@ func TestTheManagersCacheKeepsOfAnAPIKeyOnlyWhatItReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := out.(*keywardv1alpha1.APIKey)
-	if got.ManagedFields != nil || got.Annotations[lastAppliedAnnotation] != "" {
-		t.Errorf("cached managedFields %v, last-applied %q; want neither", got.ManagedFields, got.Annotations[lastAppliedAnnotation])
+	if got.ManagedFields != nil || len(got.Annotations) != 1 || got.Labels != nil || got.OwnerReferences != nil {
+		t.Errorf("cached managedFields %v, annotations %d, labels %v, owners %v; want the rotate annotation alone",
+			got.ManagedFields, len(got.Annotations), got.Labels, got.OwnerReferences)
+	}
+	if !reflect.DeepEqual(got.Finalizers, []string{keywardv1alpha1.WebhookFinalizer}) {
+		t.Errorf("cached finalizers %v; want Keyward's alone", got.Finalizers)
+	}
+	if s := got.Spec; s.Description != "" || s.DisplayName != "" || s.Scopes != nil || s.RateLimit != nil || s.Webhook.CABundle != "" ||
+		s.Webhook.URL != "https://h.example" || s.SecretTemplate.Labels["team"] != "billing" {
+		t.Errorf("cached spec %+v; want it without what only the verifier and the delivery read", s)
+	}
+	if ak.Spec.Webhook.CABundle == "" || len(ak.Annotations) != 4 {
+		t.Error("the transform changed the object it was given (an informer's copy)")
 	}
 	// Of the usage report, only each key's last use (whether a previous key is still used).
 	if u := got.Status.Usage; u == nil || u.Requests != 0 || len(u.Keys) != 1 ||
@@ -147,5 +173,53 @@ func TestTheManagersCacheKeepsOfAnAPIKeyOnlyWhatItReads(t *testing.T) {
 	}
 	if got.Annotations[keywardv1alpha1.RotateAnnotation] != "t1" || got.Status.KeyID != "kid_1" || got.Name != "k" {
 		t.Errorf("the transform dropped what the manager reads: %+v", got)
+	}
+}
+
+// One namespace's 20,000 APIKeys in conflict or churn (requeued after their back-off, retried after
+// errors, re-added by events) delay another namespace's revocation by one reconcile, not by 20,000: the key
+// controller's queue, as built for production on a fake clock, takes turns between namespaces.
+func TestOneNamespacesBacklogDelaysAnotherNamespacesRevocationByOneReconcile(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC))
+	q := NewFairQueue("apikey", workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](5*time.Millisecond, time.Minute), clk)
+	defer q.ShutDown()
+	churn := func(i int) reconcile.Request {
+		return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "crowded", Name: fmt.Sprintf("key-%05d", i)}}
+	}
+	for i := range 20000 {
+		switch i % 3 {
+		case 0:
+			q.Add(churn(i))
+		case 1:
+			q.AddAfter(churn(i), 30*time.Second) // conflicts looking again
+		default:
+			q.AddRateLimited(churn(i)) // failed reconciles retrying
+		}
+	}
+	clk.Step(time.Minute)
+	for q.Len() < 20000 { // the delayed adds reach the queue on the clock's goroutine
+		runtime.Gosched()
+	}
+	gets := 0
+	take := func() reconcile.Request {
+		item, _ := q.Get()
+		gets++
+		q.Done(item)
+		q.Add(item) // churn: every one comes back
+		return item
+	}
+	for range 500 {
+		take()
+	}
+	revocation := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "quiet", Name: "leaked"}}
+	q.Add(revocation)
+	before := gets
+	for take() != revocation {
+		if gets-before > 20000 {
+			t.Fatal("the revocation was never served")
+		}
+	}
+	if waited := gets - before - 1; waited > 1 {
+		t.Errorf("the revocation waited for %d reconciles of the crowded namespace; want at most 1", waited)
 	}
 }

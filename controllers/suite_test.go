@@ -207,9 +207,8 @@ func (h *harness) runManager(opts managerOptions) *runningManager {
 	ctrlOpts := controller.Options{
 		// The queue's delays run on the fake clock, so stepping the clock fires requeues at exact instants.
 		NewQueue: func(name string, _ workqueue.TypedRateLimiter[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
-			q := &schedulingQueue{clock: h.clock, TypedRateLimitingInterface: workqueue.NewTypedRateLimitingQueueWithConfig(
-				workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](0, 0),
-				workqueue.TypedRateLimitingQueueConfig[reconcile.Request]{Name: name, Clock: h.clock})}
+			q := &schedulingQueue{clock: h.clock, TypedRateLimitingInterface: NewFairQueue(name,
+				workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](0, 0), h.clock)}
 			if name == "webhook" {
 				h.webhookQueue.Store(q)
 			} else {
@@ -385,6 +384,21 @@ func (q *schedulingQueue) scheduledTimes() []time.Time {
 	return append([]time.Time(nil), q.scheduled...)
 }
 
+// scheduledAfter returns how many requeues are scheduled after t, and the earliest of them.
+func (q *schedulingQueue) scheduledAfter(t time.Time) (n int, earliest time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, s := range q.scheduled {
+		if s.After(t) {
+			n++
+			if earliest.IsZero() || s.Before(earliest) {
+				earliest = s
+			}
+		}
+	}
+	return n, earliest
+}
+
 func (q *schedulingQueue) scheduledBetween(after, by time.Time) bool {
 	if q == nil {
 		return false
@@ -530,15 +544,15 @@ func (w recordingStatusWriter) Patch(ctx context.Context, obj client.Object, pat
 	return err
 }
 
-// touch changes an unrelated annotation of the APIKey, which makes the controller reconcile it, and waits
-// until it has.
+// touch sets keyward.dev/requested-at on the APIKey, which makes the controller reconcile it and changes
+// nothing else, and waits until it has.
 func (h *harness) touch(name string) {
 	h.t.Helper()
 	touched := h.update(name, func(ak *keywardv1alpha1.APIKey) {
 		if ak.Annotations == nil {
 			ak.Annotations = map[string]string{}
 		}
-		ak.Annotations["test.keyward.dev/touched"] = time.Now().Format(time.RFC3339Nano)
+		ak.Annotations[keywardv1alpha1.RequestedAtAnnotation] = time.Now().Format(time.RFC3339Nano)
 	})
 	h.waitReconciledAt(name, touched.ResourceVersion)
 }

@@ -304,9 +304,7 @@ func (r *WebhookReconciler) release(ctx context.Context, ak *keywardv1alpha1.API
 	if !controllerutil.ContainsFinalizer(ak, keywardv1alpha1.WebhookFinalizer) {
 		return nil
 	}
-	base := ak.DeepCopy()
-	controllerutil.RemoveFinalizer(ak, keywardv1alpha1.WebhookFinalizer)
-	if err := r.Client.Patch(ctx, ak, client.MergeFrom(base)); client.IgnoreNotFound(err) != nil {
+	if err := setWebhookFinalizer(ctx, r.Client, r.APIReader, client.ObjectKeyFromObject(ak), false); err != nil {
 		return fmt.Errorf("removing the webhook finalizer: %w", err)
 	}
 	return nil

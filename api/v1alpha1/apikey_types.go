@@ -116,12 +116,19 @@ type APIKeySpec struct {
 	Webhook *WebhookSpec `json:"webhook,omitempty"`
 }
 
-// SecretTemplate holds metadata that Keyward copies onto the generated Secret.
+// SecretTemplate holds metadata that Keyward copies onto the generated Secret. It is bounded, since the
+// manager keeps it in memory for every APIKey: keys of at most 317 characters (a 253-character prefix, '/'
+// and a 63-character name), label values of at most 63 and annotation values of at most 4096 characters, and
+// at most 16384 characters of keys and values in all.
+//
+// +kubebuilder:validation:XValidation:rule="(has(self.labels) ? self.labels.map(k, size(k) + size(self.labels[k])).sum() : 0) + (has(self.annotations) ? self.annotations.map(k, size(k) + size(self.annotations[k])).sum() : 0) <= 16384",message="secretTemplate: the keys and values of labels and annotations together must be at most 16384 characters"
 type SecretTemplate struct {
 	// Labels added to the Secret. Keys under keyward.dev/ are reserved for Keyward, and keys another
 	// controller acts on (ForeignControllerKeyPattern) are refused.
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule=`self.all(k, !k.matches('^([a-z0-9.-]*\\.)?keyward\\.dev/'))`,message="label keys under keyward.dev/ are reserved for Keyward"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317)",message="label keys must be at most 317 characters"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 63)",message="label values must be at most 63 characters"
 	// +kubebuilder:validation:XValidation:rule=`self.all(k, !k.matches('^([a-z0-9.-]*\\.)?(argoproj\\.io|emberstack\\.com|mittwald\\.de|appscode\\.com|cert-manager\\.io|external-secrets\\.io|fluxcd\\.io)/'))`,message="label keys that another controller acts on (Argo CD, Secret reflectors and replicators, cert-manager, External Secrets, Flux) are refused: Keyward's manager never writes them"
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
@@ -130,6 +137,8 @@ type SecretTemplate struct {
 	// controller acts on (ForeignControllerKeyPattern) are refused.
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule=`self.all(k, !k.matches('^([a-z0-9.-]*\\.)?keyward\\.dev/'))`,message="annotation keys under keyward.dev/ are reserved for Keyward"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317)",message="annotation keys must be at most 317 characters"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 4096)",message="annotation values must be at most 4096 characters"
 	// +kubebuilder:validation:XValidation:rule=`self.all(k, !k.matches('^([a-z0-9.-]*\\.)?(argoproj\\.io|emberstack\\.com|mittwald\\.de|appscode\\.com|cert-manager\\.io|external-secrets\\.io|fluxcd\\.io)/'))`,message="annotation keys that another controller acts on (Argo CD, Secret reflectors and replicators, cert-manager, External Secrets, Flux) are refused: Keyward's manager never writes them"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`

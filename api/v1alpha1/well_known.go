@@ -21,6 +21,12 @@ const (
 	// status.webhook.lastTest.token sends one. Keyward never removes it.
 	WebhookTestAnnotation = "keyward.dev/webhook-test"
 
+	// RequestedAtAnnotation asks Keyward to look at the APIKey again at once: any new value starts a
+	// reconcile and nothing else (as Flux's reconcile.fluxcd.io/requestedAt). The manager keeps only the
+	// annotations it acts on, so editing any other annotation does not. Useful after resolving a
+	// SecretConflict, which is otherwise looked at again after a back-off.
+	RequestedAtAnnotation = "keyward.dev/requested-at"
+
 	// ForeignControllerKeyPattern matches the label and annotation keys of other controllers that act on a
 	// Secret carrying them: Argo CD turns it into cluster or repository credentials, Secret reflectors and
 	// replicators (emberstack, mittwald, kubed) copy it into other namespaces, cert-manager injects it as a

@@ -129,6 +129,19 @@ func TestTheChartRendersItsVariants(t *testing.T) {
 				t.Error("manager lacks the webhook allow-list")
 			}
 		}},
+		{"a quota of APIKeys per tenant namespace", map[string]any{
+			"apiKeyQuota": map[string]any{"namespaces": []any{"team-a", "team-b"}, "count": 200},
+		}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			for _, ns := range []string{"team-a", "team-b"} {
+				q := find(objs, "ResourceQuota", ns, "keyward-apikeys")
+				if q == nil {
+					t.Fatalf("no ResourceQuota in %s", ns)
+				}
+				if got, _, _ := unstructured.NestedString(q.Object, "spec", "hard", "count/apikeys.keyward.dev"); got != "200" {
+					t.Errorf("%s: count/apikeys.keyward.dev %q, want 200", ns, got)
+				}
+			}
+		}},
 		{"CRDs elsewhere, monitoring on, no PDB or network policies", map[string]any{
 			"crds":            map[string]any{"enabled": false},
 			"metrics":         map[string]any{"serviceMonitor": map[string]any{"enabled": true}},

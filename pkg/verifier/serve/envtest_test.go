@@ -95,7 +95,7 @@ func startCluster(t testing.TB) *cluster {
 	}
 	start(ctrlMgr)
 
-	verMgr := newManager(testenv.VerifierUser, cache.Options{})
+	verMgr := newManager(testenv.VerifierUser, serve.CacheOptions())
 	synced, err := serve.Watch(ctx, c.index, verMgr.GetCache())
 	if err != nil {
 		t.Fatal(err)

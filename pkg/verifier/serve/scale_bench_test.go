@@ -93,10 +93,10 @@ func BenchmarkVerifierAtScale(b *testing.B) {
 		idle := testenv.LiveHeap()
 		ctx, cancel := context.WithCancel(context.Background())
 		start := time.Now()
+		cacheOpts := serve.CacheOptions()
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{ns: {}}
 		mgr, err := ctrl.NewManager(testenv.ImpersonatingConfig(env.Config, testenv.VerifierUser), ctrl.Options{
-			Scheme: testenv.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-			Cache: cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}},
-				DefaultTransform: cache.TransformStripManagedFields()},
+			Scheme: testenv.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, Cache: cacheOpts,
 			Logger:     zap.New(zap.WriteTo(b.Output())),
 			Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		})

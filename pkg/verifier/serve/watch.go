@@ -8,8 +8,10 @@ import (
 
 	"github.com/keyward-dev/keyward/pkg/verifier"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
@@ -48,6 +50,35 @@ func upsertObject(ix *verifier.Index, obj any) {
 	if ak, ok := obj.(*keywardv1alpha1.APIKey); ok {
 		ix.Upsert(ak)
 	}
+}
+
+// CacheOptions is the verifier's cache: APIKeys as TrimAPIKey keeps them, managedFields dropped from
+// anything else. cmd/verifier adds its namespaces and EndpointSlices to it.
+func CacheOptions() cache.Options {
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{&keywardv1alpha1.APIKey{}: {Transform: TrimAPIKey}},
+		DefaultTransform: cache.TransformStripManagedFields()}
+}
+
+// TrimAPIKey is the verifier's cache transform for APIKeys: it keeps only what Verify and the usage reports
+// read (identity, deletion, spec.disabled, scopes and rate limit, the current and previous keys in status,
+// and status.usage), so that what a tenant may write beside them (annotations and labels up to the API
+// server's object size, a secretTemplate, a webhook CA bundle, conditions) costs every replica nothing. The
+// usage reporter writes with merge patches computed between two copies of this trimmed object, so only
+// status.usage is ever sent.
+func TrimAPIKey(obj any) (any, error) {
+	ak, ok := obj.(*keywardv1alpha1.APIKey)
+	if !ok {
+		return cache.TransformStripManagedFields()(obj)
+	}
+	return &keywardv1alpha1.APIKey{TypeMeta: ak.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+		Name: ak.Name, Namespace: ak.Namespace, UID: ak.UID, ResourceVersion: ak.ResourceVersion,
+		Generation: ak.Generation, DeletionTimestamp: ak.DeletionTimestamp,
+	}, Spec: keywardv1alpha1.APIKeySpec{
+		Disabled: ak.Spec.Disabled, Scopes: ak.Spec.Scopes, RateLimit: ak.Spec.RateLimit,
+	}, Status: keywardv1alpha1.APIKeyStatus{
+		KeyID: ak.Status.KeyID, KeyHash: ak.Status.KeyHash, ExpiresAt: ak.Status.ExpiresAt,
+		PreviousKeys: ak.Status.PreviousKeys, Usage: ak.Status.Usage,
+	}}, nil
 }
 
 // SyncedCheck is a readiness check that fails until synced (from Watch) reports the initial list indexed,
