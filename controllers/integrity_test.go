@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -422,6 +423,64 @@ func TestAnExpiredKeyIsNotRevivedByAValidityEdit(t *testing.T) {
 	if got := acceptedBy(ak, h.key("trial"), h.clock.Now()); got != verifier.CodeExpired {
 		t.Errorf("the verifier answers %s for the expired key", got)
 	}
+}
+
+// A namespace editor saves the Secret's record, lets the key expire by moving expiresAt into the past, sets
+// the validity back and restores the saved record: a genuine signature over the same revision with the
+// later expiry it once had. The key must stay stopped: a minted key's expiry never moves later, and that
+// record is tampering, answered with a new key and a SecretTampered event.
+func TestARestoredRecordWithALaterExpiryIsTamperingAndNeverRevivesTheKey(t *testing.T) {
+	testenv.Need(t)
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	// Without automatic rotation, so that nothing but the restored record can bring a key back.
+	h.create("orders", "validity: 90d\nrotation: {policy: Disabled}")
+	h.waitReady("orders")
+	oldKey := h.key("orders")
+	saved := map[string]string{}
+	for k, v := range h.secret("orders").Annotations {
+		if strings.HasPrefix(k, "keyward.dev/") {
+			saved[k] = v
+		}
+	}
+
+	end := metav1.NewTime(h.clock.Now().Add(time.Hour))
+	h.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Validity, ak.Spec.ExpiresAt = "", &end })
+	h.waitFor("orders", "the earlier expiry", func(ak *keywardv1alpha1.APIKey) bool {
+		return ak.Status.ExpiresAt != nil && ak.Status.ExpiresAt.Time.Equal(end.Time)
+	})
+	h.stepToRequeue(time.Hour)
+	h.waitFor("orders", "Expired", readyIs(metav1.ConditionFalse, keywardv1alpha1.ReasonExpired))
+
+	h.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Validity, ak.Spec.ExpiresAt = "90d", nil })
+	ak := h.waitFor("orders", "the edit judged", func(ak *keywardv1alpha1.APIKey) bool {
+		return ak.Generation == 3 && ak.Status.ObservedGeneration == 3
+	})
+	if ak.Status.Revision != 1 || !ak.Status.ExpiresAt.Time.Equal(end.Time) {
+		t.Errorf("revision %d expiry %v after the validity edit; a longer validity must not extend a minted key",
+			ak.Status.Revision, ak.Status.ExpiresAt)
+	}
+	if got := acceptedBy(ak, oldKey, h.clock.Now()); got == verifier.CodeValid {
+		t.Fatal("a longer validity revived the expired key")
+	}
+
+	s := h.secret("orders")
+	maps.Copy(s.Annotations, saved)
+	if err := env.Client.Update(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	ak = h.waitFor("orders", "revision 2", revisionIs(2))
+	if ak.Status.LastRotationReason != keywardv1alpha1.RotationSecretTampered {
+		t.Errorf("reason %q, want SecretTampered", ak.Status.LastRotationReason)
+	}
+	if got := acceptedBy(ak, oldKey, h.clock.Now()); got == verifier.CodeValid {
+		t.Errorf("the restored record revived the expired key: %s", got)
+	}
+	ev := h.waitForEvent(EventSecretTampered, 1)[0]
+	if !strings.Contains(ev.Note, keyrecord.AnnotationExpiresAt) {
+		t.Errorf("the SecretTampered event does not name %s: %q", keyrecord.AnnotationExpiresAt, ev.Note)
+	}
+	h.assertNoKeyMaterialLeaked()
 }
 
 func TestCalendarExpiryIsComputedInUTCWhateverTheClocksZone(t *testing.T) {

@@ -124,6 +124,11 @@ func (c Claim) Check(signer *Signer, sub Subject, lastGenuine Record, now time.T
 		// A genuine but older record put back (a replay): it would revive a key Keyward replaced.
 		changed = append(changed, AnnotationRevision+" (an older record, revision "+strconv.FormatInt(c.Record.Revision, 10)+
 			", was put back over revision "+strconv.FormatInt(lastGenuine.Revision, 10)+")")
+	case !lastGenuine.IsZero() && c.Record.Revision == lastGenuine.Revision && c.Record.ExpiresAt.After(lastGenuine.ExpiresAt):
+		// A genuine record of the same key put back with the later expiry it once had: a key's expiry only
+		// ever moves earlier, so this would revive a key that was shortened or has expired.
+		changed = append(changed, AnnotationExpiresAt+" (a later expiry, "+formatTime(c.Record.ExpiresAt)+
+			", was put back over "+formatTime(lastGenuine.ExpiresAt)+")")
 	}
 	if len(changed) > 0 {
 		return &TamperedError{Changed: slices.Compact(changed)}

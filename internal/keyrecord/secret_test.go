@@ -222,3 +222,28 @@ func TestCheckSaysAGenuineRecordOlderThanAWithdrawalIsSuperseded(t *testing.T) {
 		t.Errorf("an edited key under a withdrawal: %v, want a TamperedError", err)
 	}
 }
+
+// A key's expiry only ever moves earlier: its own genuine record from before a shorter expiry, put back over
+// the one status shows, is tampering, named by the expiry it would bring back.
+func TestCheckSaysAGenuineRecordWithALaterExpiryThanStatusIsTampering(t *testing.T) {
+	c := contents(t, nil)
+	s := &corev1.Secret{}
+	WriteSecret(s, c, testSigner(t), subject)
+	shortened := c.Record
+	shortened.ExpiresAt = issued.Add(time.Hour)
+	err := ReadSecret(s).Check(testSigner(t), subject, shortened, issued)
+	var te *TamperedError
+	if !errors.As(err, &te) {
+		t.Fatalf("Check = %v, want a TamperedError", err)
+	}
+	want := []string{AnnotationExpiresAt + " (a later expiry, " + formatTime(c.Record.ExpiresAt) + ", was put back over " +
+		formatTime(shortened.ExpiresAt) + ")"}
+	if !reflect.DeepEqual(te.Changed, want) {
+		t.Errorf("Changed = %q, want %q", te.Changed, want)
+	}
+	lengthened := c.Record
+	lengthened.ExpiresAt = c.Record.ExpiresAt.Add(time.Hour)
+	if err := ReadSecret(s).Check(testSigner(t), subject, lengthened, issued); err != nil {
+		t.Errorf("a Secret whose expiry is earlier than status shows (a shortening written before its status): %v", err)
+	}
+}

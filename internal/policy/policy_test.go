@@ -248,6 +248,27 @@ func TestPlanMints(t *testing.T) {
 	}
 }
 
+// A longer validity applies to the next key: the current one keeps its recorded expiry and is renewed
+// before it, by the renewal lead the spec now gives.
+func TestALongerValidityRenewsBeforeTheRecordedExpiryNotTheSpecs(t *testing.T) {
+	issued := at("2026-11-24T10:00:00Z")
+	rec := keyrecord.Record{Hash: hash("c"), Revision: 1, IssuedAt: issued, ExpiresAt: at("2026-12-24T10:00:00Z")} // minted for 30d
+	spec := Spec{Validity: period.MustParse("90d"), AutoRotate: true, RenewBefore: ptrPeriod("7d")}
+	p := PlanFor(Observation{Now: at("2026-12-01T00:00:00Z"), Spec: spec, Secret: SecretGenuine, Current: rec, LastKnown: rec})
+	if p.Mint != nil || !p.Record.ExpiresAt.Equal(rec.ExpiresAt) || !p.RenewalTime.Equal(at("2026-12-17T10:00:00Z")) {
+		t.Errorf("mint %v expiry %v renewal %v; want the recorded expiry and a renewal 7d before it", p.Mint, p.Record.ExpiresAt, p.RenewalTime)
+	}
+	p = PlanFor(Observation{Now: at("2026-12-17T10:00:00Z"), Spec: spec, Secret: SecretGenuine, Current: rec, LastKnown: rec})
+	if p.Mint == nil || p.Mint.Reason != keywardv1alpha1.RotationExpiring || !p.Record.ExpiresAt.Equal(at("2027-03-17T10:00:00Z")) {
+		t.Errorf("mint %+v expiry %v; want the renewal, whose new key has the longer validity", p.Mint, p.Record.ExpiresAt)
+	}
+}
+
+func ptrPeriod(s string) *period.Period {
+	p := period.MustParse(s)
+	return &p
+}
+
 func TestPlanJudgesTheKey(t *testing.T) {
 	issued := at("2026-11-24T10:00:00Z")
 	noRotate := Spec{Validity: period.MustParse("30d")}
@@ -270,7 +291,7 @@ func TestPlanJudgesTheKey(t *testing.T) {
 		{"expired at the instant", noRotate, current, "2026-12-24T10:00:00Z", keywardv1alpha1.ReasonExpired, true, "2026-12-24T10:00:00Z", ""},
 		{"fixed expiry passed", Spec{FixedExpiry: at("2026-12-01T00:00:00Z")}, current, "2026-12-02T00:00:00Z", keywardv1alpha1.ReasonExpired, true, "2026-12-01T00:00:00Z", ""},
 		{"a longer validity does not revive an expired key", noRotate, expiredRecord, "2026-11-26T00:00:00Z", keywardv1alpha1.ReasonExpired, true, "2026-11-25T10:00:00Z", ""},
-		{"a longer validity extends a key that has not expired", noRotate, expiredRecord, "2026-11-25T09:00:00Z", keywardv1alpha1.ReasonKeyReady, false, "2026-12-24T10:00:00Z", "2026-12-24T10:00:00Z"},
+		{"a longer validity never extends a key already minted", noRotate, expiredRecord, "2026-11-25T09:00:00Z", keywardv1alpha1.ReasonKeyReady, false, "2026-11-25T10:00:00Z", "2026-11-25T10:00:00Z"},
 		{"disabled wins over valid", disabled, current, "2026-11-25T00:00:00Z", keywardv1alpha1.ReasonDisabled, false, "2026-12-24T10:00:00Z", "2026-12-24T10:00:00Z"},
 		{"disabled wins over expired", disabled, current, "2027-01-01T00:00:00Z", keywardv1alpha1.ReasonDisabled, false, "2026-12-24T10:00:00Z", ""},
 	}
@@ -572,12 +593,18 @@ func TestJudgeSecretSaysWhoseASecretIs(t *testing.T) {
 		{"an orphan, adopted", SecretClaim{Label: "orders", Adopt: true}, Ours, ""},
 		{"left by an earlier APIKey of the same name", SecretClaim{Label: "orders", Controller: earlier}, EarlierAPIKey, "earlier APIKey"},
 		{"an adopt annotation does not take a controlled Secret", SecretClaim{Label: "orders", Controller: earlier, Adopt: true}, EarlierAPIKey, "uid-1"},
-		{"controlled by another controller", SecretClaim{Label: "orders", Controller: other}, OtherController, "ExternalSecret db"},
+		{"controlled by another controller", SecretClaim{Label: "orders", Controller: other}, OtherController, `"ExternalSecret" "db"`},
+		{"an owner reference written to forge a line and drive a terminal", SecretClaim{Label: "orders", Controller: &metav1.OwnerReference{
+			Kind: "X\r\nReady=True KeyReady", Name: "n\x1b]52;c;ZXZpbA==\x07\u202e", UID: "u"}}, OtherController,
+			`"X\r\nReady=True KeyReady" "n\x1b]52;c;ZXZpbA==\x07\u202e"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.claim.APIKey, tc.claim.UID, tc.claim.Secret = "orders", "uid-2", "orders"
 			got, msg := JudgeSecret(tc.claim)
+			if strings.ContainsAny(msg, "\r\n\x1b\x07\u202e") {
+				t.Errorf("the message carries control characters: %q", msg)
+			}
 			if got != tc.want || !strings.Contains(msg, tc.says) || (tc.says == "") != (msg == "") {
 				t.Errorf("JudgeSecret = %v, %q; want %v saying %q", got, msg, tc.want, tc.says)
 			}
