@@ -19,6 +19,7 @@ import (
 
 	"code.dny.dev/ssrf"
 
+	"github.com/keyward-dev/keyward/internal/textguard"
 	"github.com/keyward-dev/keyward/internal/webhook"
 )
 
@@ -54,13 +55,22 @@ type Result struct {
 	Took time.Duration
 }
 
-// Summary describes the result for status and events; it never holds the payload.
+// Summary describes the result for status and events; it never holds the payload. An error can quote what
+// the receiver sent (the names in its certificate, say), so it is escaped and bounded like all text others
+// wrote: it cannot forge a line of the condition or event that shows it, nor drive a terminal.
 func (r Result) Summary() string {
 	if r.Err != nil {
-		return r.Err.Error()
+		msg := r.Err.Error()
+		if len(msg) > maxSummary {
+			msg = msg[:maxSummary] + "…"
+		}
+		return textguard.Escape(msg)
 	}
 	return fmt.Sprintf("HTTP %d %s", r.Status, http.StatusText(r.Status))
 }
+
+// maxSummary bounds an error's text in status and events.
+const maxSummary = 1024
 
 // Failed is the result of an attempt that could not be made.
 func Failed(err error) Result { return Result{Outcome: webhook.Failed, Err: err} }

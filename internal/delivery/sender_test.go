@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/pem"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -91,5 +92,19 @@ func TestParseCABundleTakesPEMOrBase64EncodedPEM(t *testing.T) {
 		if _, err := ParseCABundle(bundle); err == nil {
 			t.Errorf("%s is accepted", name)
 		}
+	}
+}
+
+// A receiver controls parts of the errors a delivery gets (its certificate's names, say); what status and
+// events say of them cannot forge a line or drive a terminal, and is bounded.
+func TestAnErrorsTextIsEscapedAndBoundedInTheSummary(t *testing.T) {
+	r := Failed(errors.New("x509: certificate is valid for evil\r\nReady=True KeyReady\x1b]52;c;ZXZpbA==\x07, not hooks.example.com" +
+		strings.Repeat("x", 4096)))
+	got := r.Summary()
+	if strings.ContainsAny(got, "\r\n\x1b\x07") {
+		t.Errorf("the summary carries control characters: %q", got)
+	}
+	if !strings.Contains(got, `evil\r\nReady=True KeyReady\x1b]52`) || len(got) > maxSummary+64 {
+		t.Errorf("summary %q (%d bytes); want the escaped text, bounded", got[:min(len(got), 120)], len(got))
 	}
 }

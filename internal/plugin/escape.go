@@ -4,9 +4,8 @@ import (
 	"fmt"
 	"io"
 	"reflect"
-	"strings"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/keyward-dev/keyward/internal/textguard"
 )
 
 // Everything the plugin prints passes through two guards, because most of it was written by tenants:
@@ -19,57 +18,9 @@ import (
 //   - terminalWriter, around the plugin's output, escapes any control character left in the whole stream
 //     but the newlines and tabs of the plugin's own layout.
 
-// Escape returns s with every control character (C0, DEL, C1), every Unicode bidirectional formatting
-// character and every byte that is not UTF-8 written as a visible escape: \n, \t, \x1b, \u202e.
-func Escape(s string) string { return escape(s, false) }
-
-func escape(s string, keepLayout bool) string {
-	if !needsEscape(s, keepLayout) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && n == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case keepLayout && (r == '\n' || r == '\t'):
-			b.WriteRune(r)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case unsafeRune(r) && r < 0x100:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case unsafeRune(r):
-			fmt.Fprintf(&b, `\u%04x`, r)
-		default:
-			b.WriteRune(r)
-		}
-		i += n
-	}
-	return b.String()
-}
-
-func needsEscape(s string, keepLayout bool) bool {
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if (r == utf8.RuneError && n == 1) || (unsafeRune(r) && !(keepLayout && (r == '\n' || r == '\t'))) {
-			return true
-		}
-		i += n
-	}
-	return false
-}
-
-// unsafeRune reports control characters and the bidirectional formatting characters that reorder what a
-// terminal shows (Trojan Source).
-func unsafeRune(r rune) bool {
-	return unicode.IsControl(r) || r == '\u061c' || r == '\u200e' || r == '\u200f' ||
-		(r >= '\u202a' && r <= '\u202e') || (r >= '\u2066' && r <= '\u2069')
-}
+// Escape returns s with every control character, bidirectional formatting character and invalid byte
+// written as a visible escape (textguard.Escape).
+func Escape(s string) string { return textguard.Escape(s) }
 
 // printf writes format with every string-like argument escaped. The formats are the plugin's own.
 func printf(w io.Writer, format string, args ...any) {
@@ -94,10 +45,10 @@ type terminalWriter struct{ w io.Writer }
 
 func (t terminalWriter) Write(p []byte) (int, error) {
 	s := string(p)
-	if !needsEscape(s, true) {
+	if !textguard.NeedsEscape(s, true) {
 		return t.w.Write(p)
 	}
-	if _, err := io.WriteString(t.w, escape(s, true)); err != nil {
+	if _, err := io.WriteString(t.w, textguard.EscapeKeepingLayout(s)); err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -6,6 +6,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/textguard"
 )
 
 // SecretClaim is what decides whose a Secret is: the APIKey that wants it and the Secret's label and
@@ -74,7 +75,10 @@ func JudgeSecret(c SecretClaim) (Ownership, string) {
 	case ref.Kind == "APIKey" && ref.Name == c.APIKey:
 		return EarlierAPIKey, fmt.Sprintf("Secret %s belongs to an earlier APIKey %s (uid %s) that was deleted; Keyward does not adopt it, "+
 			"so its key is not brought back. Garbage collection removes it, after which a new key is minted; delete it to go faster",
-			c.Secret, ref.Name, ref.UID)
+			c.Secret, ref.Name, textguard.Quote(string(ref.UID)))
 	}
-	return OtherController, fmt.Sprintf("Secret %s is controlled by %s %s, not by this APIKey", c.Secret, ref.Kind, ref.Name)
+	// The owner reference is whatever the Secret's writer put there: quoted, so that it cannot forge a line
+	// or drive the terminal of whoever reads the condition or the event.
+	return OtherController, fmt.Sprintf("Secret %s is controlled by %s %s, not by this APIKey", c.Secret,
+		textguard.Quote(ref.Kind), textguard.Quote(ref.Name))
 }
