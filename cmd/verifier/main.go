@@ -27,7 +27,6 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -80,9 +79,11 @@ func main() {
 	flag.StringVar(&o.decisionLog, "decision-log", "stdout",
 		"Where the decision log's JSON lines go: stdout, off, or a file path (appended to).")
 	flag.Float64Var(&o.decisionLogOptions.ValidSample, "decision-log-valid-sample", serve.DefaultDecisionLogValidSample,
-		"Fraction (0 to 1) of valid decisions the decision log records; rejections are always recorded, up to the rate below.")
+		"Fraction (0 to 1) of valid decisions the decision log records (1, all of them, by default: a complete audit trail); rejections are recorded within the budgets below.")
 	flag.Float64Var(&o.decisionLogOptions.RejectionsPerSecond, "decision-log-rejections-per-second", serve.DefaultDecisionLogRejectionsPerSecond,
-		"Most rejections the decision log records per second; those over it are counted in keyward_verifier_decision_log_dropped_total.")
+		"Most rejections of known keys the decision log records per second in each namespace; those over it are counted in keyward_verifier_decision_log_dropped_total{category=\"known_key\"}.")
+	flag.Float64Var(&o.decisionLogOptions.UnknownPerSecond, "decision-log-unknown-per-second", serve.DefaultDecisionLogUnknownPerSecond,
+		"Most decisions on unknown, malformed or missing keys the decision log records per second; those over it are counted in keyward_verifier_decision_log_dropped_total{category=\"unknown_key\"}.")
 	flag.IntVar(&o.decisionLogOptions.Buffer, "decision-log-buffer", serve.DefaultDecisionLogBuffer,
 		"Decisions that may wait for a slow log sink; when full, decisions are counted instead of logged and never wait.")
 	flag.StringVar(&o.decisionLogOptions.ClientHeader, "decision-log-client-header", "",
@@ -197,8 +198,7 @@ func newScheme() *runtime.Scheme {
 // cacheOptions watches the trusted namespaces only (all without --namespaces), and only the verifier's own
 // EndpointSlices.
 func (o options) cacheOptions(c checked) cache.Options {
-	// managedFields is most of an APIKey's size and nothing the verifier reads.
-	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{}, DefaultTransform: cache.TransformStripManagedFields()}
+	opts := serve.CacheOptions()
 	if c.allowed != nil {
 		opts.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range c.allowed {

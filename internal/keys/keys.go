@@ -232,3 +232,41 @@ func Hint(key string) string {
 	}
 	return p.Prefix + "_…" + key[len(key)-4:]
 }
+
+// Redact returns s with every key in it, wherever it stands, replaced by replacement: every substring of a
+// key's shape whose checksum holds, whoever's it is and whether or not anyone presented it. The checksum
+// is what makes this exact: random text of a key's shape passes it once in 2^32. It allocates only when it
+// replaces something.
+func Redact(s, replacement string) string {
+	var b []byte
+	done := 0 // s[:done] is already in b (or, while b is nil, needs no change)
+	for i := 0; i < len(s); i++ {
+		if s[i] != '_' || i+1+BodyLength > len(s) {
+			continue
+		}
+		start := -1
+		for j := i - MinPrefixLength; j >= max(i-MaxPrefixLength, done); j-- {
+			if !isPrefixByte(s[j]) {
+				break
+			}
+			if s[j] >= 'a' && s[j] <= 'z' {
+				if _, err := Parse(s[j : i+1+BodyLength]); err == nil {
+					start = j
+					break
+				}
+			}
+		}
+		if start < 0 {
+			continue
+		}
+		b = append(append(b, s[done:start]...), replacement...)
+		done = i + 1 + BodyLength
+		i = done - 1
+	}
+	if b == nil {
+		return s
+	}
+	return string(append(b, s[done:]...))
+}
+
+func isPrefixByte(c byte) bool { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') }

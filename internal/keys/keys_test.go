@@ -205,3 +205,32 @@ func TestChecksumStringMatchesTheStandardLibrary(t *testing.T) {
 		}
 	}
 }
+
+func TestRedactReplacesEveryKeyWhereverItStands(t *testing.T) {
+	a, b := mustGenerate(t, "kw"), mustGenerate(t, "ord")
+	fake := "kw_" + strings.Repeat("A", BodyLength) // a key's shape, a wrong checksum
+	cases := []struct{ in, want string }{
+		{"/download/" + a, "/download/[key]"},
+		{a + "." + b + ".example", "[key].[key].example"},
+		{"x" + a, "x[key]"},          // a letter before the prefix is not part of the key
+		{"9" + a + "Z", "9[key]Z"},   // nor a character after its body
+		{"/u/" + fake, "/u/" + fake}, // no checksum, no key
+		{"kw_short", "kw_short"},     // too short
+		{"", ""},
+		{"____" + a + "__", "____[key]__"},
+	}
+	for _, tc := range cases {
+		if got := Redact(tc.in, "[key]"); got != tc.want {
+			t.Errorf("Redact(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func mustGenerate(t *testing.T, prefix string) string {
+	t.Helper()
+	k, err := Generate(prefix, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}

@@ -40,6 +40,8 @@ type Index struct {
 	invalidRateLimits, namespaceListErrors, peerListErrors atomic.Int64
 	// log receives a line for each of them; see SetLogger.
 	log logr.Logger
+	// betweenDrainBatches, when set (tests), runs after each batch of a drain, with the lock released.
+	betweenDrainBatches func()
 }
 
 // Failures counts what the index could not know and therefore refused instead of guessing.

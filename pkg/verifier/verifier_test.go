@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -230,5 +231,49 @@ func TestUsagePerKeySurvivesStatusUpdatesAndARemovedKeyIsReportedOnce(t *testing
 	ix.RestoreUsage(drained[0])
 	if back := byID(ix.DrainUsage()); back[cur.KeyID].Valid != 2 || len(back) != 1 {
 		t.Errorf("restored %+v; want the current key's counts back, the removed key's dropped", back)
+	}
+}
+
+// A drain holds the index's lock a batch at a time: between two batches a verification (or an update) can
+// take it, so a drain of a large index never stops verification for its whole length, and no use is lost.
+func TestADrainReleasesTheIndexBetweenBatches(t *testing.T) {
+	ix := NewIndex()
+	victim := mintKey(t, "kw")
+	ix.Upsert(apiKey("victim", "other", victim, t0.Add(time.Hour), nil))
+	for i := range 3 * drainBatch {
+		k := mintKey(t, "kw")
+		ix.Upsert(apiKey("crowded", fmt.Sprintf("key-%04d", i), k, t0.Add(time.Hour), nil))
+		ix.Verify(k, nil, t0)
+	}
+	batches, verified := 0, 0
+	ix.betweenDrainBatches = func() {
+		batches++
+		if !ix.mu.TryLock() {
+			t.Error("the index is still locked between two batches")
+			return
+		}
+		ix.mu.Unlock()
+		if ix.Verify(victim, nil, t0).Code == CodeValid {
+			verified++
+		}
+	}
+	crowded, victimUses := 0, int64(0)
+	for drain := range 2 { // a use made during a drain is reported by it or by the next one
+		for _, u := range ix.DrainUsage() {
+			if u.Namespace == "crowded" {
+				crowded++
+			} else {
+				victimUses += u.Requests
+			}
+		}
+		if drain == 0 {
+			ix.betweenDrainBatches = nil
+		}
+	}
+	if batches < 4 || verified != batches {
+		t.Errorf("%d batches, %d verifications between them", batches, verified)
+	}
+	if crowded != 3*drainBatch || victimUses != int64(verified) {
+		t.Errorf("drained %d crowded APIKeys (want %d) and %d of the victim's %d uses", crowded, 3*drainBatch, victimUses, verified)
 	}
 }

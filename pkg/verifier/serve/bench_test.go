@@ -66,14 +66,14 @@ func BenchmarkHTTPForwardAuth(b *testing.B) {
 		wg.Wait()
 		return requests / time.Since(start).Seconds()
 	}
-	// The same server with the decision log on, as shipped (1 % of valid decisions), writing to a file.
+	// The same server with the decision log on, as shipped: complete (every valid decision), writing to a file.
 	f, err := os.Create(filepath.Join(b.TempDir(), "decisions.jsonl"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer f.Close()
 	decisions := NewDecisionLog(f, DecisionLogOptions{ValidSample: DefaultDecisionLogValidSample,
-		RejectionsPerSecond: DefaultDecisionLogRejectionsPerSecond})
+		RejectionsPerSecond: DefaultDecisionLogRejectionsPerSecond, UnknownPerSecond: DefaultDecisionLogUnknownPerSecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = decisions.Start(ctx) }()
@@ -85,6 +85,8 @@ func BenchmarkHTTPForwardAuth(b *testing.B) {
 		b.ReportMetric(bareRPS, "bare-req/s")
 		b.ReportMetric(authRPS, "forward-auth-req/s")
 		b.ReportMetric(100*authRPS/bareRPS, "%-of-bare")
-		b.ReportMetric(100*loggedRPS/bareRPS, "%-of-bare-logged")
+		b.ReportMetric(100*loggedRPS/bareRPS, "%-of-bare-complete-log")
+		dropped, _ := decisions.Dropped()
+		b.ReportMetric(float64(dropped), "log-lines-dropped-queue-full")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"math/rand/v2"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/pkg/verifier"
 )
 
@@ -52,19 +54,32 @@ const (
 	maxLoggedClient = 64
 )
 
-// Decision log defaults (cmd/verifier's flags).
+// Decision log defaults (cmd/verifier's flags). The log is complete by default, as an audit trail must be:
+// every decision on a key the verifier knows is written, rejections of known keys up to a budget per
+// namespace, and rejections of unknown, malformed or missing keys up to a budget of their own, so that a
+// flood of made-up keys cannot crowd out the lines about a tenant's real keys.
 const (
-	DefaultDecisionLogValidSample         = 0.01
+	DefaultDecisionLogValidSample         = 1
 	DefaultDecisionLogRejectionsPerSecond = 100
+	DefaultDecisionLogUnknownPerSecond    = 100
 	DefaultDecisionLogBuffer              = 4096
 )
+
+// maxBudgetNamespaces bounds the namespaces with a rejection budget of their own; beyond it (a cluster with
+// more namespaces whose keys are refused within one refill) they share one.
+const maxBudgetNamespaces = 4096
 
 // DecisionLogOptions tune a DecisionLog.
 type DecisionLogOptions struct {
 	// ValidSample is the fraction of valid decisions logged, 0 to 1.
 	ValidSample float64
-	// RejectionsPerSecond caps the rejections logged, with a burst of as many; those over it are counted.
+	// RejectionsPerSecond caps the rejections of known keys (expired, disabled, wrong namespace, missing
+	// scope, rate limited...) logged per second in each namespace, with a burst of as many; those over it
+	// are counted.
 	RejectionsPerSecond float64
+	// UnknownPerSecond caps the decisions on unknown, malformed or missing keys logged per second, over all
+	// of them; those over it are counted.
+	UnknownPerSecond float64
 	// Buffer is how many decisions may wait for the writer; when it is full they are counted, not logged.
 	Buffer int
 	// ClientHeader names the header a trusted proxy puts the client's address in; its last
@@ -72,21 +87,72 @@ type DecisionLogOptions struct {
 	ClientHeader string
 }
 
+// Category is what kind of decision a line records, for the budgets and the drop counts.
+type Category int
+
+// The categories of decisions.
+const (
+	// CategoryValid is a valid decision.
+	CategoryValid Category = iota
+	// CategoryKnownKey is a rejection of a key the verifier knows (it names the key's APIKey).
+	CategoryKnownKey
+	// CategoryUnknownKey is a rejection of a key the verifier does not know, a malformed key or none.
+	CategoryUnknownKey
+	categories
+)
+
+var categoryNames = [categories]string{"valid", "known_key", "unknown_key"}
+
+func (c Category) String() string { return categoryNames[c] }
+
+// categoryOf is the category of a decision with code on a key of namespace ("" when the key is unknown).
+func categoryOf(code verifier.Code, namespace string) Category {
+	switch {
+	case code == verifier.CodeValid:
+		return CategoryValid
+	case namespace != "":
+		return CategoryKnownKey
+	}
+	return CategoryUnknownKey
+}
+
 // DecisionLog writes one JSON line per logged decision to a writer, from its own goroutine: a decision
 // only hands its record to a bounded queue, so a slow or stuck sink never holds up a verification, and
-// decisions that find the queue full are counted in keyward_verifier_decision_log_dropped_total. Every
-// rejection is logged up to a rate cap (so a flood of bad keys cannot flood the log); valid decisions are
-// sampled.
+// decisions that find the queue full are counted in keyward_verifier_decision_log_dropped_total. Valid
+// decisions are sampled (all by default); rejections are logged within their budgets (per namespace for
+// known keys, one for unknown ones), so a flood of one kind cannot hide another.
 type DecisionLog struct {
 	opts  DecisionLogOptions
 	out   io.Writer
 	queue chan Decision
 
-	mu     sync.Mutex
+	mu sync.Mutex
+	// known holds each namespace's budget for rejections of its keys; unknown the one for unknown keys.
+	known   map[string]*budget
+	unknown budget
+
+	queueFull, overRate [categories]atomic.Int64
+}
+
+// budget is a token bucket refilled at a rate per second, with a burst of as many.
+type budget struct {
 	tokens float64
 	last   time.Time
+}
 
-	queueFull, overRate atomic.Int64
+// take takes a token at now, refilling at rate, and reports whether there was one.
+func (b *budget) take(rate float64, now time.Time) bool {
+	if b.last.IsZero() {
+		b.tokens = rate
+	} else {
+		b.tokens = min(rate, b.tokens+now.Sub(b.last).Seconds()*rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // NewDecisionLog returns a log writing to out; Start runs its writer.
@@ -94,31 +160,42 @@ func NewDecisionLog(out io.Writer, opts DecisionLogOptions) *DecisionLog {
 	if opts.Buffer <= 0 {
 		opts.Buffer = DefaultDecisionLogBuffer
 	}
-	return &DecisionLog{opts: opts, out: out, queue: make(chan Decision, opts.Buffer), tokens: opts.RejectionsPerSecond}
+	return &DecisionLog{opts: opts, out: out, queue: make(chan Decision, opts.Buffer), known: map[string]*budget{}}
 }
 
-// Sampled reports whether a decision with this code is to be logged, taking a rejection's token from the
-// rate cap. The handler asks before it builds the record, so a decision that is not logged costs nothing
-// more.
-func (l *DecisionLog) Sampled(code verifier.Code, now time.Time) bool {
+// Sampled reports whether a decision with this code, on a key of namespace ("" for an unknown key), is to
+// be logged, taking a token from its budget. The handler asks before it builds the record, so a decision
+// that is not logged costs nothing more.
+func (l *DecisionLog) Sampled(code verifier.Code, namespace string, now time.Time) bool {
 	if l == nil {
 		return false
 	}
-	if code == verifier.CodeValid {
+	cat := categoryOf(code, namespace)
+	if cat == CategoryValid {
 		return l.opts.ValidSample >= 1 || (l.opts.ValidSample > 0 && rand.Float64() < l.opts.ValidSample)
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.last.IsZero() {
-		l.tokens = min(l.opts.RejectionsPerSecond, l.tokens+now.Sub(l.last).Seconds()*l.opts.RejectionsPerSecond)
+	var ok bool
+	if cat == CategoryKnownKey {
+		b := l.known[namespace]
+		if b == nil {
+			if len(l.known) >= maxBudgetNamespaces {
+				namespace = "" // the shared budget of the namespaces past the bound
+			}
+			if b = l.known[namespace]; b == nil {
+				b = &budget{}
+				l.known[namespace] = b
+			}
+		}
+		ok = b.take(l.opts.RejectionsPerSecond, now)
+	} else {
+		ok = l.unknown.take(l.opts.UnknownPerSecond, now)
 	}
-	l.last = now
-	if l.tokens < 1 {
-		l.overRate.Add(1)
-		return false
+	l.mu.Unlock()
+	if !ok {
+		l.overRate[cat].Add(1)
 	}
-	l.tokens--
-	return true
+	return ok
 }
 
 // Record queues d for the writer, or counts it when the queue is full. It never blocks.
@@ -126,7 +203,7 @@ func (l *DecisionLog) Record(d Decision) {
 	select {
 	case l.queue <- d:
 	default:
-		l.queueFull.Add(1)
+		l.queueFull[categoryOf(d.Code, d.Namespace)].Add(1)
 	}
 }
 
@@ -157,24 +234,36 @@ func (l *DecisionLog) Start(ctx context.Context) error {
 	}
 }
 
-// Dropped returns the decisions not logged because the queue was full and those over the rejection cap.
+// Dropped returns the decisions not logged because the queue was full and those over their budgets.
 func (l *DecisionLog) Dropped() (queueFull, overRate int64) {
-	return l.queueFull.Load(), l.overRate.Load()
+	for c := range categories {
+		queueFull += l.queueFull[c].Load()
+		overRate += l.overRate[c].Load()
+	}
+	return queueFull, overRate
 }
 
-// Collectors are keyward_verifier_decision_log_dropped_total{reason="queue_full"|"rejection_rate"}.
+// DroppedOf returns, for one category, the decisions not logged because the queue was full and those over
+// its budget.
+func (l *DecisionLog) DroppedOf(c Category) (queueFull, overRate int64) {
+	return l.queueFull[c].Load(), l.overRate[c].Load()
+}
+
+// Collectors are keyward_verifier_decision_log_dropped_total{reason="queue_full"|"over_budget",
+// category="valid"|"known_key"|"unknown_key"}.
 func (l *DecisionLog) Collectors() []prometheus.Collector {
-	counter := func(reason string, f func() int64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name:        "keyward_verifier_decision_log_dropped_total",
-			Help:        "Decisions the decision log left out: its queue was full (a slow sink), or a rejection was over the rate cap.",
-			ConstLabels: prometheus.Labels{"reason": reason},
-		}, func() float64 { return float64(f()) })
+	var out []prometheus.Collector
+	for c := range categories {
+		for reason, n := range map[string]*atomic.Int64{"queue_full": &l.queueFull[c], "over_budget": &l.overRate[c]} {
+			out = append(out, prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "keyward_verifier_decision_log_dropped_total",
+				Help: "Decisions the decision log left out, by category: its queue was full (a slow sink), or the " +
+					"category's budget was spent (rejections of a namespace's known keys, or of unknown keys).",
+				ConstLabels: prometheus.Labels{"reason": reason, "category": c.String()},
+			}, func() float64 { return float64(n.Load()) }))
+		}
 	}
-	return []prometheus.Collector{
-		counter("queue_full", l.queueFull.Load),
-		counter("rejection_rate", l.overRate.Load),
-	}
+	return out
 }
 
 // started is when a request reached the handler, for the latency of its decision; zero without a log, so a
@@ -193,7 +282,11 @@ func (l *DecisionLog) decide(iface string, res verifier.Result, req verifier.Req
 	if l == nil {
 		return
 	}
-	if now := time.Now(); l.Sampled(res.Code, now) {
+	ns := ""
+	if res.Name != "" {
+		ns = res.Namespace
+	}
+	if now := time.Now(); l.Sampled(res.Code, ns, now) {
 		l.Record(l.decisionOf(iface, res, req, rt(), key, start, now))
 	}
 }
@@ -201,7 +294,7 @@ func (l *DecisionLog) decide(iface string, res verifier.Result, req verifier.Req
 // decisionOf makes the record of res.
 func (l *DecisionLog) decisionOf(iface string, res verifier.Result, req verifier.Requirements, route route, key string, start, now time.Time) Decision {
 	d := Decision{Time: now.UTC(), Interface: iface, Code: res.Code, LatencyMicros: now.Sub(start).Microseconds(),
-		Method: bounded(route.method, maxLoggedMethod), Host: bounded(route.host, maxLoggedHost), Path: loggedPath(route.path, key)}
+		Method: bounded(route.method, maxLoggedMethod), Host: loggedText(route.host, key, maxLoggedHost), Path: loggedPath(route.path, key)}
 	if res.Name != "" { // the key belongs to an APIKey: naming it reveals nothing the presenter did not have
 		d.Namespace, d.APIKey, d.KeyID = res.Namespace, res.Name, res.KeyID
 	}
@@ -222,15 +315,26 @@ type route struct {
 	header             func(string) string
 }
 
-// loggedPath is p without its query and without any occurrence of the presented key, bounded.
+// loggedPath is p without its query, percent-decoded, with every key in it redacted (the presented one and
+// any other: loggedText), bounded.
 func loggedPath(p, key string) string {
 	if i := strings.IndexByte(p, '?'); i >= 0 {
 		p = p[:i]
 	}
-	if key != "" {
-		p = strings.ReplaceAll(p, key, "[key]")
+	if decoded, err := url.PathUnescape(p); err == nil {
+		p = decoded // a key written as kw%5F... is a key all the same
 	}
-	return bounded(p, maxLoggedPath)
+	return loggedText(p, key, maxLoggedPath)
+}
+
+// loggedText is s with the presented key and every other key in it (any checksum-valid key shape, whether
+// presented or not: keys.Redact) replaced by [key], then bounded. Redaction comes first, so that the bound
+// cannot cut a key into a part that no longer looks like one.
+func loggedText(s, key string, n int) string {
+	if key != "" {
+		s = strings.ReplaceAll(s, key, "[key]")
+	}
+	return bounded(keys.Redact(s, "[key]"), n)
 }
 
 // bounded cuts s to at most n bytes, dropping a rune the cut would split.

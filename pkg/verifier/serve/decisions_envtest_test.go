@@ -65,7 +65,7 @@ func TestTheDecisionLogRecordsEachDecisionWithItsRouteAndNoKeyMaterial(t *testin
 	keyID := c.get("orders").Status.KeyID
 
 	sink := &lockedBuffer{}
-	log := serve.NewDecisionLog(sink, serve.DecisionLogOptions{ValidSample: 1, RejectionsPerSecond: 100, ClientHeader: "X-Forwarded-For"})
+	log := serve.NewDecisionLog(sink, serve.DecisionLogOptions{ValidSample: 1, RejectionsPerSecond: 100, UnknownPerSecond: 100, ClientHeader: "X-Forwarded-For"})
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan error)
 	go func() { stopped <- log.Start(ctx) }()

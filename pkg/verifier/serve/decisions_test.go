@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -68,37 +70,94 @@ func TestADecisionLogWhoseSinkIsStuckNeverHoldsUpADecision(t *testing.T) {
 
 func TestTheDecisionLogCapsRejectionsAndSamplesValidDecisions(t *testing.T) {
 	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
-	l := NewDecisionLog(nil, DecisionLogOptions{ValidSample: 0, RejectionsPerSecond: 10})
-	logged := func(code verifier.Code, n int, at time.Time) int {
+	l := NewDecisionLog(nil, DecisionLogOptions{ValidSample: 0, RejectionsPerSecond: 10, UnknownPerSecond: 10})
+	logged := func(code verifier.Code, ns string, n int, at time.Time) int {
 		c := 0
 		for range n {
-			if l.Sampled(code, at) {
+			if l.Sampled(code, ns, at) {
 				c++
 			}
 		}
 		return c
 	}
-	if got := logged(verifier.CodeNotFound, 50, now); got != 10 {
-		t.Errorf("a burst of 50 rejections logged %d; want the cap of 10", got)
+	if got := logged(verifier.CodeNotFound, "", 50, now); got != 10 {
+		t.Errorf("a burst of 50 unknown keys logged %d; want the cap of 10", got)
 	}
-	if got := logged(verifier.CodeMalformed, 50, now.Add(500*time.Millisecond)); got != 5 {
+	if got := logged(verifier.CodeMalformed, "", 50, now.Add(500*time.Millisecond)); got != 5 {
 		t.Errorf("half a second later %d more; want 5", got)
 	}
-	if _, over := l.Dropped(); over != 85 {
-		t.Errorf("%d counted over the cap; want 85", over)
+	if _, over := l.DroppedOf(CategoryUnknownKey); over != 85 {
+		t.Errorf("%d unknown keys counted over the budget; want 85", over)
 	}
-	if got := logged(verifier.CodeValid, 100, now); got != 0 {
+	if got := logged(verifier.CodeExpired, "billing", 50, now); got != 10 {
+		t.Errorf("a burst of 50 rejections of billing's keys logged %d; want billing's budget of 10", got)
+	}
+	if got := logged(verifier.CodeWrongNamespace, "orders", 5, now); got != 5 {
+		t.Errorf("orders' rejections after billing spent its budget: %d of 5 logged", got)
+	}
+	if _, over := l.DroppedOf(CategoryKnownKey); over != 40 {
+		t.Errorf("%d known-key rejections counted over the budget; want 40", over)
+	}
+	if got := logged(verifier.CodeValid, "billing", 100, now); got != 0 {
 		t.Errorf("%d valid decisions logged with sampling 0", got)
 	}
-	all := NewDecisionLog(nil, DecisionLogOptions{ValidSample: 1})
+	all := NewDecisionLog(nil, DecisionLogOptions{ValidSample: DefaultDecisionLogValidSample})
 	for range 100 {
-		if !all.Sampled(verifier.CodeValid, now) {
-			t.Fatal("a valid decision was not logged with sampling 1")
+		if !all.Sampled(verifier.CodeValid, "billing", now) {
+			t.Fatal("a valid decision was not logged by default: the log must be complete")
 		}
 	}
 	var off *DecisionLog
-	if off.Sampled(verifier.CodeNotFound, now) {
+	if off.Sampled(verifier.CodeNotFound, "", now) {
 		t.Error("a nil log samples")
+	}
+}
+
+// A flood of made-up keys spends the unknown keys' budget only: the lines an investigator needs, about a
+// tenant's real keys (an expired key, a probe from the wrong namespace), are still written.
+func TestAFloodOfUnknownKeysCannotBlindTheDecisionLogToKnownKeys(t *testing.T) {
+	srv, _, _, _ := serverFixture(t)
+	expiredKey, liveKey := mintKey(t, "kw"), mintKey(t, "kw")
+	srv.Index.Upsert(apiKey("billing", "old", expiredKey, t0.Add(-time.Minute), nil))
+	srv.Index.Upsert(apiKey("billing", "live", liveKey, t0.Add(time.Hour), nil))
+	var out bytes.Buffer
+	srv.Decisions = NewDecisionLog(&out, DecisionLogOptions{ValidSample: DefaultDecisionLogValidSample,
+		RejectionsPerSecond: DefaultDecisionLogRejectionsPerSecond, UnknownPerSecond: DefaultDecisionLogUnknownPerSecond, Buffer: 10000})
+	h := srv.Handler()
+	send := func(target, key string) {
+		req := httptest.NewRequest(http.MethodGet, target, nil)
+		req.Header.Set("X-API-Key", key)
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	for range 2000 {
+		send("/v1/auth", mintKey(t, "kw"))
+	}
+	send("/v1/auth/files", expiredKey)
+	send("/v1/auth/files?namespace=payments", liveKey)
+	send("/v1/auth/files", liveKey)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := srv.Decisions.Start(ctx); err != nil { // writes what is queued, then returns
+		t.Fatal(err)
+	}
+	codes := map[verifier.Code]int{}
+	for line := range strings.Lines(out.String()) {
+		var d Decision
+		if err := json.Unmarshal([]byte(line), &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Namespace == "billing" {
+			codes[d.Code]++
+		}
+	}
+	if codes[verifier.CodeExpired] != 1 || codes[verifier.CodeWrongNamespace] != 1 || codes[verifier.CodeValid] != 1 {
+		t.Errorf("lines about billing's keys: %v; want the expired key, the wrong-namespace probe and the valid use", codes)
+	}
+	if _, over := srv.Decisions.DroppedOf(CategoryUnknownKey); over == 0 {
+		t.Errorf("%d unknown keys counted over their budget", over)
+	}
+	if full, over := srv.Decisions.DroppedOf(CategoryKnownKey); full+over != 0 {
+		t.Errorf("known-key lines dropped: %d queue full, %d over budget", full, over)
 	}
 }
 
@@ -125,6 +184,42 @@ func TestARecordedDecisionHoldsNoKeyAndIsBounded(t *testing.T) {
 	}
 	if got := bounded("ab€", 4); got != "ab" {
 		t.Errorf("bounded cut a rune: %q", got)
+	}
+}
+
+// A key reaches the route in many shapes: percent-encoded in the path, in a request that presented no key
+// (MISSING), in the Host. None of them is written: every checksum-valid key shape is redacted, presented or
+// not.
+func TestEveryKeyInTheLoggedRouteIsRedactedPresentedOrNot(t *testing.T) {
+	leaked, other := mintKey(t, "kw"), mintKey(t, "ord")
+	encoded := strings.Replace(leaked, "_", "%5F", 1)
+	l := NewDecisionLog(nil, DecisionLogOptions{})
+	for _, tc := range []struct {
+		name      string
+		rt        route
+		presented string
+	}{
+		{"percent-encoded in the path", route{path: "/download/" + encoded}, leaked},
+		{"in the path of a request that presented none", route{path: "/share/" + leaked + "/x"}, ""},
+		{"another key in the path beside the presented one", route{path: "/a/" + leaked + "/b/" + other}, leaked},
+		{"in the host", route{host: leaked + ".files.example", path: "/"}, ""},
+		{"encoded twice over the bound", route{path: strings.Repeat("/x", 505) + "/" + encoded}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := l.decisionOf(InterfaceForwardAuth, verifier.Result{Code: CodeMissing}, verifier.Requirements{}, tc.rt, tc.presented, time.Now(), time.Now())
+			line, err := json.Marshal(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{leaked, other, encoded, leaked[3:], other[4:]} {
+				if strings.Contains(string(line), k) {
+					t.Errorf("the logged line holds a key: %s", line)
+				}
+			}
+			if !strings.Contains(string(line), "[key]") && !strings.HasPrefix(tc.name, "encoded twice") {
+				t.Errorf("nothing redacted: %s", line)
+			}
+		})
 	}
 }
 
