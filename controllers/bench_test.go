@@ -285,7 +285,7 @@ func floorWrites(ctx context.Context, c client.Client, signer *keyrecord.Signer,
 	if err := c.Status().Patch(ctx, ak, client.MergeFrom(before)); err != nil {
 		return fmt.Errorf("patching the status of %s: %w", ak.Name, err)
 	}
-	ev := &eventsv1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: ak.Namespace, Name: MintEventName(ak, rec.Revision)},
+	ev := &eventsv1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: ak.Namespace, Name: MintEventName(ak, rec.Revision, signer)},
 		EventTime: metav1.NewMicroTime(now), ReportingController: "keyward", ReportingInstance: "floor",
 		Action: "Mint", Reason: string(EventKeyCreated), Type: corev1.EventTypeNormal,
 		Regarding: corev1.ObjectReference{Kind: "APIKey", APIVersion: keywardv1alpha1.GroupVersion.String(), Namespace: ak.Namespace,

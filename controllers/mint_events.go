@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/keyrecord"
 )
 
 // maxEventNote is the longest note the events API accepts.
@@ -36,6 +36,8 @@ const announceTimeout = 30 * time.Second
 type MintAnnouncer struct {
 	Client client.Client
 	Clock  clock.PassiveClock
+	// Signer names the events (MintEventName), so that no one but the manager can know a name in advance.
+	Signer *keyrecord.Signer
 	// Instance is this manager in the events' reportingInstance; the host name when empty.
 	Instance string
 }
@@ -66,7 +68,7 @@ func (m *MintAnnouncer) Announce(ctx context.Context, ak *keywardv1alpha1.APIKey
 		note = note[:maxEventNote]
 	}
 	ev := &eventsv1.Event{
-		ObjectMeta:          metav1.ObjectMeta{Namespace: ak.Namespace, Name: MintEventName(ak, a.revision)},
+		ObjectMeta:          metav1.ObjectMeta{Namespace: ak.Namespace, Name: MintEventName(ak, a.revision, m.Signer)},
 		EventTime:           metav1.NewMicroTime(m.Clock.Now()),
 		ReportingController: "keyward",
 		ReportingInstance:   m.instance(),
@@ -106,13 +108,15 @@ func (m *MintAnnouncer) instance() string {
 }
 
 // MintEventName is the name of the event announcing revision of ak's key: the APIKey's name (cut to fit),
-// the revision, and a digest of its UID and the revision, so an APIKey recreated under the same name has
-// events of its own.
-func MintEventName(ak *keywardv1alpha1.APIKey, revision int64) string {
-	sum := sha256.Sum256([]byte(string(ak.UID) + "/" + strconv.FormatInt(revision, 10)))
+// the revision, and a MAC of its UID and the revision with the manager's signing key. Every replica
+// computes the same name, so a key is announced once whoever announces it; an APIKey recreated under the
+// same name has events of its own; and no one who may create events in the namespace can compute the name
+// and create the event first, which would suppress the announcement and the count of the mint.
+func MintEventName(ak *keywardv1alpha1.APIKey, revision int64, signer *keyrecord.Signer) string {
+	tag := signer.Tag("keyward.dev/mint-event", string(ak.UID), strconv.FormatInt(revision, 10))
 	name := ak.Name
 	if len(name) > 200 {
 		name = strings.TrimRight(name[:200], ".-") // a DNS label may not end in either
 	}
-	return fmt.Sprintf("%s.r%d.%s", name, revision, hex.EncodeToString(sum[:8]))
+	return fmt.Sprintf("%s.r%d.%s", name, revision, hex.EncodeToString(tag[:8]))
 }

@@ -200,7 +200,7 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	}
 	r.secrets = &SecretWriter{Client: r.Client, APIReader: r.APIReader, Signer: r.Signer}
 	r.status = &StatusWriter{Client: r.Client}
-	r.mints = &MintAnnouncer{Client: r.Client, Clock: r.Clock}
+	r.mints = &MintAnnouncer{Client: r.Client, Clock: r.Clock, Signer: r.Signer}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("apikey").
 		// Spec edits bump the generation, a rotation or revocation changes an annotation, and any status edit

@@ -56,7 +56,7 @@ func TestADeletedAPIKeyStillInTheCacheDoesNotRecreateItsSecret(t *testing.T) {
 			r := &APIKeyReconciler{Client: cache, APIReader: apiServer, Clock: clocktesting.NewFakeClock(t0), Random: rand.Reader, Signer: signer}
 			r.secrets = &SecretWriter{Client: cache, APIReader: apiServer, Signer: signer}
 			r.status = &StatusWriter{Client: cache}
-			r.mints = &MintAnnouncer{Client: cache, Clock: r.Clock}
+			r.mints = &MintAnnouncer{Client: cache, Clock: r.Clock, Signer: signer}
 			if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(ak)}); err != nil {
 				t.Fatal(err)
 			}

@@ -140,7 +140,7 @@ func run(o options) error {
 	if err := mgr.AddReadyzCheck("index-synced", serve.SyncedCheck(synced)); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
-	if err := o.addListeners(mgr, ix); err != nil {
+	if err := o.addListeners(ctx, mgr, ix); err != nil {
 		return err
 	}
 	ctrl.Log.Info("Starting the verifier", "http", o.httpAddr, "grpc", o.grpcAddr, "tls", o.tlsCert != "",
@@ -277,7 +277,7 @@ func registerFailureMetrics(ix *verifier.Index) {
 
 // addListeners adds the HTTP listener (forward auth and JSON), the gRPC one (ext_authz) and the usage
 // reporter, over TLS when configured.
-func (o options) addListeners(mgr manager.Manager, ix *verifier.Index) error {
+func (o options) addListeners(ctx context.Context, mgr manager.Manager, ix *verifier.Index) error {
 	var tlsConfig *tls.Config
 	if o.tlsCert != "" {
 		var watcher manager.Runnable
@@ -292,6 +292,9 @@ func (o options) addListeners(mgr manager.Manager, ix *verifier.Index) error {
 	m := serve.NewMetrics(metrics.Registry)
 	if o.perAPIKeyMetrics {
 		m.CountPerAPIKey(metrics.Registry)
+		if err := m.ForgetDeletedAPIKeys(ctx, mgr.GetCache()); err != nil {
+			return err
+		}
 	}
 	answerer := serve.Answerer{RateLimitedStatus: o.rateLimitedStatus}
 	decisions, err := o.openDecisionLog(mgr)

@@ -120,6 +120,15 @@ func (s *Signer) Verify(sub Subject, r Record, sig string) bool {
 	return err == nil && len(got) > 0 && hmac.Equal(got, s.mac(sub, r, withUID))
 }
 
+// Tag is a MAC of label and values with the manager's key: a name or token that only the manager can
+// compute, the same on every replica (they share the key), and unguessable to anyone else.
+func (s *Signer) Tag(label string, values ...string) []byte {
+	m := hmac.New(sha256.New, s.key)
+	field(m, label)
+	field(m, values...)
+	return m.Sum(nil)
+}
+
 // mac hashes an unambiguous encoding of every field: each value is length-prefixed, times are UTC seconds.
 func (s *Signer) mac(sub Subject, r Record, withUID bool) []byte {
 	m := hmac.New(sha256.New, s.key)

@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"encoding/json"
+	toolscache "k8s.io/client-go/tools/cache"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -207,5 +208,10 @@ keyward_verifier_apikey_verifications_total{code="VALID",name="orders",namespace
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "keyward_verifier_apikey_verifications_total"); err != nil {
 		t.Error(err)
+	}
+	// A deleted APIKey's series go with it, whether the informer saw the deletion or only its tombstone.
+	srv.Metrics.apiKeyDeleted(toolscache.DeletedFinalStateUnknown{Obj: apiKey("billing", "orders", key, t0.Add(time.Hour), nil)})
+	if n, err := testutil.GatherAndCount(reg, "keyward_verifier_apikey_verifications_total"); err != nil || n != 0 {
+		t.Errorf("%d series left of a deleted APIKey (%v)", n, err)
 	}
 }
