@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"k8s.io/utils/ptr"
 	"strings"
 	"testing"
 	"time"
@@ -570,5 +571,33 @@ func TestASecretWhoseLabelWasRemovedIsRelabelledNotTreatedAsForeign(t *testing.T
 	ak := h.waitReady("orders")
 	if ak.Status.KeyHash != first.Status.KeyHash || h.key("orders") != key {
 		t.Errorf("the key changed after its Secret lost a label (revision %d)", ak.Status.Revision)
+	}
+}
+
+// An owner reference is whatever the Secret's writer put there. Written to forge a condition line and to
+// drive the terminal of whoever reads the condition or the event (CR LF, a forged "Ready=True KeyReady",
+// an OSC 52 clipboard write, a right-to-left override), it reaches neither verbatim.
+func TestTenantTextInAConflictIsQuotedInTheConditionAndTheEvent(t *testing.T) {
+	testenv.Need(t)
+	h := newHarness(t)
+	forged := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: h.ns,
+		Labels: map[string]string{keywardv1alpha1.APIKeyNameLabel: "orders"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "example.com/v1", Kind: "X\r\nReady=True KeyReady",
+			Name: "n\x1b]52;c;ZXZpbA==\x07\u202e", UID: "u", Controller: ptr.To(true)}}}}
+	if err := env.Client.Create(context.Background(), forged); err != nil {
+		t.Fatal(err)
+	}
+	h.startManager(managerOptions{})
+	h.create("orders", "")
+	ak := h.waitFor("orders", "Stalled SecretConflict", readyIs(metav1.ConditionFalse, keywardv1alpha1.ReasonSecretConflict))
+	ev := h.waitForEvent(EventSecretConflict, 1)[0]
+	c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady)
+	for what, text := range map[string]string{"the Ready condition": c.Message, "the SecretConflict event": ev.Note} {
+		if strings.ContainsAny(text, "\r\n\x1b\x07\u202e") {
+			t.Errorf("%s carries the tenant's control characters: %q", what, text)
+		}
+		if !strings.Contains(text, `"X\r\nReady=True KeyReady"`) {
+			t.Errorf("%s does not quote the owner's kind: %q", what, text)
+		}
 	}
 }

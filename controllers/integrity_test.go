@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"maps"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"slices"
 	"strings"
 	"testing"
@@ -557,4 +558,71 @@ func (c failingSecretReads) Get(ctx context.Context, key client.ObjectKey, obj c
 		return errors.New("simulated outage reading Secrets")
 	}
 	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+// Whoever may write Secrets in a namespace can label one as Keyward's, and the manager caches every Secret
+// with that label: the cache, as the manager builds it, holds only what Keyward reads and writes of it.
+func TestTheManagersCacheHoldsNoMoreOfALabelledSecretThanKeywardReads(t *testing.T) {
+	testenv.Need(t)
+	ns := env.Namespace(t)
+	bulk := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "bulk", Namespace: ns,
+		Labels:      map[string]string{keywardv1alpha1.APIKeyNameLabel: "ghost", "tenant": "x"},
+		Annotations: map[string]string{"tenant.example/blob": strings.Repeat("a", 200<<10)}},
+		Data: map[string][]byte{"blob": make([]byte, 700<<10), keyrecord.DataAPIKey: make([]byte, 100<<10)}}
+	if err := env.Client.Create(context.Background(), bulk); err != nil {
+		t.Fatal(err)
+	}
+	c, err := cache.New(testenv.ImpersonatingConfig(env.Config, testenv.ManagerUser), func() cache.Options {
+		opts := CacheOptions(ns)
+		opts.Scheme = testenv.Scheme
+		return opts
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = c.Start(ctx) }()
+	got := &corev1.Secret{}
+	eventually.Succeeds(t, "the manager's cache shows the labelled Secret", func() error {
+		return c.Get(ctx, client.ObjectKeyFromObject(bulk), got)
+	})
+	size := 0
+	for k, v := range got.Data {
+		size += len(k) + len(v)
+	}
+	for k, v := range got.Annotations {
+		size += len(k) + len(v)
+	}
+	if size > 8<<10 || got.Labels["tenant"] != "" {
+		t.Errorf("the cached copy keeps %d bytes of data and annotations (labels %v); want what Keyward reads, bounded", size, got.Labels)
+	}
+}
+
+// The manager writes a Secret with a merge patch from its trimmed copy: what others put in it (data keys,
+// annotations, labels, owners) stays through a rotation.
+func TestARotationLeavesWhatOthersPutInTheSecret(t *testing.T) {
+	testenv.Need(t)
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("orders", "")
+	h.waitReady("orders")
+	s := h.secret("orders")
+	s.Data["ca.crt"] = []byte("theirs")
+	s.Annotations["team.example/note"] = "keep me"
+	s.Labels["team.example/tier"] = "gold"
+	s.OwnerReferences = append(s.OwnerReferences, metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", Name: "cm", UID: "cm-uid"})
+	if err := env.Client.Update(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	h.update("orders", func(ak *keywardv1alpha1.APIKey) {
+		ak.Annotations = map[string]string{keywardv1alpha1.RotateAnnotation: "r1"}
+	})
+	h.waitFor("orders", "revision 2", revisionIs(2))
+	s = h.secret("orders")
+	if string(s.Data["ca.crt"]) != "theirs" || s.Annotations["team.example/note"] != "keep me" || s.Labels["team.example/tier"] != "gold" ||
+		len(s.OwnerReferences) != 2 {
+		t.Errorf("a rotation dropped what others put in the Secret: data %v, annotations %v, labels %v, owners %v",
+			slices.Collect(maps.Keys(s.Data)), s.Annotations, s.Labels, s.OwnerReferences)
+	}
 }

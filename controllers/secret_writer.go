@@ -54,8 +54,10 @@ type writtenSecret struct {
 }
 
 // Write creates the Secret of ak, or updates existing when it differs from c, signing the record for sub.
-// It reports whether it wrote. An update carries existing's resourceVersion, so a stale cache fails instead
-// of overwriting a newer key.
+// It reports whether it wrote. An update is a merge patch from existing (the cache's copy, which keeps only
+// what Keyward reads and writes: keyrecord.TrimSecret), so it sends only what Keyward changes and leaves
+// everything else in the Secret alone; it carries existing's resourceVersion, so a stale cache fails
+// instead of overwriting a newer key.
 func (w *SecretWriter) Write(ctx context.Context, ak *keywardv1alpha1.APIKey, existing *corev1.Secret, sub keyrecord.Subject, c keyrecord.Contents) (bool, error) {
 	if existing == nil {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ak.Namespace, Name: sub.Secret}}
@@ -83,7 +85,7 @@ func (w *SecretWriter) Write(ctx context.Context, ak *keywardv1alpha1.APIKey, ex
 		return false, nil
 	}
 	w.record(s)
-	if err := w.Client.Update(ctx, s); err != nil {
+	if err := w.Client.Patch(ctx, s, client.MergeFromWithOptions(existing, client.MergeFromWithOptimisticLock{})); err != nil {
 		return false, fmt.Errorf("updating Secret %s: %w", s.Name, err)
 	}
 	w.wrote(s)
@@ -170,8 +172,10 @@ func (w *SecretWriter) Forget(o client.Object) {
 }
 
 // fingerprint hashes what the writer controls in a Secret, and whether it may write it at all: type,
-// immutability, labels, annotations, data, owners.
+// immutability, labels, annotations, data, owners, as the cache keeps them (keyrecord.TrimSecret), so that a
+// write, the API server's answer to it and its echo in the cache have the same fingerprint.
 func fingerprint(s *corev1.Secret) [sha256.Size]byte {
+	s = keyrecord.TrimSecret(s)
 	h := sha256.New()
 	write := func(parts ...string) {
 		for _, p := range parts {

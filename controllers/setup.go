@@ -29,6 +29,7 @@ import (
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/fairqueue"
+	"github.com/keyward-dev/keyward/internal/keyrecord"
 )
 
 // DefaultMaxRetryDelay caps how long an APIKey whose reconcile failed waits before its next try. After an
@@ -58,7 +59,7 @@ func CacheOptions(namespaces ...string) cache.Options {
 		panic(err) // a constant label key; cannot fail
 	}
 	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}:          {Label: labels.NewSelector().Add(*owned)},
+		&corev1.Secret{}:          {Label: labels.NewSelector().Add(*owned), Transform: trimCachedSecret},
 		&keywardv1alpha1.APIKey{}: {Transform: trimCachedAPIKey},
 	},
 		// managedFields is most of an object's size and nothing Keyward reads; writes never send it back
@@ -136,6 +137,15 @@ func trimCachedAPIKey(obj any) (any, error) {
 		}
 	}
 	return kept, nil
+}
+
+// trimCachedSecret keeps of a Secret with Keyward's label what Keyward reads and writes there
+// (keyrecord.TrimSecret): whoever labels a Secret of theirs as Keyward's cannot make the manager hold the rest.
+func trimCachedSecret(obj any) (any, error) {
+	if s, ok := obj.(*corev1.Secret); ok {
+		return keyrecord.TrimSecret(s), nil
+	}
+	return cache.TransformStripManagedFields()(obj)
 }
 
 // setWebhookFinalizer adds or removes the webhook finalizer. The cache keeps only Keyward's finalizer, and a

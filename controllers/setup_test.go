@@ -17,12 +17,13 @@ import (
 	"k8s.io/utils/ptr"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/keyrecord"
 )
 
 func TestSecretWriterRecognisesOnlyTheContentItWroteAndOnlyOnce(t *testing.T) {
 	written := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s", Labels: map[string]string{"a": "1"},
-			Annotations: map[string]string{"b": "2"}, OwnerReferences: []metav1.OwnerReference{{Kind: "APIKey", Name: "k", UID: "u1"}}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s", Labels: map[string]string{keywardv1alpha1.APIKeyNameLabel: "k"},
+			Annotations: map[string]string{keyrecord.AnnotationRevision: "2"}, OwnerReferences: []metav1.OwnerReference{{Kind: "APIKey", Name: "k", UID: "u1"}}},
 		Data: map[string][]byte{"api-key": []byte("kw_x")},
 	}
 	var w SecretWriter
@@ -30,8 +31,8 @@ func TestSecretWriterRecognisesOnlyTheContentItWroteAndOnlyOnce(t *testing.T) {
 	for name, change := range map[string]func(*corev1.Secret){
 		"made immutable":    func(s *corev1.Secret) { s.Immutable = ptr.To(true) },
 		"data edited":       func(s *corev1.Secret) { s.Data["api-key"] = []byte("kw_y") },
-		"label added":       func(s *corev1.Secret) { s.Labels["c"] = "3" },
-		"annotation edited": func(s *corev1.Secret) { s.Annotations["b"] = "x" },
+		"label added":       func(s *corev1.Secret) { s.Labels[keywardv1alpha1.ManagedByLabel] = "someone" },
+		"annotation edited": func(s *corev1.Secret) { s.Annotations[keyrecord.AnnotationRevision] = "3" },
 		"owner changed":     func(s *corev1.Secret) { s.OwnerReferences[0].UID = "u2" },
 		"another Secret":    func(s *corev1.Secret) { s.Name = "t" },
 	} {

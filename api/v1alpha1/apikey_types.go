@@ -117,11 +117,11 @@ type APIKeySpec struct {
 }
 
 // SecretTemplate holds metadata that Keyward copies onto the generated Secret. It is bounded, since the
-// manager keeps it in memory for every APIKey: keys of at most 317 characters (a 253-character prefix, '/'
-// and a 63-character name), label values of at most 63 and annotation values of at most 4096 characters, and
-// at most 16384 characters of keys and values in all.
+// manager keeps it in memory for every APIKey (and again in its Secret): keys of at most 317 characters (a
+// 253-character prefix, '/' and a 63-character name), label values of at most 63 and annotation values of at
+// most 1024 characters, and at most 4096 characters of keys and values in all.
 //
-// +kubebuilder:validation:XValidation:rule="(has(self.labels) ? self.labels.map(k, size(k) + size(self.labels[k])).sum() : 0) + (has(self.annotations) ? self.annotations.map(k, size(k) + size(self.annotations[k])).sum() : 0) <= 16384",message="secretTemplate: the keys and values of labels and annotations together must be at most 16384 characters"
+// +kubebuilder:validation:XValidation:rule="(has(self.labels) ? self.labels.map(k, size(k) + size(self.labels[k])).sum() : 0) + (has(self.annotations) ? self.annotations.map(k, size(k) + size(self.annotations[k])).sum() : 0) <= 4096",message="secretTemplate: the keys and values of labels and annotations together must be at most 4096 characters"
 type SecretTemplate struct {
 	// Labels added to the Secret. Keys under keyward.dev/ are reserved for Keyward, and keys another
 	// controller acts on (ForeignControllerKeyPattern) are refused.
@@ -138,7 +138,7 @@ type SecretTemplate struct {
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule=`self.all(k, !k.matches('^([a-z0-9.-]*\\.)?keyward\\.dev/'))`,message="annotation keys under keyward.dev/ are reserved for Keyward"
 	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317)",message="annotation keys must be at most 317 characters"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 4096)",message="annotation values must be at most 4096 characters"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 1024)",message="annotation values must be at most 1024 characters"
 	// +kubebuilder:validation:XValidation:rule=`self.all(k, !k.matches('^([a-z0-9.-]*\\.)?(argoproj\\.io|emberstack\\.com|mittwald\\.de|appscode\\.com|cert-manager\\.io|external-secrets\\.io|fluxcd\\.io)/'))`,message="annotation keys that another controller acts on (Argo CD, Secret reflectors and replicators, cert-manager, External Secrets, Flux) are refused: Keyward's manager never writes them"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`

@@ -115,15 +115,15 @@ func TestAPIServerRejectsInvalidAPIKeysNamingTheField(t *testing.T) {
 		{"Argo CD's label in secretTemplate", "secretTemplate: {labels: {argocd.argoproj.io/secret-type: cluster}}", "spec.secretTemplate.labels", "another controller acts on"},
 		{"a reflector's annotation in secretTemplate", "secretTemplate: {annotations: {reflector.v1.k8s.emberstack.com/reflection-allowed: \"true\"}}",
 			"spec.secretTemplate.annotations", "another controller acts on"},
-		{"a secretTemplate annotation value over 4096 characters", "secretTemplate: {annotations: {a: " + strings.Repeat("x", 4097) + "}}",
-			"spec.secretTemplate.annotations", "at most 4096 characters"},
+		{"a secretTemplate annotation value over 1024 characters", "secretTemplate: {annotations: {a: " + strings.Repeat("x", 1025) + "}}",
+			"spec.secretTemplate.annotations", "at most 1024 characters"},
 		{"a secretTemplate label value over 63 characters", "secretTemplate: {labels: {a: " + strings.Repeat("x", 64) + "}}",
 			"spec.secretTemplate.labels", "at most 63 characters"},
 		{"a secretTemplate key over 317 characters", "secretTemplate: {annotations: {" + strings.Repeat("x", 318) + ": v}}",
 			"spec.secretTemplate.annotations", "keys must be at most 317"},
-		{"a secretTemplate over 16384 characters in all", "secretTemplate: {annotations: {a: " + strings.Repeat("x", 4096) + ", b: " +
-			strings.Repeat("x", 4096) + ", c: " + strings.Repeat("x", 4096) + ", d: " + strings.Repeat("x", 4096) + "}}",
-			"spec.secretTemplate", "at most 16384 characters"},
+		{"a secretTemplate over 4096 characters in all", "secretTemplate: {annotations: {a: " + strings.Repeat("x", 1024) + ", b: " +
+			strings.Repeat("x", 1024) + ", c: " + strings.Repeat("x", 1024) + ", d: " + strings.Repeat("x", 1024) + "}}",
+			"spec.secretTemplate", "at most 4096 characters"},
 		{"secretName not a DNS name", "secretName: Orders_Key", "spec.secretName", "should match"},
 		{"rate limit of zero requests", "rateLimit: {requests: 0, period: 1m}", "spec.rateLimit.requests", "greater than or equal to 1"},
 		{"rate limit period of zero", "rateLimit: {requests: 10, period: 0s}", "spec.rateLimit.period", "at least 1s"},
@@ -175,8 +175,8 @@ func TestAPIServerAcceptsBoundaryValues(t *testing.T) {
 		{"webhook caBundle in base64-encoded PEM", "webhook: {url: \"https://hooks.example.com\", signingSecretRef: {name: hook}, caBundle: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=}"},
 		{"http webhook to a fully qualified service", "webhook: {url: \"http://hooks.billing.svc.cluster.local/k\", signingSecretRef: {name: hook}}"},
 		{"a secretTemplate at its bounds", "secretTemplate: {labels: {" + strings.Repeat("l", 317) + ": " + strings.Repeat("v", 63) +
-			"}, annotations: {a: " + strings.Repeat("x", 4096) + ", b: " + strings.Repeat("x", 4096) + ", c: " + strings.Repeat("x", 4096) +
-			", d: " + strings.Repeat("x", 4096-317-63-4) + "}}"},
+			"}, annotations: {a: " + strings.Repeat("x", 1024) + ", b: " + strings.Repeat("x", 1024) + ", c: " + strings.Repeat("x", 1024) +
+			", d: " + strings.Repeat("x", 1024-317-63-4) + "}}"},
 		{"unreserved secretTemplate keys", "secretTemplate: {labels: {team: billing}, annotations: {reloader.stakater.com/match: \"true\", notkeyward.dev/x: \"y\"}}"},
 	}
 	ns := env.Namespace(t)

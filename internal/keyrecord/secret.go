@@ -230,3 +230,68 @@ func setOrDelete(m map[string]string, k, v string) {
 		m[k] = v
 	}
 }
+
+// recordAnnotations are the annotations Keyward writes on a Secret.
+var recordAnnotations = []string{AnnotationKeyHash, AnnotationRevision, AnnotationIssuedAt, AnnotationExpiresAt, AnnotationReason,
+	AnnotationRotateToken, AnnotationPreviousKeys, AnnotationSignature, AnnotationAPIKeyUID, AnnotationTemplateLabels,
+	AnnotationTemplateAnnots}
+
+// Bounds of what TrimSecret keeps. Everything Keyward writes fits: a record with ten previous keys is about
+// 1.3 KB, a key at most 55 bytes, a template value at most 1024 (the CRD's bound).
+const (
+	maxKeptSecretValue    = 4096
+	maxKeptTemplateKeys   = 128
+	maxKeptOwnerReference = 8
+)
+
+// TrimSecret returns what the manager keeps in its cache of a Secret carrying Keyward's label: what Keyward
+// reads and writes there (its labels and record annotations, the template keys its record lists, its data
+// keys, type, immutability and owners), each value bounded. Anyone who may write Secrets in a namespace can
+// label one as Keyward's; whatever else they put in it (up to the API server's 1 MiB) never becomes the
+// shared manager's memory. A value cut by a bound no longer matches what Keyward would write, so Keyward
+// judges and rewrites it as it would any edit. The manager writes Secrets with merge patches from a copy
+// trimmed the same way, so what the cache lacks is never sent, and never removed.
+func TrimSecret(s *corev1.Secret) *corev1.Secret {
+	kept := &corev1.Secret{TypeMeta: s.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+		Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion,
+		CreationTimestamp: s.CreationTimestamp, DeletionTimestamp: s.DeletionTimestamp,
+	}, Type: s.Type, Immutable: s.Immutable}
+	keep := func(dst *map[string]string, src map[string]string, k string) {
+		if v, ok := src[k]; ok {
+			if *dst == nil {
+				*dst = map[string]string{}
+			}
+			(*dst)[k] = v[:min(len(v), maxKeptSecretValue)]
+		}
+	}
+	for _, k := range []string{keywardv1alpha1.APIKeyNameLabel, keywardv1alpha1.ManagedByLabel} {
+		keep(&kept.Labels, s.Labels, k)
+	}
+	for _, k := range recordAnnotations {
+		keep(&kept.Annotations, s.Annotations, k)
+	}
+	for i, k := range strings.Split(kept.Annotations[AnnotationTemplateLabels], ",") {
+		if i < maxKeptTemplateKeys {
+			keep(&kept.Labels, s.Labels, k)
+		}
+	}
+	for i, k := range strings.Split(kept.Annotations[AnnotationTemplateAnnots], ",") {
+		if i < maxKeptTemplateKeys {
+			keep(&kept.Annotations, s.Annotations, k)
+		}
+	}
+	for _, k := range []string{DataAPIKey, DataKeyID, DataExpiresAt} {
+		if v, ok := s.Data[k]; ok {
+			if kept.Data == nil {
+				kept.Data = map[string][]byte{}
+			}
+			kept.Data[k] = v[:min(len(v), maxKeptSecretValue)]
+		}
+	}
+	if len(s.OwnerReferences) <= maxKeptOwnerReference {
+		kept.OwnerReferences = s.OwnerReferences
+	} else if ref := metav1.GetControllerOf(s); ref != nil {
+		kept.OwnerReferences = []metav1.OwnerReference{*ref}
+	}
+	return kept
+}

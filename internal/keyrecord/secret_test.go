@@ -3,6 +3,7 @@ package keyrecord
 import (
 	"crypto/rand"
 	"errors"
+	"k8s.io/utils/ptr"
 	"reflect"
 	"strings"
 	"testing"
@@ -245,5 +246,42 @@ func TestCheckSaysAGenuineRecordWithALaterExpiryThanStatusIsTampering(t *testing
 	lengthened.ExpiresAt = c.Record.ExpiresAt.Add(time.Hour)
 	if err := ReadSecret(s).Check(testSigner(t), subject, lengthened, issued); err != nil {
 		t.Errorf("a Secret whose expiry is earlier than status shows (a shortening written before its status): %v", err)
+	}
+}
+
+// Whoever may write Secrets can label one as Keyward's: the cache keeps only what Keyward reads and
+// writes, each bounded, whatever else the Secret holds.
+func TestTrimSecretKeepsWhatKeywardWritesAndBoundsIt(t *testing.T) {
+	c := contents(t, &keywardv1alpha1.SecretTemplate{Labels: map[string]string{"team": "billing"},
+		Annotations: map[string]string{"reloader.stakater.com/match": "true"}})
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: "billing",
+		Labels:      map[string]string{"someone": "else"},
+		Annotations: map[string]string{"bulk.example/blob": strings.Repeat("b", 200<<10), "keyward.dev/planted": strings.Repeat("p", 100<<10)}},
+		Data: map[string][]byte{"other": make([]byte, 500<<10)}}
+	WriteSecret(s, c, testSigner(t), subject)
+	for range 20 {
+		s.OwnerReferences = append(s.OwnerReferences, metav1.OwnerReference{Name: strings.Repeat("o", 200), UID: "u"})
+	}
+	s.OwnerReferences[3].Controller = ptr.To(true)
+	kept := TrimSecret(s)
+	if _, ok := kept.Data["other"]; ok || kept.Annotations["bulk.example/blob"] != "" || kept.Annotations["keyward.dev/planted"] != "" ||
+		kept.Labels["someone"] != "" {
+		t.Errorf("the cache keeps what Keyward neither reads nor writes: %v %v %v", kept.Labels, len(kept.Annotations), len(kept.Data))
+	}
+	if err := ReadSecret(kept).Check(testSigner(t), subject, c.Record, issued); err != nil {
+		t.Errorf("the trimmed Secret's record no longer verifies: %v", err)
+	}
+	if kept.Labels["team"] != "billing" || kept.Annotations["reloader.stakater.com/match"] != "true" {
+		t.Errorf("the template's keys are gone: %v %v", kept.Labels, kept.Annotations)
+	}
+	if len(kept.OwnerReferences) != 1 || kept.OwnerReferences[0].Controller == nil {
+		t.Errorf("owner references %d; want the controller alone", len(kept.OwnerReferences))
+	}
+	s.Data[DataAPIKey] = make([]byte, 1<<20)
+	if got := len(TrimSecret(s).Data[DataAPIKey]); got > maxKeptSecretValue {
+		t.Errorf("a 1 MiB api-key kept as %d bytes", got)
+	}
+	if again := TrimSecret(kept); !reflect.DeepEqual(again, kept) {
+		t.Error("trimming a trimmed Secret changes it")
 	}
 }

@@ -55,7 +55,7 @@ func ResidentHighWater() uint64 {
 // LargestAPIKey is an APIKey as large as a tenant with keyward-edit can make one past admission: 256 KiB of
 // annotations (the API server's limit on their total), about 700 KiB of labels (no limit but the object's
 // size), 256 scopes of 128 characters, the longest display name and description, a secretTemplate at its
-// 16384-character bound and a webhook with a 64 KiB CA bundle (whose signing Secret does not exist, so no
+// 4096-character bound and a webhook with a 64 KiB CA bundle (whose signing Secret does not exist, so no
 // delivery is ever attempted). Benchmarks create many to prove that what a tenant writes does not become
 // the shared components' memory.
 func LargestAPIKey(ns, name string) *keywardv1alpha1.APIKey {
@@ -72,7 +72,7 @@ func LargestAPIKey(ns, name string) *keywardv1alpha1.APIKey {
 	}
 	ak.Spec.SecretTemplate = &keywardv1alpha1.SecretTemplate{Annotations: map[string]string{}}
 	for i := range 4 {
-		ak.Spec.SecretTemplate.Annotations[fmt.Sprintf("t%d", i)] = strings.Repeat("t", 4096-3)
+		ak.Spec.SecretTemplate.Annotations[fmt.Sprintf("t%d", i)] = strings.Repeat("t", 1024-3)
 	}
 	ak.Spec.Webhook = &keywardv1alpha1.WebhookSpec{URL: "https://hooks.example.com/keyward",
 		SigningSecretRef: keywardv1alpha1.SecretKeyRef{Name: "no-such-secret"},

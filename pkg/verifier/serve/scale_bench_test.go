@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"slices"
 	"sync"
@@ -30,6 +31,13 @@ import (
 // populateKeys creates n APIKeys in ns, each with a current key in status written as the manager's identity
 // (as the manager would after minting), with 8 clients at once, and returns the keys by APIKey index.
 func populateKeys(b *testing.B, ns string, n int) []string {
+	return populateShapedKeys(b, ns, 0, n, func(ns, name string) *keywardv1alpha1.APIKey {
+		return &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+	})
+}
+
+// populateShapedKeys is populateKeys of the APIKeys numbered from to to (excluded), each made by shape.
+func populateShapedKeys(b *testing.B, ns string, from, to int, shape func(ns, name string) *keywardv1alpha1.APIKey) []string {
 	b.Helper()
 	cfg := testenv.ImpersonatingConfig(env.Config, testenv.ManagerUser)
 	cfg.QPS = -1
@@ -38,7 +46,7 @@ func populateKeys(b *testing.B, ns string, n int) []string {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	out := make([]string, n)
+	out := make([]string, to)
 	expires := metav1.NewTime(time.Now().Add(90 * 24 * time.Hour).Truncate(time.Second))
 	var wg sync.WaitGroup
 	next := make(chan int)
@@ -50,7 +58,7 @@ func populateKeys(b *testing.B, ns string, n int) []string {
 					b.Error(err)
 					continue
 				}
-				ak := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("key-%06d", i), Namespace: ns}}
+				ak := shape(ns, fmt.Sprintf("key-%06d", i))
 				if err := env.Client.Create(ctx, ak); err != nil {
 					b.Errorf("creating APIKey %d: %v", i, err)
 					continue
@@ -66,7 +74,7 @@ func populateKeys(b *testing.B, ns string, n int) []string {
 			}
 		})
 	}
-	for i := range n {
+	for i := from; i < to; i++ {
 		next <- i
 	}
 	close(next)
@@ -91,28 +99,8 @@ func BenchmarkVerifierAtScale(b *testing.B) {
 
 	for b.Loop() {
 		idle := testenv.LiveHeap()
-		ctx, cancel := context.WithCancel(context.Background())
 		start := time.Now()
-		cacheOpts := serve.CacheOptions()
-		cacheOpts.DefaultNamespaces = map[string]cache.Config{ns: {}}
-		mgr, err := ctrl.NewManager(testenv.ImpersonatingConfig(env.Config, testenv.VerifierUser), ctrl.Options{
-			Scheme: testenv.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, Cache: cacheOpts,
-			Logger:     zap.New(zap.WriteTo(b.Output())),
-			Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		ix := verifier.NewIndex()
-		synced, err := serve.Watch(ctx, ix, mgr.GetCache())
-		if err != nil {
-			b.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { defer close(done); _ = mgr.Start(ctx) }()
-		for !synced() {
-			time.Sleep(time.Millisecond)
-		}
+		ix, stopVerifier := startBenchVerifier(b, ns)
 		ready := time.Since(start)
 		heap := testenv.LiveHeap()
 		if got := ix.Verify(keyOf[n-1], nil, time.Now()).Code; got != verifier.CodeValid {
@@ -142,7 +130,7 @@ func BenchmarkVerifierAtScale(b *testing.B) {
 			name := fmt.Sprintf("key-%06d", i)
 			t0 := time.Now()
 			ak := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
-			if err := env.Client.Patch(ctx, ak, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"disabled":true}}`))); err != nil {
+			if err := env.Client.Patch(context.Background(), ak, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"disabled":true}}`))); err != nil {
 				b.Fatal(err)
 			}
 			for ix.Verify(keyOf[i], nil, time.Now()).Code != verifier.CodeDisabled {
@@ -153,8 +141,7 @@ func BenchmarkVerifierAtScale(b *testing.B) {
 		close(stop)
 		load.Wait()
 		rate := float64(verified.Load()) / time.Since(loadStart).Seconds()
-		cancel()
-		<-done
+		stopVerifier()
 
 		slices.Sort(lat)
 		p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
@@ -168,4 +155,68 @@ func BenchmarkVerifierAtScale(b *testing.B) {
 			"revoke → reject under %.0f verifications/s: p50 %v, p99 %v, max %v",
 			n, ready.Round(time.Millisecond), idle>>20, heap>>20, perKey, rate, p(0.5), p(0.99), lat[len(lat)-1])
 	}
+}
+
+// BenchmarkVerifierWithTheLargestAPIKeys proves that what a tenant writes into its APIKeys does not become
+// every verifier replica's memory: for APIKeys at the largest size admission allows (testenv.LargestAPIKey:
+// about 1.1 MiB each, 32 KiB of it scopes, which Verify needs) and for ordinary ones, it starts a verifier's
+// cache and index as cmd/verifier builds them over a quarter of them (200 in all unless
+// KEYWARD_BENCH_LARGEST_APIKEYS says otherwise), adds the rest, and reports the live heap each further
+// APIKey adds (what grows once with the largest object seen, a watch's decode buffer, is left out).
+// Run it once: go test ./pkg/verifier/serve -run '^$' -bench LargestAPIKeys -benchtime 1x
+func BenchmarkVerifierWithTheLargestAPIKeys(b *testing.B) {
+	testenv.Need(b)
+	n := testenv.EnvInt("KEYWARD_BENCH_LARGEST_APIKEYS", 200)
+	first := n / 4
+	shapes := []struct {
+		name string
+		make func(ns, name string) *keywardv1alpha1.APIKey
+	}{{"largest", testenv.LargestAPIKey}, {"ordinary", func(ns, name string) *keywardv1alpha1.APIKey {
+		return &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+	}}}
+	for b.Loop() {
+		for _, shape := range shapes {
+			ns := env.Namespace(b)
+			populateShapedKeys(b, ns, 0, first, shape.make)
+			ix, stop := startBenchVerifier(b, ns)
+			some := testenv.LiveHeap()
+			keyOf := populateShapedKeys(b, ns, first, n, shape.make)
+			for i := first; i < n; i++ {
+				for ix.Verify(keyOf[i], nil, time.Now()).Code != verifier.CodeValid {
+					time.Sleep(time.Millisecond) // a benchmark's poll of its own index, not a test's wait
+				}
+			}
+			all := testenv.LiveHeap()
+			stop()
+			b.ReportMetric((float64(all)-float64(some))/float64(n-first), "heap-B/"+shape.name+"-APIKey")
+		}
+	}
+}
+
+// startBenchVerifier starts a verifier's cache and index over ns as cmd/verifier builds them (its own
+// manager as the verifier's identity, serve.CacheOptions) and returns the index once it has every APIKey,
+// with a function that stops it.
+func startBenchVerifier(b *testing.B, ns string) (*verifier.Index, func()) {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cacheOpts := serve.CacheOptions()
+	cacheOpts.DefaultNamespaces = map[string]cache.Config{ns: {}}
+	mgr, err := ctrl.NewManager(testenv.ImpersonatingConfig(env.Config, testenv.VerifierUser), ctrl.Options{
+		Scheme: testenv.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, Cache: cacheOpts,
+		Logger: zap.New(zap.WriteTo(io.Discard)), Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ix := verifier.NewIndex()
+	synced, err := serve.Watch(ctx, ix, mgr.GetCache())
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = mgr.Start(ctx) }()
+	for !synced() {
+		time.Sleep(time.Millisecond) // a benchmark's poll of its own readiness, not a test's wait
+	}
+	return ix, func() { cancel(); <-done }
 }

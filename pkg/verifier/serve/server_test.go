@@ -3,6 +3,8 @@ package serve
 import (
 	"context"
 	"encoding/json"
+	"github.com/keyward-dev/keyward/internal/testenv"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"net"
 	"net/http"
@@ -213,5 +215,35 @@ keyward_verifier_apikey_verifications_total{code="VALID",name="orders",namespace
 	srv.Metrics.apiKeyDeleted(toolscache.DeletedFinalStateUnknown{Obj: apiKey("billing", "orders", key, t0.Add(time.Hour), nil)})
 	if n, err := testutil.GatherAndCount(reg, "keyward_verifier_apikey_verifications_total"); err != nil || n != 0 {
 		t.Errorf("%d series left of a deleted APIKey (%v)", n, err)
+	}
+}
+
+// The verifier's cache keeps of an APIKey what Verify and the usage reports read, and none of what a
+// tenant may write beside it.
+func TestTheVerifiersCacheKeepsOfAnAPIKeyOnlyWhatVerifyAndUsageRead(t *testing.T) {
+	key := mintKey(t, "kw")
+	ak := testenv.LargestAPIKey("billing", "orders")
+	full := apiKey("billing", "orders", key, t0.Add(time.Hour), map[string]time.Time{mintKey(t, "kw"): t0.Add(time.Minute)})
+	ak.Status = full.Status
+	ak.Status.Usage = &keywardv1alpha1.UsageStatus{Requests: 3}
+	ak.Status.Conditions = []metav1.Condition{{Type: "Ready", Message: strings.Repeat("m", 1000)}}
+	ak.Spec.Disabled, ak.Spec.RateLimit = true, &keywardv1alpha1.RateLimit{Requests: 5, Period: "1m"}
+	out, err := TrimAPIKey(ak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := out.(*keywardv1alpha1.APIKey)
+	if kept.Annotations != nil || kept.Labels != nil || kept.Spec.SecretTemplate != nil || kept.Spec.Webhook != nil ||
+		kept.Spec.Description != "" || kept.Status.Conditions != nil {
+		t.Errorf("the verifier's cache keeps what it never reads: %+v", kept.ObjectMeta)
+	}
+	if !kept.Spec.Disabled || kept.Spec.RateLimit == nil || len(kept.Spec.Scopes) != 256 || kept.Status.KeyHash != full.Status.KeyHash ||
+		len(kept.Status.PreviousKeys) != 1 || kept.Status.Usage.Requests != 3 {
+		t.Errorf("the trim dropped what Verify or the usage reports read: %+v %+v", kept.Spec, kept.Status)
+	}
+	ix := verifier.NewIndex()
+	ix.Upsert(kept)
+	if got := ix.Verify(key, nil, t0).Code; got != verifier.CodeDisabled {
+		t.Errorf("the trimmed APIKey's key: %s", got)
 	}
 }
