@@ -148,15 +148,15 @@ func BenchmarkManagerAtScale(b *testing.B) {
 
 // BenchmarkManagerWithTheLargestAPIKeys proves that what a tenant writes into its APIKeys does not become
 // the shared manager's memory: for APIKeys at the largest size admission allows (testenv.LargestAPIKey,
-// about 1.1 MiB each) and for ordinary ones, each with a production manager of its own, it creates a
-// quarter of them (200 in all unless KEYWARD_BENCH_LARGEST_APIKEYS says otherwise), then the rest, and
+// about 470 KiB each) and for ordinary ones, each with a production manager of its own, it creates a
+// quarter of them (100 in all unless KEYWARD_BENCH_LARGEST_APIKEYS says otherwise), then the rest, and
 // reports the live heap each further APIKey adds. Measured between the two, the figure leaves out what
 // grows once with the largest object seen rather than with their number (each watch connection's decode
 // buffer); with-buffers-B/APIKey includes it, from the idle manager on.
 // Run it once: go test ./controllers -run '^$' -bench LargestAPIKeys -benchtime 1x
 func BenchmarkManagerWithTheLargestAPIKeys(b *testing.B) {
 	testenv.Need(b)
-	n := testenv.EnvInt("KEYWARD_BENCH_LARGEST_APIKEYS", 200)
+	n := testenv.EnvInt("KEYWARD_BENCH_LARGEST_APIKEYS", 100)
 	first := n / 4
 	ordinary := func(ns, name string) *keywardv1alpha1.APIKey {
 		return &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}

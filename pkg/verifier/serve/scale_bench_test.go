@@ -159,14 +159,14 @@ func BenchmarkVerifierAtScale(b *testing.B) {
 
 // BenchmarkVerifierWithTheLargestAPIKeys proves that what a tenant writes into its APIKeys does not become
 // every verifier replica's memory: for APIKeys at the largest size admission allows (testenv.LargestAPIKey:
-// about 1.1 MiB each, 32 KiB of it scopes, which Verify needs) and for ordinary ones, it starts a verifier's
-// cache and index as cmd/verifier builds them over a quarter of them (200 in all unless
+// about 470 KiB each, 32 KiB of it scopes, which Verify needs) and for ordinary ones, it starts a verifier's
+// cache and index as cmd/verifier builds them over a quarter of them (100 in all unless
 // KEYWARD_BENCH_LARGEST_APIKEYS says otherwise), adds the rest, and reports the live heap each further
 // APIKey adds (what grows once with the largest object seen, a watch's decode buffer, is left out).
 // Run it once: go test ./pkg/verifier/serve -run '^$' -bench LargestAPIKeys -benchtime 1x
 func BenchmarkVerifierWithTheLargestAPIKeys(b *testing.B) {
 	testenv.Need(b)
-	n := testenv.EnvInt("KEYWARD_BENCH_LARGEST_APIKEYS", 200)
+	n := testenv.EnvInt("KEYWARD_BENCH_LARGEST_APIKEYS", 100)
 	first := n / 4
 	shapes := []struct {
 		name string
