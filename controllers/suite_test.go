@@ -694,7 +694,14 @@ func (w *writeCounter) noteKeys(req *http.Request) {
 	raw, _ := io.ReadAll(body)
 	obj, _, err := secretDecoder.Decode(raw, nil, nil)
 	s, ok := obj.(*corev1.Secret)
-	if err != nil || !ok || len(s.Data[keyrecord.DataAPIKey]) == 0 {
+	if err != nil || !ok {
+		// The manager updates its Secrets with merge patches: {"data":{"api-key":"<base64>"},...}.
+		s = &corev1.Secret{}
+		if json.Unmarshal(raw, s) != nil {
+			return
+		}
+	}
+	if len(s.Data[keyrecord.DataAPIKey]) == 0 {
 		return
 	}
 	w.mu.Lock()
