@@ -9,6 +9,7 @@ package verifier
 import (
 	"context"
 	"encoding/binary"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -187,12 +188,8 @@ func (ix *Index) Upsert(ak *keywardv1alpha1.APIKey) {
 		ix.byName[nn] = e
 	}
 	e.disabled = ak.Spec.Disabled
-	e.scopeList = make([]string, len(ak.Spec.Scopes))
-	for i, s := range ak.Spec.Scopes {
-		e.scopeList[i] = string(s)
-	}
+	e.scopesHeader, e.scopeList = scopesOf(ak.Spec.Scopes)
 	e.scopes = newScopeSet(e.scopeList)
-	e.scopesHeader = joinComma(e.scopeList)
 	var rl keywardv1alpha1.RateLimit
 	if ak.Spec.RateLimit != nil {
 		rl = *ak.Spec.RateLimit
@@ -365,6 +362,29 @@ func (ix *Index) VerifyRequest(ctx context.Context, key string, req Requirements
 	}
 	rec.use.count(res.Code, now)
 	return res
+}
+
+// scopesOf returns an APIKey's granted scopes as the X-Keyward-Scopes header carries them (comma-separated)
+// and as a list whose strings are parts of that header, so that the index holds an APIKey's scopes once.
+// An element of spec.scopes that holds commas is read as a list of scopes: the verifier's cache stores an
+// APIKey's scopes so (serve.TrimAPIKey), already joined, and the CRD allows no comma within a scope.
+func scopesOf(granted []keywardv1alpha1.Scope) (header string, list []string) {
+	if len(granted) == 1 {
+		header = string(granted[0])
+	} else {
+		parts := make([]string, len(granted))
+		for i, g := range granted {
+			parts[i] = string(g)
+		}
+		header = joinComma(parts)
+	}
+	list = make([]string, 0, strings.Count(header, ",")+1)
+	for part := range strings.SplitSeq(header, ",") {
+		if part != "" {
+			list = append(list, part)
+		}
+	}
+	return header, list
 }
 
 func joinComma(s []string) string {

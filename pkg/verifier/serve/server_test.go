@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -237,7 +238,7 @@ func TestTheVerifiersCacheKeepsOfAnAPIKeyOnlyWhatVerifyAndUsageRead(t *testing.T
 		kept.Spec.Description != "" || kept.Status.Conditions != nil {
 		t.Errorf("the verifier's cache keeps what it never reads: %+v", kept.ObjectMeta)
 	}
-	if !kept.Spec.Disabled || kept.Spec.RateLimit == nil || len(kept.Spec.Scopes) != 256 || kept.Status.KeyHash != full.Status.KeyHash ||
+	if !kept.Spec.Disabled || kept.Spec.RateLimit == nil || len(kept.Spec.Scopes) != 1 || kept.Status.KeyHash != full.Status.KeyHash ||
 		len(kept.Status.PreviousKeys) != 1 || kept.Status.Usage.Requests != 3 {
 		t.Errorf("the trim dropped what Verify or the usage reports read: %+v %+v", kept.Spec, kept.Status)
 	}
@@ -245,5 +246,17 @@ func TestTheVerifiersCacheKeepsOfAnAPIKeyOnlyWhatVerifyAndUsageRead(t *testing.T
 	ix.Upsert(kept)
 	if got := ix.Verify(key, nil, t0).Code; got != verifier.CodeDisabled {
 		t.Errorf("the trimmed APIKey's key: %s", got)
+	}
+	// The scopes, joined once in the cache, are granted and reported as the full object's are.
+	kept.Spec.Disabled, kept.Spec.RateLimit = false, nil
+	ix.Upsert(kept)
+	whole := verifier.NewIndex()
+	ak.Spec.Disabled, ak.Spec.RateLimit = false, nil
+	whole.Upsert(ak)
+	for _, required := range [][]string{{string(ak.Spec.Scopes[0])}, {string(ak.Spec.Scopes[255])}, {"s000:nope"}} {
+		got, want := ix.Verify(key, required, t0), whole.Verify(key, required, t0)
+		if got.Code != want.Code || got.ScopesHeader != want.ScopesHeader || !slices.Equal(got.Scopes, want.Scopes) {
+			t.Errorf("required %v: trimmed %s (%d scopes), whole %s (%d scopes)", required, got.Code, len(got.Scopes), want.Code, len(want.Scopes))
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/keyward-dev/keyward/pkg/verifier"
 
@@ -70,11 +71,21 @@ func TrimAPIKey(obj any) (any, error) {
 	if !ok {
 		return cache.TransformStripManagedFields()(obj)
 	}
+	scopes := ak.Spec.Scopes
+	if len(scopes) > 1 {
+		// Joined once here, the scopes are the index's X-Keyward-Scopes header and, as parts of it, its list
+		// (verifier.Index.Upsert reads a comma-separated element as a list): held once, not three times.
+		joined := make([]string, len(scopes))
+		for i, s := range scopes {
+			joined[i] = string(s)
+		}
+		scopes = []keywardv1alpha1.Scope{keywardv1alpha1.Scope(strings.Join(joined, ","))}
+	}
 	return &keywardv1alpha1.APIKey{TypeMeta: ak.TypeMeta, ObjectMeta: metav1.ObjectMeta{
 		Name: ak.Name, Namespace: ak.Namespace, UID: ak.UID, ResourceVersion: ak.ResourceVersion,
 		Generation: ak.Generation, DeletionTimestamp: ak.DeletionTimestamp,
 	}, Spec: keywardv1alpha1.APIKeySpec{
-		Disabled: ak.Spec.Disabled, Scopes: ak.Spec.Scopes, RateLimit: ak.Spec.RateLimit,
+		Disabled: ak.Spec.Disabled, Scopes: scopes, RateLimit: ak.Spec.RateLimit,
 	}, Status: keywardv1alpha1.APIKeyStatus{
 		KeyID: ak.Status.KeyID, KeyHash: ak.Status.KeyHash, ExpiresAt: ak.Status.ExpiresAt,
 		PreviousKeys: ak.Status.PreviousKeys, Usage: ak.Status.Usage,
