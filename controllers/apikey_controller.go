@@ -58,7 +58,8 @@ const (
 	EventPreviousKeyInUse EventReason = "PreviousKeyInUse"
 )
 
-// DefaultConflictRecheckInterval is how often an APIKey stalled on a Secret it does not own looks again.
+// DefaultConflictRecheckInterval is how soon an APIKey stalled on a Secret it does not own looks again the
+// first time; a lasting conflict waits longer (policy.ConflictBackoff).
 // Foreign Secrets are not in the cache (it holds only Keyward's), so their removal sends no event.
 const DefaultConflictRecheckInterval = 30 * time.Second
 

@@ -20,8 +20,8 @@ import (
 
 // Decision is one verification as the decision log records it. Everything in it is public: never key
 // material, and nothing derived from a presented key the verifier does not know (no key ID for an
-// unknown or malformed key). A path loses its query, and any occurrence of the presented key, before it is
-// recorded.
+// unknown or malformed key). A path loses its query and is percent-decoded, and every key in it or in the
+// host, presented or not, becomes [key], before it is recorded.
 type Decision struct {
 	Time time.Time `json:"time"`
 	// Interface is forward_auth, json or ext_authz.
