@@ -66,7 +66,7 @@ func TestResolveRejectsWhatCELWouldHave(t *testing.T) {
 }
 
 func TestExpiryAndRenewalTimes(t *testing.T) {
-	rb := func(s string) *period.Period { p := period.MustParse(s); return &p }
+	rb := ptrPeriod
 	cases := []struct {
 		name            string
 		spec            Spec
