@@ -8,6 +8,8 @@
 # Usage:
 #   hack/controlplane.sh ensure   build whatever is missing (progress on stderr), print the assets dir
 #   hack/controlplane.sh path     print the assets dir without building
+#   hack/controlplane.sh node     also build what a real node needs (kubelet, kube-proxy, kube-scheduler,
+#                                 kube-controller-manager, and the helm CLI at go.mod's version); print the dir
 #
 # Environment:
 #   KUBEBUILDER_ASSETS   a directory that already holds the three binaries; used as is when complete
@@ -20,12 +22,20 @@ ETCD_VERSION=${ETCD_VERSION:-v3.7.0}
 CACHE_ROOT=${KEYWARD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/keyward}
 ASSETS_DIR="$CACHE_ROOT/controlplane/k8s-${KUBE_VERSION}-etcd-${ETCD_VERSION}"
 BINARIES=(kube-apiserver kubectl etcd)
+# What hack/e2e runs beyond the control plane: a node and the scheduling and service machinery around it.
+NODE_BINARIES=(kubelet kube-proxy kube-scheduler kube-controller-manager helm)
 
 log() { printf '[controlplane] %s\n' "$*" >&2; }
 
 complete_in() {
 	local dir=$1 bin
 	for bin in "${BINARIES[@]}"; do [[ -x "$dir/$bin" ]] || return 1; done
+}
+
+node_complete_in() {
+	local dir=$1 bin
+	complete_in "$dir" || return 1
+	for bin in "${NODE_BINARIES[@]}"; do [[ -x "$dir/$bin" ]] || return 1; done
 }
 
 assets_dir() {
@@ -91,12 +101,15 @@ build() {
 }
 
 ensure() {
+	local want=${1:-controlplane}
 	local dir
 	dir=$(assets_dir)
-	if complete_in "$dir"; then
+	if complete_in "$dir" && { [[ $want != node ]] || node_complete_in "$dir"; }; then
 		echo "$dir"
 		return
 	fi
+	# A node is built beside the cached control plane, never into a KUBEBUILDER_ASSETS given from outside.
+	[[ $want != node ]] || dir=$ASSETS_DIR
 	mkdir -p "$ASSETS_DIR"
 	local work
 	work=$(mktemp -d)
@@ -109,12 +122,25 @@ ensure() {
 	[[ -x "$ASSETS_DIR/etcd" ]] || build etcd go.etcd.io/etcd/server/v3 "${ETCD_VERSION}" "-s -w" "$work"
 	[[ -x "$ASSETS_DIR/kube-apiserver" ]] || build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "${KUBE_VERSION}" "$kflags" "$work"
 	[[ -x "$ASSETS_DIR/kubectl" ]] || build kubectl k8s.io/kubernetes/cmd/kubectl "${KUBE_VERSION}" "$kflags" "$work"
+	if [[ $want == node ]]; then
+		local bin
+		for bin in kubelet kube-proxy kube-scheduler kube-controller-manager; do
+			[[ -x "$ASSETS_DIR/$bin" ]] || build "$bin" "k8s.io/kubernetes/cmd/$bin" "${KUBE_VERSION}" "$kflags" "$work"
+		done
+		# The helm CLI at the version of the Helm SDK that Keyward's chart test already uses.
+		if [[ ! -x "$ASSETS_DIR/helm" ]]; then
+			local helmv
+			helmv=$(cd "$(dirname "$0")/.." && go list -m -f '{{.Version}}' helm.sh/helm/v4)
+			build helm helm.sh/helm/v4/cmd/helm "$helmv" "-s -w -X helm.sh/helm/v4/internal/version.version=$helmv" "$work"
+		fi
+	fi
 	log "control plane ready in $ASSETS_DIR"
 	echo "$ASSETS_DIR"
 }
 
 case "${1:-ensure}" in
 ensure) ensure ;;
+node) ensure node ;;
 path) assets_dir ;;
-*) echo "usage: $0 [ensure|path]" >&2; exit 2 ;;
+*) echo "usage: $0 [ensure|path|node]" >&2; exit 2 ;;
 esac

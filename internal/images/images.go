@@ -99,6 +99,20 @@ func Build(o Options) ([]Result, error) {
 	return results, nil
 }
 
+// BuildComponent builds one image of a static Go program, as Build does for Keyward's own: for images that
+// only tests run (the sandbox image and the workload of the end-to-end tests), which nothing can pull here.
+func BuildComponent(o Options, c Component) (v1.Image, error) {
+	roots, err := os.ReadFile(o.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading CA roots: %w", err)
+	}
+	bin, err := buildBinary(o, c)
+	if err != nil {
+		return nil, err
+	}
+	return image(o, c, bin, roots)
+}
+
 // buildBinary builds a static, trimmed, version-stamped binary and returns its bytes.
 func buildBinary(o Options, c Component) ([]byte, error) {
 	dir, err := os.MkdirTemp("", "keyward-image-")
