@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +46,7 @@ type options struct {
 	httpAddr, grpcAddr, probeAddr string
 	metrics                       serving.MetricsFlags
 	flushInterval                 time.Duration
+	shutdownDelay                 time.Duration
 	rateLimitedStatus             int
 	namespaces, namespaceSelector string
 	tlsCert, tlsKey               string
@@ -60,6 +63,8 @@ func main() {
 	flag.StringVar(&o.grpcAddr, "grpc-bind-address", ":9001", "Address of Envoy ext_authz (envoy.service.auth.v3.Authorization). Empty disables it.")
 	o.metrics.Bind(flag.CommandLine)
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
+	flag.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second,
+		"How long a terminating verifier keeps answering before it stops listening: the time kube-proxy and gateways take to stop sending it new requests.")
 	flag.DurationVar(&o.flushInterval, "usage-flush-interval", serve.DefaultUsageFlushInterval, "How often usage is written to status.usage.")
 	flag.IntVar(&o.rateLimitedStatus, "rate-limited-status", http.StatusTooManyRequests,
 		"HTTP status for rate-limited requests: 429, or 403 for proxies that turn other codes into 500s.")
@@ -140,7 +145,11 @@ func run(o options) error {
 	if err := mgr.AddReadyzCheck("index-synced", serve.SyncedCheck(synced)); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
-	if err := o.addListeners(ctx, mgr, ix); err != nil {
+	stopping := newShutdown(o.shutdownDelay)
+	if err := mgr.AddReadyzCheck("not-stopping", stopping.readyz); err != nil {
+		return fmt.Errorf("adding the readiness check: %w", err)
+	}
+	if err := o.addListeners(ctx, mgr, ix, stopping); err != nil {
 		return err
 	}
 	ctrl.Log.Info("Starting the verifier", "http", o.httpAddr, "grpc", o.grpcAddr, "tls", o.tlsCert != "",
@@ -276,8 +285,8 @@ func registerFailureMetrics(ix *verifier.Index) {
 }
 
 // addListeners adds the HTTP listener (forward auth and JSON), the gRPC one (ext_authz) and the usage
-// reporter, over TLS when configured.
-func (o options) addListeners(ctx context.Context, mgr manager.Manager, ix *verifier.Index) error {
+// reporter, over TLS when configured. They stop together, after stopping's lame-duck period.
+func (o options) addListeners(ctx context.Context, mgr manager.Manager, ix *verifier.Index, stopping *shutdown) error {
 	var tlsConfig *tls.Config
 	if o.tlsCert != "" {
 		var watcher manager.Runnable
@@ -303,7 +312,7 @@ func (o options) addListeners(ctx context.Context, mgr manager.Manager, ix *veri
 	}
 	httpSrv := (&serve.HTTPServer{Index: ix, Clock: clock.RealClock{}, Answerer: answerer, Metrics: m, Decisions: decisions}).Server(o.httpAddr)
 	httpSrv.TLSConfig = tlsConfig
-	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return serveHTTP(ctx, httpSrv) })); err != nil {
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return serveHTTP(ctx, httpSrv, stopping) })); err != nil {
 		return fmt.Errorf("adding the HTTP listener: %w", err)
 	}
 	if o.grpcAddr != "" {
@@ -312,7 +321,7 @@ func (o options) addListeners(ctx context.Context, mgr manager.Manager, ix *veri
 			creds = append(creds, grpc.Creds(credentials.NewTLS(tlsConfig)))
 		}
 		g := serve.NewGRPCServer(&serve.ExtAuthzServer{Index: ix, Clock: clock.RealClock{}, Answerer: answerer, Metrics: m, Decisions: decisions}, creds...)
-		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return serveGRPC(ctx, g, o.grpcAddr) })); err != nil {
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return serveGRPC(ctx, g, o.grpcAddr, stopping) })); err != nil {
 			return fmt.Errorf("adding the gRPC listener: %w", err)
 		}
 	}
@@ -349,8 +358,42 @@ func (o options) openDecisionLog(mgr manager.Manager) (*serve.DecisionLog, error
 	return l, nil
 }
 
-// serveHTTP serves until ctx ends, then drains in-flight requests for up to 10 seconds.
-func serveHTTP(ctx context.Context, srv *http.Server) error {
+// shutdown is a terminating verifier's lame-duck period. A deleted Pod gets SIGTERM while its address may
+// still be in kube-proxy's rules and in gateways' connection pools: a verifier that stopped listening at once
+// would fail requests that the other replica could answer. It keeps answering for delay, reporting not
+// ready, and only then stops its listeners.
+type shutdown struct {
+	delay   time.Duration
+	once    sync.Once
+	started atomic.Bool
+	over    chan struct{}
+}
+
+func newShutdown(delay time.Duration) *shutdown {
+	return &shutdown{delay: delay, over: make(chan struct{})}
+}
+
+// readyz fails once the verifier is stopping.
+func (s *shutdown) readyz(*http.Request) error {
+	if s.started.Load() {
+		return errors.New("stopping")
+	}
+	return nil
+}
+
+// wait starts the lame-duck period on the first call and returns when it is over; every listener calls it
+// when its context ends, and all stop together.
+func (s *shutdown) wait() {
+	s.once.Do(func() {
+		s.started.Store(true)
+		time.AfterFunc(s.delay, func() { close(s.over) })
+	})
+	<-s.over
+}
+
+// serveHTTP serves until ctx ends and the lame-duck period is over, then drains in-flight requests for up to
+// 10 seconds.
+func serveHTTP(ctx context.Context, srv *http.Server, stopping *shutdown) error {
 	errc := make(chan error, 1)
 	go func() {
 		if srv.TLSConfig != nil {
@@ -363,14 +406,15 @@ func serveHTTP(ctx context.Context, srv *http.Server) error {
 	case err := <-errc:
 		return fmt.Errorf("serving HTTP on %s: %w", srv.Addr, err)
 	case <-ctx.Done():
+		stopping.wait()
 		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		return srv.Shutdown(shutdown)
 	}
 }
 
-// serveGRPC serves until ctx ends, then stops gracefully.
-func serveGRPC(ctx context.Context, g *grpc.Server, addr string) error {
+// serveGRPC serves until ctx ends and the lame-duck period is over, then stops gracefully.
+func serveGRPC(ctx context.Context, g *grpc.Server, addr string, stopping *shutdown) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listening for gRPC on %s: %w", addr, err)
@@ -381,6 +425,7 @@ func serveGRPC(ctx context.Context, g *grpc.Server, addr string) error {
 	case err := <-errc:
 		return fmt.Errorf("serving gRPC on %s: %w", addr, err)
 	case <-ctx.Done():
+		stopping.wait()
 		g.GracefulStop()
 		return nil
 	}
