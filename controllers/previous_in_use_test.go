@@ -85,3 +85,42 @@ func TestAPreviousKeyStillUsedNearTheEndOfItsGraceIsReportedEverywhere(t *testin
 		t.Errorf("%d PreviousKeyInUse events; want the one", n)
 	}
 }
+
+// TestAUseOfAPreviousKeyInsideAShortGraceIsReportedBeforeTheKeyStops rotates an APIKey with a 5-minute
+// grace period, whose notice is the whole grace, and has the verifier report that the previous key is still
+// used. The report alone, with the clock standing still, makes the manager say so: its next scheduled look
+// would come at the key's end, too late for any warning.
+func TestAUseOfAPreviousKeyInsideAShortGraceIsReportedBeforeTheKeyStops(t *testing.T) {
+	testenv.Need(t)
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("short", "rotation: {gracePeriod: 5m}")
+	h.waitReady("short")
+	h.update("short", func(ak *keywardv1alpha1.APIKey) {
+		ak.Annotations = map[string]string{keywardv1alpha1.RotateAnnotation: "r1"}
+	})
+	ak := h.waitFor("short", "revision 2", revisionIs(2))
+	previousID := ak.Status.PreviousKeys[0].KeyID
+	if len(ak.Status.PreviousKeysInUse) != 0 {
+		t.Fatalf("a previous key nobody used yet is reported in use: %v", ak.Status.PreviousKeysInUse)
+	}
+
+	lastUse := metav1.NewTime(h.clock.Now())
+	base := ak.DeepCopy()
+	ak.Status.Usage = &keywardv1alpha1.UsageStatus{Requests: 1, LastUsedAt: &lastUse,
+		Keys: []keywardv1alpha1.KeyUsage{{KeyID: previousID, Valid: 1, LastUsedAt: &lastUse}}}
+	if err := testenv.Impersonating(env.Config, testenv.VerifierUser).Status().Patch(context.Background(), ak,
+		client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+		t.Fatal(err)
+	}
+	got := h.waitFor("short", "the previous key reported in use", func(ak *keywardv1alpha1.APIKey) bool {
+		return slices.Equal(ak.Status.PreviousKeysInUse, []string{previousID}) &&
+			meta.IsStatusConditionTrue(ak.Status.Conditions, keywardv1alpha1.ConditionPreviousKeyInUse)
+	})
+	if !h.clock.Now().Before(got.Status.PreviousKeys[0].ValidUntil.Time) {
+		t.Errorf("reported at %v, not before the previous key's end %v", h.clock.Now(), got.Status.PreviousKeys[0].ValidUntil)
+	}
+	if evs := h.waitForEvent(EventPreviousKeyInUse, 1); len(evs) != 1 || evs[0].Regarding.Name != "short" {
+		t.Errorf("events %+v", evs)
+	}
+}

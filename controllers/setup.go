@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -217,7 +218,8 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		// but Keyward's own, the verifier's usage reports and the delivery controller's status.webhook is
 		// looked at, so a forged status is put back at once.
 		For(&keywardv1alpha1.APIKey{}, builder.WithPredicates(predicate.Or[client.Object](
-			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, statusEdited(r.status), deletionStarted()))).
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, statusEdited(r.status), deletionStarted(),
+			previousKeyUseReported()))).
 		Watches(&corev1.Secret{}, r.secretEvents()).
 		// A deleted APIKey may free a Secret that another APIKey waits for: whichever of the two deletions
 		// (the APIKey's, its Secret's) the cache shows last, the waiting APIKey is looked at again then.
@@ -303,6 +305,42 @@ func (r *APIKeyReconciler) apiKeysUsing(ctx context.Context, secret client.Objec
 func deletionStarted() predicate.Funcs {
 	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		return e.ObjectOld.GetDeletionTimestamp() == nil && e.ObjectNew.GetDeletionTimestamp() != nil
+	}}
+}
+
+// previousKeyUseReported passes a verifier's usage report that shows a previous key used later than before,
+// while it is not yet listed in status.previousKeysInUse: the key controller then judges at once whether the
+// key is about to stop while still in use. Waiting for its next scheduled look (every PreviousKeyRecheck)
+// would, for a grace period that short, come after the key is gone, and the warning never. A key already
+// listed is looked at again on that schedule, so reports do not cost a reconcile each.
+func previousKeyUseReported() predicate.Funcs {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		before, okBefore := e.ObjectOld.(*keywardv1alpha1.APIKey)
+		after, okAfter := e.ObjectNew.(*keywardv1alpha1.APIKey)
+		if !okBefore || !okAfter || after.Status.Usage == nil {
+			return false
+		}
+		lastUse := func(ak *keywardv1alpha1.APIKey, id string) *metav1.Time {
+			if ak.Status.Usage == nil {
+				return nil
+			}
+			for _, k := range ak.Status.Usage.Keys {
+				if k.KeyID == id {
+					return k.LastUsedAt
+				}
+			}
+			return nil
+		}
+		for _, p := range after.Status.PreviousKeys {
+			if slices.Contains(after.Status.PreviousKeysInUse, p.KeyID) {
+				continue
+			}
+			now, was := lastUse(after, p.KeyID), lastUse(before, p.KeyID)
+			if now != nil && (was == nil || was.Before(now)) {
+				return true
+			}
+		}
+		return false
 	}}
 }
 
