@@ -6,6 +6,7 @@ package main
 
 import (
 	"archive/tar"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -35,7 +37,16 @@ func main() {
 	}
 }
 
+// Pinned is what the e2e test reads from images.json: the images (repo@digest) and chart of the working
+// tree and of the earlier commit.
+type Pinned struct {
+	Manager, Verifier         string
+	BaseManager, BaseVerifier string
+	BaseChart, BaseCommit     string
+}
+
 func run(out, dist, base, cache string) error {
+	var pinned Pinned
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
@@ -70,28 +81,43 @@ func run(out, dist, base, cache string) error {
 			return err
 		}
 	}
-	if err := named(filepath.Join(dist, "oci"), filepath.Join(out, "keyward"), filepath.Join(out, "keyward.oci.tar")); err != nil {
+	refs, err := named(filepath.Join(dist, "oci"), filepath.Join(out, "keyward"), filepath.Join(out, "keyward.oci.tar"))
+	if err != nil {
 		return err
 	}
-	if base == "" {
-		return nil
+	pinned.Manager, pinned.Verifier = refs["manager"], refs["verifier"]
+	if base != "" {
+		if refs, err = buildBase(out, base, cache); err != nil {
+			return err
+		}
+		pinned.BaseManager, pinned.BaseVerifier = refs["manager"], refs["verifier"]
+		pinned.BaseChart, pinned.BaseCommit = filepath.Join(cache, base, "src", "charts", "keyward"), base
 	}
-	// The earlier commit builds its own release, with its own hack/release, from its own tree.
+	b, err := json.MarshalIndent(pinned, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(out, "images.json"), b, 0o644)
+}
+
+// buildBase builds (once; it is cached by commit) the release of an earlier commit with that commit's own
+// hack/release, from its own tree.
+func buildBase(out, base, cache string) (map[string]string, error) {
 	cached := filepath.Join(cache, base)
 	if _, err := os.Stat(filepath.Join(cached, "done")); err != nil {
 		_ = os.RemoveAll(cached)
 		src := filepath.Join(cached, "src")
 		if err := os.MkdirAll(src, 0o755); err != nil {
-			return err
+			return nil, err
 		}
 		if err := sh("", "bash", "-c", fmt.Sprintf("git archive %s | tar -x -C %q", base, src)); err != nil {
-			return fmt.Errorf("unpacking %s (is it in this clone's history?): %w", base, err)
+			return nil, fmt.Errorf("unpacking %s (is it in this clone's history?): %w", base, err)
 		}
 		if err := sh(src, "go", "run", "./hack/release", "--version", "v0.0.0-base", "--revision", base, "--out", filepath.Join(cached, "dist")); err != nil {
-			return fmt.Errorf("building the release of %s: %w", base, err)
+			return nil, fmt.Errorf("building the release of %s: %w", base, err)
 		}
 		if err := os.WriteFile(filepath.Join(cached, "done"), nil, 0o644); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	return named(filepath.Join(cached, "dist", "oci"), filepath.Join(out, "base"), filepath.Join(out, "base.oci.tar"))
@@ -99,37 +125,40 @@ func run(out, dist, base, cache string) error {
 
 // named copies the images of a release's OCI layout into a layout whose every image carries the names
 // containerd imports it under: its tag and repo@digest, the form the chart pins. `ctr images import` keeps
-// only io.containerd.image.name.
-func named(from, dir, file string) error {
+// only io.containerd.image.name. It returns repo@digest by component (manager, verifier).
+func named(from, dir, file string) (map[string]string, error) {
 	src, err := layout.ImageIndexFromPath(from)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m, err := src.IndexManifest()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	_ = os.RemoveAll(dir)
 	dst, err := layout.Write(dir, empty.Index)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	refs := map[string]string{}
 	for _, d := range m.Manifests {
 		img, err := src.Image(d.Digest)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		tag, err := name.NewTag(d.Annotations["org.opencontainers.image.ref.name"])
 		if err != nil {
-			return fmt.Errorf("image %s: %w", d.Digest, err)
+			return nil, fmt.Errorf("image %s: %w", d.Digest, err)
 		}
-		for _, n := range []string{tag.String(), tag.Context().String() + "@" + d.Digest.String()} {
+		pinned := tag.Context().String() + "@" + d.Digest.String()
+		for _, n := range []string{tag.String(), pinned} {
 			if err := dst.AppendImage(img, layout.WithAnnotations(map[string]string{"io.containerd.image.name": n})); err != nil {
-				return err
+				return nil, err
 			}
 		}
+		refs[strings.TrimPrefix(tag.Context().RepositoryStr()[strings.LastIndex(tag.Context().RepositoryStr(), "/")+1:], "keyward-")] = pinned
 	}
-	return archive(dir, file)
+	return refs, archive(dir, file)
 }
 
 func sh(dir, name string, args ...string) error {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +26,8 @@ type Tally struct {
 	Failed map[string]int `json:"failed"`
 	// LastKeyID is the key ID of the last request: which revision of the Secret the workload has seen.
 	LastKeyID string `json:"lastKeyID"`
+	// Outcomes counts failed requests by what they got back: an HTTP status, or "error" when no answer came.
+	Outcomes map[string]int `json:"outcomes"`
 	// LastFailure says what the last failed request got back.
 	LastFailure string `json:"lastFailure,omitempty"`
 }
@@ -38,7 +41,7 @@ func main() {
 	flag.Parse()
 
 	var mu sync.Mutex
-	t := Tally{OK: map[string]int{}, Failed: map[string]int{}}
+	t := Tally{OK: map[string]int{}, Failed: map[string]int{}, Outcomes: map[string]int{}}
 	http.HandleFunc("/counts", func(w http.ResponseWriter, _ *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -71,6 +74,11 @@ func main() {
 			t.OK[id]++
 		} else {
 			t.Failed[id]++
+			outcome := strconv.Itoa(status)
+			if err != nil {
+				outcome = "error"
+			}
+			t.Outcomes[outcome]++
 			t.LastFailure = fmt.Sprintf("status %d, error %v", status, err)
 		}
 		mu.Unlock()
