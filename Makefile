@@ -86,6 +86,37 @@ release: ## Write a release into dist/: images, keyward.yaml (images pinned by d
 	$(CONTROLPLANE) ensure >/dev/null
 	go run ./hack/release --version $(VERSION) --revision $(REVISION) --created $(SOURCE_DATE_EPOCH) --out dist
 
+# Where make e2e puts its images, test binary and (on failure) the node's logs.
+E2E_DIR ?= $(CURDIR)/.e2e
+# An earlier commit of main: the upgrade test installs its chart and images first, then upgrades to the tree.
+E2E_BASE ?= d8c329a25ee92c4bb9b88fdef62df8163423c044
+KEYWARD_CACHE ?= $(or $(KEYWARD_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/keyward)
+# How long one wait of the e2e may poll before it fails: kubelet syncs and Pod starts on a busy 2-core machine.
+E2E_WAIT ?= 10m
+
+.PHONY: e2e-prepare
+e2e-prepare: release
+	$(CONTROLPLANE) node >/dev/null
+	go build -o bin/kubectl-keyward ./cmd/kubectl-keyward
+	go build -o bin/node ./hack/node
+	KUBEBUILDER_ASSETS=$$($(CONTROLPLANE) path) go run ./hack/e2e --out $(E2E_DIR) --dist dist --base $(E2E_BASE) --cache $(KEYWARD_CACHE)/e2e
+	go test -c -o $(E2E_DIR)/e2e.test ./test/e2e
+
+.PHONY: e2e
+e2e: VERSION = v0.0.0-e2e
+e2e: e2e-prepare ## Run Keyward as users do on a real node (hack/node): chart, Pods from the tree's images, workloads, nginx, upgrade.
+	rm -rf $(E2E_DIR)/logs
+	PATH="$(CURDIR)/bin:$$PATH" KEYWARD_E2E_DIR=$(E2E_DIR) KEYWARD_TEST_WAIT=$(E2E_WAIT) \
+	bin/node --assets "$$($(CONTROLPLANE) path)" --pause $(E2E_DIR)/pause.oci.tar --logs $(E2E_DIR)/logs \
+		--images $(E2E_DIR)/workload.oci.tar --images $(E2E_DIR)/keyward.oci.tar --images $(E2E_DIR)/base.oci.tar \
+		-- $(E2E_DIR)/e2e.test -test.v -test.count=1 -test.timeout 60m
+
+.PHONY: run-cluster
+run-cluster: VERSION = v0.0.0-dev
+run-cluster: e2e-prepare ## Start the e2e's real node with the tree's images loaded, print its kubeconfig; Ctrl-C stops everything.
+	PATH="$(CURDIR)/bin:$$PATH" exec bin/node --serve --assets "$$($(CONTROLPLANE) path)" --pause $(E2E_DIR)/pause.oci.tar \
+		--images $(E2E_DIR)/workload.oci.tar --images $(E2E_DIR)/keyward.oci.tar
+
 .PHONY: run-local
 run-local: build ## Start etcd + kube-apiserver, install the CRDs, run the manager and the verifier in the foreground.
 	go build -o bin/runlocal ./hack/runlocal
