@@ -145,7 +145,7 @@ func run(o options) error {
 	if err := mgr.AddReadyzCheck("index-synced", serve.SyncedCheck(synced)); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
-	stopping := newShutdown(o.shutdownDelay)
+	stopping := newShutdown(o.shutdownDelay, clock.RealClock{})
 	if err := mgr.AddReadyzCheck("not-stopping", stopping.readyz); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
@@ -312,7 +312,13 @@ func (o options) addListeners(ctx context.Context, mgr manager.Manager, ix *veri
 	}
 	httpSrv := (&serve.HTTPServer{Index: ix, Clock: clock.RealClock{}, Answerer: answerer, Metrics: m, Decisions: decisions}).Server(o.httpAddr)
 	httpSrv.TLSConfig = tlsConfig
-	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return serveHTTP(ctx, httpSrv, stopping) })); err != nil {
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		ln, err := net.Listen("tcp", o.httpAddr)
+		if err != nil {
+			return fmt.Errorf("listening for HTTP on %s: %w", o.httpAddr, err)
+		}
+		return serveHTTP(ctx, httpSrv, ln, stopping)
+	})); err != nil {
 		return fmt.Errorf("adding the HTTP listener: %w", err)
 	}
 	if o.grpcAddr != "" {
@@ -321,7 +327,13 @@ func (o options) addListeners(ctx context.Context, mgr manager.Manager, ix *veri
 			creds = append(creds, grpc.Creds(credentials.NewTLS(tlsConfig)))
 		}
 		g := serve.NewGRPCServer(&serve.ExtAuthzServer{Index: ix, Clock: clock.RealClock{}, Answerer: answerer, Metrics: m, Decisions: decisions}, creds...)
-		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return serveGRPC(ctx, g, o.grpcAddr, stopping) })); err != nil {
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			ln, err := net.Listen("tcp", o.grpcAddr)
+			if err != nil {
+				return fmt.Errorf("listening for gRPC on %s: %w", o.grpcAddr, err)
+			}
+			return serveGRPC(ctx, g, ln, stopping)
+		})); err != nil {
 			return fmt.Errorf("adding the gRPC listener: %w", err)
 		}
 	}
@@ -364,13 +376,14 @@ func (o options) openDecisionLog(mgr manager.Manager) (*serve.DecisionLog, error
 // ready, and only then stops its listeners.
 type shutdown struct {
 	delay   time.Duration
+	clock   clock.Clock
 	once    sync.Once
 	started atomic.Bool
 	over    chan struct{}
 }
 
-func newShutdown(delay time.Duration) *shutdown {
-	return &shutdown{delay: delay, over: make(chan struct{})}
+func newShutdown(delay time.Duration, c clock.Clock) *shutdown {
+	return &shutdown{delay: delay, clock: c, over: make(chan struct{})}
 }
 
 // readyz fails once the verifier is stopping.
@@ -386,25 +399,29 @@ func (s *shutdown) readyz(*http.Request) error {
 func (s *shutdown) wait() {
 	s.once.Do(func() {
 		s.started.Store(true)
-		time.AfterFunc(s.delay, func() { close(s.over) })
+		after := s.clock.After(s.delay)
+		go func() {
+			<-after
+			close(s.over)
+		}()
 	})
 	<-s.over
 }
 
 // serveHTTP serves until ctx ends and the lame-duck period is over, then drains in-flight requests for up to
 // 10 seconds.
-func serveHTTP(ctx context.Context, srv *http.Server, stopping *shutdown) error {
+func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener, stopping *shutdown) error {
 	errc := make(chan error, 1)
 	go func() {
 		if srv.TLSConfig != nil {
-			errc <- srv.ListenAndServeTLS("", "") // certificates come from TLSConfig.GetCertificate
+			errc <- srv.ServeTLS(ln, "", "") // certificates come from TLSConfig.GetCertificate
 		} else {
-			errc <- srv.ListenAndServe()
+			errc <- srv.Serve(ln)
 		}
 	}()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serving HTTP on %s: %w", srv.Addr, err)
+		return fmt.Errorf("serving HTTP on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 		stopping.wait()
 		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -414,16 +431,12 @@ func serveHTTP(ctx context.Context, srv *http.Server, stopping *shutdown) error 
 }
 
 // serveGRPC serves until ctx ends and the lame-duck period is over, then stops gracefully.
-func serveGRPC(ctx context.Context, g *grpc.Server, addr string, stopping *shutdown) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listening for gRPC on %s: %w", addr, err)
-	}
+func serveGRPC(ctx context.Context, g *grpc.Server, ln net.Listener, stopping *shutdown) error {
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(ln) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serving gRPC on %s: %w", addr, err)
+		return fmt.Errorf("serving gRPC on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 		stopping.wait()
 		g.GracefulStop()
