@@ -55,7 +55,11 @@ NORACE_PKGS := ./internal/chart ./internal/images ./internal/release ./internal/
 RACE_PKGS = $(shell go list ./... | grep -v -E '/(internal/(chart|images|release|plugin)|config|hack|cmd/kubectl-keyward)(/|$$)')
 
 .PHONY: test
-test: verify ## Run unit and envtest tests against a real kube-apiserver and etcd.
+test: test-envtest ## Everything CI runs: verify, unit and envtest tests, then the e2e on a real node (make e2e).
+	$(MAKE) --no-print-directory e2e
+
+.PHONY: test-envtest
+test-envtest: verify ## Run verify, unit and envtest tests against a real kube-apiserver and etcd (make test without the node).
 	assets=$$($(CONTROLPLANE) ensure); export KUBEBUILDER_ASSETS="$$assets"; \
 	go test $(GO_TEST_FLAGS) -race $(RACE_PKGS) && \
 	go test $(GO_TEST_FLAGS) $(NORACE_PKGS)
