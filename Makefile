@@ -117,9 +117,10 @@ e2e: e2e-prepare ## Run Keyward as users do on a real node (hack/node): chart, P
 
 .PHONY: run-cluster
 run-cluster: VERSION = v0.0.0-dev
-run-cluster: e2e-prepare ## Start the e2e's real node with the tree's images loaded, print its kubeconfig; Ctrl-C stops everything.
+run-cluster: E2E_BASE =
+run-cluster: e2e-prepare ## Start the e2e's real node, install the chart with the tree's images (hack/run-cluster.sh), print the kubeconfig; Ctrl-C stops everything.
 	PATH="$(CURDIR)/bin:$$PATH" exec bin/node --serve --assets "$$($(CONTROLPLANE) path)" --pause $(E2E_DIR)/pause.oci.tar \
-		--images $(E2E_DIR)/workload.oci.tar --images $(E2E_DIR)/keyward.oci.tar
+		--images $(E2E_DIR)/workload.oci.tar --images $(E2E_DIR)/keyward.oci.tar -- hack/run-cluster.sh $(E2E_DIR)/values.yaml
 
 .PHONY: run-local
 run-local: build ## Start etcd + kube-apiserver, install the CRDs, run the manager and the verifier in the foreground.

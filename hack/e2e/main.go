@@ -97,7 +97,17 @@ func run(out, dist, base, cache string) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(out, "images.json"), b, 0o644)
+	if err := os.WriteFile(filepath.Join(out, "images.json"), b, 0o644); err != nil {
+		return err
+	}
+	// The chart's values that pin the tree's images by digest, for make run-cluster's helm install.
+	var values strings.Builder
+	values.WriteString("# Written by hack/e2e: the working tree's images as containerd has them.\nimage:\n")
+	for _, c := range []struct{ component, ref string }{{"manager", pinned.Manager}, {"verifier", pinned.Verifier}} {
+		repo, digest, _ := strings.Cut(c.ref, "@")
+		fmt.Fprintf(&values, "  %s:\n    repository: %s\n    digest: %s\n", c.component, repo, digest)
+	}
+	return os.WriteFile(filepath.Join(out, "values.yaml"), []byte(values.String()), 0o644)
 }
 
 // buildBase builds (once; it is cached by commit) the release of an earlier commit with that commit's own

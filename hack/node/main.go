@@ -17,7 +17,7 @@
 // Usage:
 //
 //	node --assets DIR [--images FILE.tar ...] -- COMMAND [ARGS]   run COMMAND inside the cluster's namespace
-//	node --assets DIR --serve                                      keep the cluster up until Ctrl-C
+//	node --assets DIR --serve [-- COMMAND [ARGS]]                  (run COMMAND, then) keep the cluster up until Ctrl-C
 //
 // COMMAND gets KUBECONFIG (cluster-admin), KEYWARD_NODE_CONTAINERD (containerd's socket),
 // KEYWARD_NODE_IP and KEYWARD_NODE_DIR. --serve also listens on 127.0.0.1 of the machine and forwards to the
@@ -108,7 +108,7 @@ func outer() (int, error) {
 		return 2, errors.New("--assets and --pause are required")
 	}
 	if !*serve && flag.NArg() == 0 {
-		return 2, errors.New("give a command after --, or --serve")
+		return 2, errors.New("give a command after --, or --serve (with an optional command to run first)")
 	}
 	if os.Geteuid() != 0 {
 		return 2, errors.New("a node needs root (namespaces, mounts, cgroups)")
@@ -575,9 +575,19 @@ func (c *cluster) run(ctx context.Context, serve bool, images, command []string)
 		"KEYWARD_NODE_DIR="+c.dir,
 		"PATH="+c.assets+":"+os.Getenv("PATH"),
 	)
+	if len(command) > 0 {
+		if err := c.runCommand(ctx, env, command); err != nil {
+			return err
+		}
+	}
 	if serve {
 		return c.serve(ctx)
 	}
+	return nil
+}
+
+// runCommand runs command with the cluster's environment; Ctrl-C or the cluster's stop stops it.
+func (c *cluster) runCommand(ctx context.Context, env, command []string) error {
 	logf("cluster ready; running %s", strings.Join(command, " "))
 	cmd := exec.CommandContext(ctx, command[0], command[1:]...)
 	cmd.Env = env
@@ -644,9 +654,6 @@ Keyward's node is up: a real kubelet, containerd and kube-proxy in a network nam
 
   export KUBECONFIG=%s
   kubectl get nodes
-
-Install Keyward with its chart (images built by make release, loaded with --images):
-  helm install keyward charts/keyward -n keyward-system --create-namespace ...
 
 Inside the cluster's namespace (Pod and Service addresses): nsenter --net=/proc/%d/ns/net --mount=/proc/%d/ns/mnt
 Ctrl-C stops everything.
