@@ -103,7 +103,7 @@ e2e-prepare: release
 	$(CONTROLPLANE) node >/dev/null
 	go build -o bin/kubectl-keyward ./cmd/kubectl-keyward
 	go build -o bin/node ./hack/node
-	KUBEBUILDER_ASSETS=$$($(CONTROLPLANE) path) go run ./hack/e2e --out $(E2E_DIR) --dist dist --base $(E2E_BASE) --cache $(KEYWARD_CACHE)/e2e
+	KUBEBUILDER_ASSETS=$$($(CONTROLPLANE) path) go run ./hack/e2e --out $(E2E_DIR) --dist dist $(if $(E2E_BASE),--base $(E2E_BASE)) --cache $(KEYWARD_CACHE)/e2e
 	go test -c -o $(E2E_DIR)/e2e.test ./test/e2e
 
 .PHONY: e2e
