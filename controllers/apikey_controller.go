@@ -351,7 +351,7 @@ func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKe
 	health, progressing, requeue := plan.Health, "", time.Duration(0)
 	message := ""
 	switch {
-	case done.err != nil && shown.Pending():
+	case done.err != nil && shown.Withdrawn():
 		health = &policy.Health{Reason: keywardv1alpha1.ReasonSecretUnwritable}
 		message = fmt.Sprintf("Writing Secret %s failed (%v). No key is accepted until a new one is written there: the last one was withdrawn",
 			o.subject.Secret, done.err)

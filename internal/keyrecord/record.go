@@ -46,10 +46,10 @@ type PreviousKey struct {
 // IsZero reports whether the record describes no key at all.
 func (r Record) IsZero() bool { return r.Hash == "" && r.Revision == 0 }
 
-// Pending reports whether the record is a withdrawal: revision Revision is due, the key it replaces is no
+// Withdrawn reports whether the record is a withdrawal: revision Revision is due, the key it replaces is no
 // longer accepted, and the new key is not minted yet because the Secret could not take it. Only status holds
 // such a record; it accepts nothing but its previous keys.
-func (r Record) Pending() bool { return r.Hash == "" && r.Revision > 0 }
+func (r Record) Withdrawn() bool { return r.Hash == "" && r.Revision > 0 }
 
 // LivePrevious returns the previous keys still valid at now, oldest expiry first.
 func LivePrevious(prev []PreviousKey, now time.Time) []PreviousKey {

@@ -87,12 +87,12 @@ func parseTime(s string) time.Time {
 }
 
 // ErrSuperseded says that a Secret holds a genuine record older than the withdrawal status records (see
-// Record.Pending): the Secret could not be written when its key was withdrawn, and its key stays refused.
+// Record.Withdrawn): the Secret could not be written when its key was withdrawn, and its key stays refused.
 var ErrSuperseded = errors.New("the Secret holds a key that was withdrawn")
 
 // Check returns nil when the claim is genuine: the key is well-formed and is the one the record hashes, the
 // signature verifies for sub, and the record is not older than lastGenuine (the last record Keyward is sure
-// it wrote, zero when none). It returns ErrSuperseded for a genuine claim older than a pending lastGenuine.
+// it wrote, zero when none). It returns ErrSuperseded for a genuine claim older than a lastGenuine that is a withdrawal.
 // Otherwise it returns a *TamperedError naming what differs, comparing with lastGenuine where the signature
 // alone cannot say; previous keys are compared as they stand at now.
 func (c Claim) Check(signer *Signer, sub Subject, lastGenuine Record, now time.Time) error {
@@ -102,11 +102,11 @@ func (c Claim) Check(signer *Signer, sub Subject, lastGenuine Record, now time.T
 	}
 	signed := signer.Verify(sub, c.Record, c.Signature)
 	switch {
-	case len(changed) == 0 && lastGenuine.Pending() && c.Record.Revision < lastGenuine.Revision && signed:
+	case len(changed) == 0 && lastGenuine.Withdrawn() && c.Record.Revision < lastGenuine.Revision && signed:
 		// Whatever older record the Secret holds, even one put back, its key is not accepted: the
 		// withdrawal is what status shows, and the new key replaces it as soon as the Secret can be written.
 		return ErrSuperseded
-	case lastGenuine.Pending() && c.Record.Revision >= lastGenuine.Revision && signed:
+	case lastGenuine.Withdrawn() && c.Record.Revision >= lastGenuine.Revision && signed:
 		// Written after the withdrawal, by a reconcile that crashed before its status write.
 	case !signed:
 		claimed, genuine := c.Record, lastGenuine

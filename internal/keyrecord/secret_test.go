@@ -203,8 +203,8 @@ func TestCheckSaysAGenuineRecordOlderThanAWithdrawalIsSuperseded(t *testing.T) {
 	s := &corev1.Secret{}
 	WriteSecret(s, c, signer, subject)
 	withdrawal := Record{Revision: c.Record.Revision + 1, Reason: keywardv1alpha1.RotationRevoked}
-	if !withdrawal.Pending() || withdrawal.IsZero() {
-		t.Fatalf("a record with a revision and no key must be pending, not zero")
+	if !withdrawal.Withdrawn() || withdrawal.IsZero() {
+		t.Fatalf("a record with a revision and no key must be a withdrawal, not zero")
 	}
 	if err := ReadSecret(s).Check(signer, subject, withdrawal, issued); !errors.Is(err, ErrSuperseded) {
 		t.Errorf("the withdrawn key's Secret: %v, want ErrSuperseded", err)

@@ -128,7 +128,7 @@ const (
 	// SecretGenuine: the Secret holds the key and the record Keyward wrote.
 	SecretGenuine
 	// SecretSuperseded: the Secret holds a genuine record older than the withdrawal status shows (see
-	// keyrecord.Record.Pending): its key stays refused until a new one replaces it.
+	// keyrecord.Record.Withdrawn): its key stays refused until a new one replaces it.
 	SecretSuperseded
 )
 
@@ -200,7 +200,7 @@ type Plan struct {
 	DroppedByCap []string
 	// Withheld is what status shows when the Secret does not take Record (it cannot be used or written, or
 	// the write fails): the record the Secret serves, accepting no key that this plan stops accepting. When
-	// the plan stops the current key it is a withdrawal (keyrecord.Record.Pending), and the new key follows
+	// the plan stops the current key it is a withdrawal (keyrecord.Record.Withdrawn), and the new key follows
 	// once the Secret can be written. Zero when no key has been recorded.
 	Withheld keyrecord.Record
 	// Health says whether the key is usable; nil when the plan could not judge the key.
@@ -278,7 +278,7 @@ func PlanFor(o Observation) Plan {
 			return Plan{Health: stalled(blockedReason, blocked), NextCheck: now.Add(ConflictBackoff(o.ConflictSince, now, o.ConflictRecheck))}
 		}
 		o.Secret, o.Current = SecretGenuine, o.LastKnown
-		if o.LastKnown.Pending() {
+		if o.LastKnown.Withdrawn() {
 			o.Secret, o.Current = SecretSuperseded, keyrecord.Record{}
 		}
 	}
@@ -411,7 +411,7 @@ func withhold(served keyrecord.Record, p Plan) keyrecord.Record {
 	if served.IsZero() {
 		return keyrecord.Record{}
 	}
-	if m := p.Mint; m != nil && (served.Pending() || !acceptsPrevious(p.Record.Previous, served.Hash)) {
+	if m := p.Mint; m != nil && (served.Withdrawn() || !acceptsPrevious(p.Record.Previous, served.Hash)) {
 		w := p.Record
 		w.Hash, w.IssuedAt, w.ExpiresAt = "", time.Time{}, time.Time{}
 		w.Previous = intersect(w.Previous, served.Previous)
@@ -459,7 +459,7 @@ func revokedFrom(r keyrecord.Record, revoke []string, now time.Time) keyrecord.R
 func blockedMessage(why string, p Plan) string {
 	w := p.Withheld
 	switch {
-	case w.Pending():
+	case w.Withdrawn():
 		return fmt.Sprintf("%s. No key is accepted until a new one is written there: the last one was withdrawn (%s)", why, WithdrawnBecause(w.Reason))
 	case w.IsZero():
 		return why
@@ -489,7 +489,7 @@ func (o Observation) basePrevious() []keyrecord.PreviousKey {
 // decideMint is the ordered chain of mint reasons; nil means no new key.
 func decideMint(o Observation, now time.Time) *Mint {
 	spec := o.Spec
-	if o.LastKnown.Pending() && (o.Secret == SecretMissing || o.Secret == SecretSuperseded) {
+	if o.LastKnown.Withdrawn() && (o.Secret == SecretMissing || o.Secret == SecretSuperseded) {
 		// The withdrawal status shows is completed: the new key of its revision, for its reason. Nothing
 		// it replaces is accepted any more.
 		return &Mint{Reason: o.LastKnown.Reason}
@@ -523,7 +523,7 @@ func decideMint(o Observation, now time.Time) *Mint {
 // keys it dropped to keep MaxPreviousKeys.
 func mintRecord(o Observation, m *Mint, now time.Time) (keyrecord.Record, []string) {
 	revision := max(m.Replaced.Revision, o.Current.Revision, o.LastKnown.Revision) + 1
-	if o.LastKnown.Pending() && o.Current.Revision < o.LastKnown.Revision {
+	if o.LastKnown.Withdrawn() && o.Current.Revision < o.LastKnown.Revision {
 		// A withdrawal is completed at its own revision, so that retrying it while the Secret stays
 		// unwritable changes nothing.
 		revision = o.LastKnown.Revision
@@ -538,7 +538,7 @@ func mintRecord(o Observation, m *Mint, now time.Time) (keyrecord.Record, []stri
 	if r.HandledToken == "" {
 		r.HandledToken = m.Replaced.HandledToken
 	}
-	if r.HandledToken == "" && o.LastKnown.Pending() {
+	if r.HandledToken == "" && o.LastKnown.Withdrawn() {
 		r.HandledToken = o.LastKnown.HandledToken
 	}
 	if m.Reason == keywardv1alpha1.RotationManual && o.Spec.GracePeriod.IsZero() {

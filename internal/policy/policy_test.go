@@ -539,7 +539,7 @@ func TestPlanWithholdsWhatItStopsWhateverStateTheSecretIsIn(t *testing.T) {
 			if !reflect.DeepEqual(p.Revoked, tc.revoked) {
 				t.Errorf("revoked %q, want %q", p.Revoked, tc.revoked)
 			}
-			if tc.mint != "" && tc.withheld.Pending() && p.Record.Revision != tc.withheld.Revision {
+			if tc.mint != "" && tc.withheld.Withdrawn() && p.Record.Revision != tc.withheld.Revision {
 				t.Errorf("the new key's revision %d, want the withdrawal's %d", p.Record.Revision, tc.withheld.Revision)
 			}
 			if p.Health != nil && p.Health.Stalled != (tc.reason == keywardv1alpha1.ReasonSecretUnwritable ||
