@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -118,7 +119,7 @@ func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	var plan policy.Plan
 	var done applied
 	if err != nil {
-		done = applied{err: err}
+		done = failed(err)
 	} else {
 		plan = policy.PlanFor(obs.Observation)
 		done = r.apply(ctx, ak, obs, plan)
@@ -126,7 +127,7 @@ func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if errors.Is(done.err, errAPIKeyGone) {
 		return ctrl.Result{}, nil // the cache showed an APIKey the API server no longer has: nothing to report
 	}
-	return r.report(ctx, ak, obs, plan, done, now)
+	return r.report(ctx, ak, obs, plan, done)
 }
 
 // errAPIKeyGone is apply's answer when the APIKey the cache showed is gone from the API server.
@@ -156,8 +157,6 @@ type observed struct {
 	key    string
 	// tamper says what was changed in a tampered Secret.
 	tamper error
-	// forgedStatus names the status fields of a record Keyward did not sign; empty when status is genuine.
-	forgedStatus []string
 }
 
 // observe reads the spec, the signed record in status and the Secret, and judges the Secret.
@@ -165,6 +164,7 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 	o := observed{subject: SubjectOf(ak)}
 	var err error
 	o.Now = now
+	o.Status, o.Generation, o.SecretName = ak.Status, ak.Generation, o.subject.Secret
 	o.Spec, o.SpecError = policy.Resolve(ak.Spec)
 	o.RotateToken = ak.Annotations[keywardv1alpha1.RotateAnnotation]
 	o.Revoke = policy.ParseKeyIDs(ak.Annotations[keywardv1alpha1.RevokeAnnotation])
@@ -192,7 +192,7 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 	var genuine bool
 	if o.LastKnown, genuine = keyrecord.GenuineStatus(ak.Status, r.Signer, o.subject); !genuine {
 		if claimed := keyrecord.FromStatus(ak.Status); !claimed.IsZero() {
-			o.forgedStatus = []string{"status.recordSignature"}
+			o.ForgedStatus = []string{"status.recordSignature"}
 		}
 	}
 
@@ -237,9 +237,9 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 		o.Secret, o.tamper = policy.SecretTampered, err
 		return o, nil
 	}
-	o.Secret, o.Current, o.key = policy.SecretGenuine, claim.Record, claim.Key
-	if len(o.forgedStatus) > 0 {
-		o.forgedStatus = keyrecord.Changed(keyrecord.FromStatus(ak.Status), displayed(claim.Record, now), keyrecord.StatusFields)
+	o.Secret, o.Current, o.key, o.SecretKeyHint = policy.SecretGenuine, claim.Record, claim.Key, keys.Hint(claim.Key)
+	if len(o.ForgedStatus) > 0 {
+		o.ForgedStatus = keyrecord.Changed(keyrecord.FromStatus(ak.Status), displayed(claim.Record, now), keyrecord.StatusFields)
 	}
 	return o, nil
 }
@@ -263,22 +263,21 @@ func ownershipOf(ak *keywardv1alpha1.APIKey, s *corev1.Secret) (policy.Ownership
 		Secret: s.Name, Label: keyrecord.SecretOwner(s), Controller: metav1.GetControllerOf(s)})
 }
 
-// applied is what apply did.
+// applied is what apply did: the write's outcome for policy.Settle, and the error to retry on.
 type applied struct {
-	// inSecret is set when the Secret holds the plan's record, which is then in record, with its key.
-	inSecret bool
-	key      string
-	record   keyrecord.Record
-	minted   bool
-	// conflict is set when the Secret turned out to be foreign on write; waiting when the cache lags.
-	conflict, waiting string
-	err               error
+	policy.WriteResult
+	err error
+}
+
+// failed is a write that failed, or could not be tried, with err.
+func failed(err error) applied {
+	return applied{WriteResult: policy.WriteResult{Outcome: policy.WriteFailed, Detail: err.Error()}, err: err}
 }
 
 // apply mints the key the plan asks for and writes the Secret through the SecretWriter.
 func (r *APIKeyReconciler) apply(ctx context.Context, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan) applied {
 	if !plan.WriteSecret {
-		return applied{}
+		return applied{WriteResult: policy.WriteResult{Outcome: policy.WriteNotAttempted}}
 	}
 	key, rec := o.key, plan.Record
 	if plan.Mint != nil && plan.Mint.Reason == keywardv1alpha1.RotationSecretMissing {
@@ -286,7 +285,7 @@ func (r *APIKeyReconciler) apply(ctx context.Context, ak *keywardv1alpha1.APIKey
 		// APIKey's first Secret needs no such look: the cache showed it created, not deleted.
 		switch there, err := r.stillThere(ctx, ak); {
 		case err != nil:
-			return applied{err: err}
+			return failed(err)
 		case !there:
 			return applied{err: errAPIKeyGone}
 		}
@@ -294,7 +293,7 @@ func (r *APIKeyReconciler) apply(ctx context.Context, ak *keywardv1alpha1.APIKey
 	if plan.Mint != nil {
 		var err error
 		if key, err = keys.Generate(o.Spec.Prefix, r.Random); err != nil {
-			return applied{err: fmt.Errorf("minting a key: %w", err)}
+			return failed(fmt.Errorf("minting a key: %w", err))
 		}
 		rec.Hash = keys.Hash(key)
 	}
@@ -302,100 +301,40 @@ func (r *APIKeyReconciler) apply(ctx context.Context, ak *keywardv1alpha1.APIKey
 		APIKeyName: ak.Name, Template: ak.Spec.SecretTemplate, Key: key, Record: rec})
 	switch {
 	case errors.As(err, new(*foreignSecretError)):
-		return applied{conflict: err.Error()}
+		return applied{WriteResult: policy.WriteResult{Outcome: policy.WriteConflict, Detail: err.Error()}}
 	case errors.Is(err, errCacheLag):
-		return applied{waiting: "Waiting for the cache to show Secret " + o.subject.Secret}
+		return applied{WriteResult: policy.WriteResult{Outcome: policy.WriteCacheLag, Detail: "Waiting for the cache to show Secret " + o.subject.Secret}}
 	case err != nil:
-		return applied{err: err}
+		return failed(err)
 	}
 	if wrote && plan.Mint == nil {
 		log.FromContext(ctx).Info("Updated the Secret's metadata and record; the key is unchanged",
 			"secret", klog.KRef(ak.Namespace, o.subject.Secret), "keyID", keys.IDFromHash(rec.Hash))
 	}
-	return applied{inSecret: true, key: key, record: rec, minted: plan.Mint != nil}
+	return applied{WriteResult: policy.WriteResult{Outcome: policy.Written, Record: rec, KeyHint: keys.Hint(key)}}
 }
 
-// report writes status (one patch, only when it changed), records events and metrics, and says when to
-// look again. observedGeneration moves only when the key was judged. now is the reconcile's one instant.
-func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, done applied, now time.Time) (ctrl.Result, error) {
+// report settles what status shows and reports (policy.Settle), queues the webhook events and announces the
+// new key of its transitions, writes status (one patch, only when it changed) and records events.
+func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, done applied) (ctrl.Result, error) {
+	out := policy.Settle(o.Observation, plan, done.WriteResult)
 	before := ak.DeepCopy()
-	st := &ak.Status
-	st.SecretName = SecretNameOf(ak)
-
-	// Status shows the record in the Secret. When the Secret does not hold the plan's record (it cannot be
-	// used or written, or the write failed) it shows what the plan withholds: the record the Secret serves,
-	// accepting nothing the plan stops, so that a revocation lands whatever state the Secret is in. Without
-	// a record Keyward signed it shows none.
-	shown := keyrecord.Record{}
-	switch {
-	case done.inSecret:
-		shown = done.record
-		keyrecord.WriteStatus(st, done.record, keys.Hint(done.key), plan.RenewalTime, now, r.Signer, o.subject)
-	case !plan.Withheld.IsZero():
-		shown = plan.Withheld
-		hint, renewal := "", time.Time{}
-		switch w := plan.Withheld.Hash; {
-		case w != "" && w == keys.Hash(o.key):
-			hint = keys.Hint(o.key)
-		case w != "" && w == st.KeyHash:
-			hint = st.KeyHint
-		}
-		if plan.Withheld.Hash == plan.Record.Hash {
-			renewal = plan.RenewalTime
-		}
-		keyrecord.WriteStatus(st, plan.Withheld, hint, renewal, now, r.Signer, o.subject)
-	case len(o.forgedStatus) > 0:
-		clearKeyStatus(st)
+	ak.Status = out.Status
+	if out.SignRecord {
+		keyrecord.SignStatus(&ak.Status, r.Signer, o.subject)
 	}
-
-	health, progressing, requeue := plan.Health, "", time.Duration(0)
-	message := ""
-	switch {
-	case done.err != nil && shown.Withdrawn():
-		health = &policy.Health{Reason: keywardv1alpha1.ReasonSecretUnwritable}
-		message = fmt.Sprintf("Writing Secret %s failed (%v). No key is accepted until a new one is written there: the last one was withdrawn",
-			o.subject.Secret, done.err)
-		progressing = "Retrying after an error: " + done.err.Error()
-	case done.err != nil:
-		health, progressing = nil, "Retrying after an error: "+done.err.Error()
-	case done.waiting != "":
-		health, progressing, requeue = nil, done.waiting, time.Second
-	case done.conflict != "":
-		health = &policy.Health{Reason: keywardv1alpha1.ReasonSecretConflict, Stalled: true}
-		message, requeue = done.conflict, policy.ConflictBackoff(o.ConflictSince, now, o.ConflictRecheck)
-	default:
-		if !plan.NextCheck.IsZero() {
-			requeue = max(plan.NextCheck.Sub(now), time.Nanosecond)
-		}
-	}
-	if health != nil && message == "" {
-		message = health.Message(st.KeyID)
-	}
-	setConditions(ak, health, message, progressing, now)
-	if health != nil {
-		st.ObservedGeneration = ak.Generation
-	}
-	setPreviousKeysInUse(ak, plan.PreviousInUse, now)
-	// What happened to the key, classified once: the webhook events queued in this write, the Kubernetes
-	// events and the rotations metric are all made from this list.
-	change := policy.Change{Before: before.Status, After: ak.Status, BeforeReady: readyReason(before), AfterReady: readyReason(ak),
-		Expiring: plan.AnnounceExpiring && done.inSecret && done.err == nil, Restored: len(o.forgedStatus) > 0, Now: now}
-	if !shown.IsZero() {
-		change.Revoked = plan.Revoked
-	}
-	transitions := policy.Transitions(change)
-	r.queueWebhookEvents(ctx, ak, transitions, change.Expiring, done, now)
+	// The webhook events go out with the status write that shows what they describe.
+	r.queueWebhookEvents(ctx, ak, out.Transitions, done, o.Now)
 	// A new key is announced before the write that shows it, under a name of its own, so that whoever
 	// writes that status (a retry, a new leader) announces it once.
-	r.announceMints(ctx, ak, o, plan, done.record, transitions)
-
+	r.announceMints(ctx, ak, o, plan, done.Record, out.Transitions)
 	if !equality.Semantic.DeepEqual(before.Status, ak.Status) {
 		if err := r.status.Patch(ctx, ak, before); err != nil {
 			return ctrl.Result{}, errors.Join(done.err, fmt.Errorf("patching status: %w", err))
 		}
 	}
-	r.recordEvents(ctx, ak, o, plan, done, transitions)
-	return ctrl.Result{RequeueAfter: requeue}, done.err
+	r.recordEvents(ctx, ak, o, plan, done, out.Transitions)
+	return ctrl.Result{RequeueAfter: out.Requeue}, done.err
 }
 
 // holdForWebhook adds the webhook finalizer to an APIKey with a webhook, so that key.deleted can be sent
@@ -433,7 +372,7 @@ func (r *APIKeyReconciler) queueDeletion(ctx context.Context, ak *keywardv1alpha
 
 // queueWebhookEvents appends to the outbox the webhook events of this status write's transitions, so that
 // the events and the change they describe land in one write. Delivered messages are pruned on the way.
-func (r *APIKeyReconciler) queueWebhookEvents(ctx context.Context, ak *keywardv1alpha1.APIKey, ts []policy.Transition, expiring bool, done applied, now time.Time) {
+func (r *APIKeyReconciler) queueWebhookEvents(ctx context.Context, ak *keywardv1alpha1.APIKey, ts []policy.Transition, done applied, now time.Time) {
 	st := &ak.Status
 	if ak.Spec.Webhook == nil || done.err != nil {
 		if st.Webhook != nil {
@@ -445,32 +384,26 @@ func (r *APIKeyReconciler) queueWebhookEvents(ctx context.Context, ak *keywardv1
 		st.Webhook = &keywardv1alpha1.WebhookStatus{}
 	}
 	events := webhook.Messages(ts, *st, now)
-	if expiring {
-		st.Webhook.ExpiringNotifiedRevision = done.record.Revision
+	if slices.ContainsFunc(ts, func(t policy.Transition) bool { return t.Kind == policy.KeyExpiring }) {
+		st.Webhook.ExpiringNotifiedRevision = done.Record.Revision
 	}
 	if dropped := webhook.Enqueue(st.Webhook, string(ak.UID), ak.Spec.Webhook.Events, events); dropped > 0 {
 		log.FromContext(ctx).Info("The webhook outbox is full; dropped the oldest undelivered events", "dropped", dropped)
 	}
 }
 
-func clearKeyStatus(st *keywardv1alpha1.APIKeyStatus) {
-	st.KeyHash, st.KeyID, st.KeyHint, st.Revision = "", "", "", 0
-	st.IssuedAt, st.ExpiresAt, st.RenewalTime = nil, nil, nil
-	st.LastRotationReason, st.LastHandledRotateToken, st.PreviousKeys, st.RecordSignature = "", "", nil, ""
-}
-
 // recordEvents logs, counts and announces, as Kubernetes events, the transitions of this status write.
 // None of it contains the key.
 func (r *APIKeyReconciler) recordEvents(ctx context.Context, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, done applied, ts []policy.Transition) {
 	logger := log.FromContext(ctx).WithValues("secret", klog.KRef(ak.Namespace, o.subject.Secret))
-	if len(o.forgedStatus) > 0 && done.err == nil {
-		logger.Info("Status showed a key record Keyward did not sign; restored it", "fields", o.forgedStatus)
+	if len(o.ForgedStatus) > 0 && done.err == nil {
+		logger.Info("Status showed a key record Keyward did not sign; restored it", "fields", o.ForgedStatus)
 		r.event(ak, corev1.EventTypeWarning, EventStatusRestored, "Restore",
-			"Status showed a key record Keyward did not sign (%s); it now shows only what Keyward signed", keyrecord.JoinNames(o.forgedStatus))
+			"Status showed a key record Keyward did not sign (%s); it now shows only what Keyward signed", keyrecord.JoinNames(o.ForgedStatus))
 	}
 	id := ak.Status.KeyID
 	msg := readyMessage(ak)
-	if len(plan.DroppedByCap) > 0 && done.inSecret {
+	if len(plan.DroppedByCap) > 0 && done.Outcome == policy.Written {
 		logger.Info("Dropped the oldest previous keys to keep the record bounded", "keyIDs", plan.DroppedByCap)
 		r.event(ak, corev1.EventTypeWarning, EventPreviousKeysDropped, "Rotate",
 			"At most %d previous keys stay accepted; the oldest, %s, no longer are", policy.MaxPreviousKeys, strings.Join(plan.DroppedByCap, ", "))
@@ -500,7 +433,7 @@ func (r *APIKeyReconciler) recordEvents(ctx context.Context, ak *keywardv1alpha1
 			r.event(ak, corev1.EventTypeNormal, EventKeyEnabled, "Enable", "%s", msg)
 		case policy.PreviousKeyInUse:
 			logger.Info("A previous key about to stop is still used", "keyID", t.PreviousKeyID)
-			r.event(ak, corev1.EventTypeWarning, EventPreviousKeyInUse, "Warn", "%s", previousKeyInUseMessage(ak.Status.KeyID, t.PreviousKeyID,
+			r.event(ak, corev1.EventTypeWarning, EventPreviousKeyInUse, "Warn", "%s", policy.PreviousKeyInUseMessage(ak.Status.KeyID, t.PreviousKeyID,
 				t.PreviousValidUntil, t.PreviousLastUsedAt))
 		}
 	}
@@ -624,72 +557,6 @@ func SecretNameOf(ak *keywardv1alpha1.APIKey) string {
 		return ak.Spec.SecretName
 	}
 	return ak.Name
-}
-
-// setConditions applies kstatus: Ready always; Reconciling and Stalled only while true. Without a judgement
-// (health nil) Ready keeps what it said, with the generation it said it for.
-func setConditions(ak *keywardv1alpha1.APIKey, health *policy.Health, message, progressing string, now time.Time) {
-	set := func(t string, status metav1.ConditionStatus, reason keywardv1alpha1.ConditionReason, message string, generation int64) {
-		meta.SetStatusCondition(&ak.Status.Conditions, metav1.Condition{Type: t, Status: status, Reason: string(reason),
-			Message: message, ObservedGeneration: generation, LastTransitionTime: metav1.NewTime(now)})
-	}
-	switch {
-	case health != nil && health.Ready:
-		set(keywardv1alpha1.ConditionReady, metav1.ConditionTrue, health.Reason, message, ak.Generation)
-	case health != nil:
-		set(keywardv1alpha1.ConditionReady, metav1.ConditionFalse, health.Reason, message, ak.Generation)
-	case meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady) == nil:
-		set(keywardv1alpha1.ConditionReady, metav1.ConditionUnknown, keywardv1alpha1.ReasonProgressing, progressing, ak.Generation)
-	}
-	if health != nil && health.Stalled {
-		set(keywardv1alpha1.ConditionStalled, metav1.ConditionTrue, health.Reason, message, ak.Generation)
-	} else if health != nil {
-		meta.RemoveStatusCondition(&ak.Status.Conditions, keywardv1alpha1.ConditionStalled)
-	}
-	if progressing != "" {
-		set(keywardv1alpha1.ConditionReconciling, metav1.ConditionTrue, keywardv1alpha1.ReasonProgressing, progressing, ak.Generation)
-	} else {
-		meta.RemoveStatusCondition(&ak.Status.Conditions, keywardv1alpha1.ConditionReconciling)
-	}
-}
-
-// setPreviousKeysInUse reports the previous keys that are about to stop and still used: by key ID in
-// status.previousKeysInUse, and as the PreviousKeyInUse condition, which is absent when there are none.
-func setPreviousKeysInUse(ak *keywardv1alpha1.APIKey, inUse []policy.PreviousKeyUse, now time.Time) {
-	st := &ak.Status
-	st.PreviousKeysInUse = nil
-	if len(inUse) == 0 {
-		meta.RemoveStatusCondition(&st.Conditions, keywardv1alpha1.ConditionPreviousKeyInUse)
-		return
-	}
-	var notes []string
-	for _, u := range inUse {
-		st.PreviousKeysInUse = append(st.PreviousKeysInUse, u.KeyID)
-		until, used := metav1.NewTime(u.ValidUntil), metav1.NewTime(u.LastUsed)
-		notes = append(notes, previousKeyInUseMessage(st.KeyID, u.KeyID, &until, &used))
-	}
-	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: keywardv1alpha1.ConditionPreviousKeyInUse, Status: metav1.ConditionTrue,
-		Reason: string(keywardv1alpha1.ReasonPreviousKeyInUse), Message: strings.Join(notes, "; "), ObservedGeneration: ak.Generation,
-		LastTransitionTime: metav1.NewTime(now)})
-}
-
-// previousKeyInUseMessage says which previous key is still used, until when it works, and what to do.
-func previousKeyInUseMessage(current, previous string, until, used *metav1.Time) string {
-	at := func(t *metav1.Time) string {
-		if t == nil {
-			return "recently"
-		}
-		return t.UTC().Format(time.RFC3339)
-	}
-	return fmt.Sprintf("Previous key %s stops being accepted at %s but was used at %s: whatever still presents it must "+
-		"move to the current key %s before then", previous, at(until), at(used), current)
-}
-
-func readyReason(ak *keywardv1alpha1.APIKey) keywardv1alpha1.ConditionReason {
-	if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady); c != nil {
-		return keywardv1alpha1.ConditionReason(c.Reason)
-	}
-	return ""
 }
 
 func readyMessage(ak *keywardv1alpha1.APIKey) string {

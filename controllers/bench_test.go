@@ -284,7 +284,8 @@ func floorWrites(ctx context.Context, c client.Client, signer *keyrecord.Signer,
 	before := ak.DeepCopy()
 	keyrecord.WriteStatus(&ak.Status, rec, keys.Hint(key), time.Time{}, now, signer, sub)
 	health := &policy.Health{Ready: true, Reason: keywardv1alpha1.ReasonKeyReady}
-	setConditions(ak, health, health.Message(ak.Status.KeyID), "", now)
+	meta.SetStatusCondition(&ak.Status.Conditions, metav1.Condition{Type: keywardv1alpha1.ConditionReady, Status: metav1.ConditionTrue,
+		Reason: string(health.Reason), Message: health.Message(ak.Status.KeyID), ObservedGeneration: ak.Generation, LastTransitionTime: metav1.NewTime(now)})
 	ak.Status.ObservedGeneration = ak.Generation
 	if err := c.Status().Patch(ctx, ak, client.MergeFrom(before)); err != nil {
 		return fmt.Errorf("patching the status of %s: %w", ak.Name, err)

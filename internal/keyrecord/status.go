@@ -34,10 +34,17 @@ func GenuineStatus(st keywardv1alpha1.APIKeyStatus, signer *Signer, sub Subject)
 	return r, true
 }
 
-// WriteStatus sets every status field that describes the key from r: hash, ID, revision, times, reason,
-// handled token, the previous keys still live at now, and the signature over exactly what it wrote. hint is
-// keys.Hint of the key. renewal is when the next key will be minted (zero when never).
+// WriteStatus sets every status field that describes the key from r (ShowRecord) and signs exactly what it
+// wrote (SignStatus).
 func WriteStatus(st *keywardv1alpha1.APIKeyStatus, r Record, hint string, renewal, now time.Time, signer *Signer, sub Subject) {
+	ShowRecord(st, r, hint, renewal, now)
+	SignStatus(st, signer, sub)
+}
+
+// ShowRecord sets every status field that describes the key from r: hash, ID, revision, times, reason,
+// handled token and the previous keys still live at now, leaving the signature to SignStatus. hint is
+// keys.Hint of the key. renewal is when the next key will be minted (zero when never).
+func ShowRecord(st *keywardv1alpha1.APIKeyStatus, r Record, hint string, renewal, now time.Time) {
 	r.Previous = LivePrevious(r.Previous, now)
 	st.KeyHash = r.Hash
 	st.KeyID = keys.IDFromHash(r.Hash)
@@ -53,6 +60,17 @@ func WriteStatus(st *keywardv1alpha1.APIKeyStatus, r Record, hint string, renewa
 		st.PreviousKeys = append(st.PreviousKeys, keywardv1alpha1.PreviousKey{
 			KeyID: keys.IDFromHash(p.Hash), KeyHash: p.Hash, ValidUntil: metav1.NewTime(p.ValidUntil.UTC())})
 	}
+}
+
+// ShowNoRecord clears every status field ShowRecord sets, and the signature: status shows no key.
+func ShowNoRecord(st *keywardv1alpha1.APIKeyStatus) {
+	st.KeyHash, st.KeyID, st.KeyHint, st.Revision = "", "", "", 0
+	st.IssuedAt, st.ExpiresAt, st.RenewalTime = nil, nil, nil
+	st.LastRotationReason, st.LastHandledRotateToken, st.PreviousKeys, st.RecordSignature = "", "", nil, ""
+}
+
+// SignStatus signs, for sub, the record st shows.
+func SignStatus(st *keywardv1alpha1.APIKeyStatus, signer *Signer, sub Subject) {
 	st.RecordSignature = signer.Sign(sub, FromStatus(*st))
 }
 

@@ -169,6 +169,15 @@ type Observation struct {
 	ExpiringNotified int64
 	// LastUsed is when the verifiers last accepted each key, by key ID (status.usage.keys).
 	LastUsed map[string]time.Time
+
+	// What Settle reports from: the status as read, the APIKey's generation, the Secret's name, keys.Hint
+	// of the Secret's key (SecretGenuine), and the status fields of a record Keyward did not sign (empty
+	// when status is genuine or shows none).
+	Status        keywardv1alpha1.APIKeyStatus
+	Generation    int64
+	SecretName    string
+	SecretKeyHint string
+	ForgedStatus  []string
 }
 
 // DefaultExpiringBefore is how long before an expiry key.expiring is sent when spec.webhook does not say.
