@@ -28,9 +28,9 @@ import (
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
+	"github.com/keyward-dev/keyward/internal/notify"
 	"github.com/keyward-dev/keyward/internal/period"
 	"github.com/keyward-dev/keyward/internal/policy"
-	"github.com/keyward-dev/keyward/internal/webhook"
 )
 
 // EventReason is the reason of a Kubernetes event Keyward records on an APIKey.
@@ -361,7 +361,7 @@ func (r *APIKeyReconciler) queueDeletion(ctx context.Context, ak *keywardv1alpha
 	}
 	now := metav1.NewTime(r.Clock.Now().UTC().Truncate(time.Second))
 	ak.Status.Webhook.DeletionQueuedAt = &now
-	webhook.Enqueue(ak.Status.Webhook, string(ak.UID), ak.Spec.Webhook.Events, []keywardv1alpha1.WebhookMessage{{
+	notify.Enqueue(ak.Status.Webhook, string(ak.UID), ak.Spec.Webhook.Events, []keywardv1alpha1.WebhookMessage{{
 		Type: keywardv1alpha1.WebhookEventKeyDeleted, Timestamp: now, KeyID: ak.Status.KeyID, Revision: ak.Status.Revision}})
 	// Only status.webhook changes, which the key controller's watch ignores: no echo to recognise.
 	if err := r.Client.Status().Patch(ctx, ak, client.MergeFrom(before)); err != nil {
@@ -376,18 +376,18 @@ func (r *APIKeyReconciler) queueWebhookEvents(ctx context.Context, ak *keywardv1
 	st := &ak.Status
 	if ak.Spec.Webhook == nil || done.err != nil {
 		if st.Webhook != nil {
-			webhook.Prune(st.Webhook)
+			notify.Prune(st.Webhook)
 		}
 		return
 	}
 	if st.Webhook == nil {
 		st.Webhook = &keywardv1alpha1.WebhookStatus{}
 	}
-	events := webhook.Messages(ts, *st, now)
+	events := notify.Messages(ts, *st, now)
 	if slices.ContainsFunc(ts, func(t policy.Transition) bool { return t.Kind == policy.KeyExpiring }) {
 		st.Webhook.ExpiringNotifiedRevision = done.Record.Revision
 	}
-	if dropped := webhook.Enqueue(st.Webhook, string(ak.UID), ak.Spec.Webhook.Events, events); dropped > 0 {
+	if dropped := notify.Enqueue(st.Webhook, string(ak.UID), ak.Spec.Webhook.Events, events); dropped > 0 {
 		log.FromContext(ctx).Info("The webhook outbox is full; dropped the oldest undelivered events", "dropped", dropped)
 	}
 }

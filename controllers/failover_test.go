@@ -17,8 +17,8 @@ import (
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/eventually"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
+	"github.com/keyward-dev/keyward/internal/notify"
 	"github.com/keyward-dev/keyward/internal/testenv"
-	"github.com/keyward-dev/keyward/internal/webhook"
 )
 
 // failoverElection has shorter lease timings than production's 15 s, so the test waits less; the protocol is
@@ -108,7 +108,7 @@ func TestAKilledLeaderIsReplacedAndEveryAPIKeyIsAnnouncedOnce(t *testing.T) {
 				if ids[d.parsed.Data.Name] == nil {
 					ids[d.parsed.Data.Name] = map[string]bool{}
 				}
-				ids[d.parsed.Data.Name][d.header.Get(webhook.HeaderID)] = true
+				ids[d.parsed.Data.Name][d.header.Get(notify.HeaderID)] = true
 			}
 		}
 		if len(ids) < n {

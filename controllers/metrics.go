@@ -10,7 +10,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
-	"github.com/keyward-dev/keyward/internal/webhook"
+	"github.com/keyward-dev/keyward/internal/notify"
 )
 
 // rotationsTotal counts minted keys by reason. It is registered once per process with controller-runtime's
@@ -79,7 +79,7 @@ func (c StatusCollector) Collect(ch chan<- prometheus.Metric) {
 			status = string(c.Status)
 		}
 		if w := ak.Status.Webhook; ak.Spec.Webhook != nil && w != nil {
-			pending := len(webhook.Pending(w))
+			pending := len(notify.Pending(w))
 			ch <- prometheus.MustNewConstMetric(webhookFailuresDesc, prometheus.GaugeValue, float64(w.ConsecutiveFailures), ak.Namespace, ak.Name)
 			ch <- prometheus.MustNewConstMetric(webhookPendingDesc, prometheus.GaugeValue, float64(pending), ak.Namespace, ak.Name)
 		}

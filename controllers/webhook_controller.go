@@ -29,7 +29,7 @@ import (
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/delivery"
-	"github.com/keyward-dev/keyward/internal/webhook"
+	"github.com/keyward-dev/keyward/internal/notify"
 )
 
 // Webhook event reasons: the delivery state machine's notices, recorded as Kubernetes events.
@@ -66,7 +66,7 @@ var (
 func init() { crmetrics.Registry.MustRegister(webhookDeliveries, webhookLatency) }
 
 // WebhookReconciler delivers the events that the APIKey controller queues in status.webhook.outbox, in order
-// per APIKey, at least once, retrying on webhook.Schedule. It runs apart from the key lifecycle, so a slow or
+// per APIKey, at least once, retrying on notify.Schedule. It runs apart from the key lifecycle, so a slow or
 // dead receiver never delays a key. Each reconcile is one step of the delivery state machine
 // (internal/delivery): get → Next → Begin (written before dialling) → Send → Advance → write. Its status
 // writes touch only the delivery fields.
@@ -85,7 +85,7 @@ type WebhookReconciler struct {
 	// NamespaceConcurrency caps the attempts in flight per namespace; DefaultWebhookNamespaceConcurrency
 	// when zero.
 	NamespaceConcurrency int
-	// Jitter spreads retries; webhook.Jitter when nil.
+	// Jitter spreads retries; notify.Jitter when nil.
 	Jitter func() float64
 	// DeletionTimeout bounds how long the webhook finalizer holds a deleted APIKey for key.deleted and the
 	// events before it; DefaultWebhookDeletionTimeout when zero.
@@ -257,7 +257,7 @@ func (r *WebhookReconciler) send(ctx context.Context, ak *keywardv1alpha1.APIKey
 		msg = keywardv1alpha1.WebhookMessage{ID: fmt.Sprintf("msg_%s_test_%s", ak.UID, step.Token), Type: keywardv1alpha1.WebhookEventTest,
 			Timestamp: metav1.NewTime(now.Truncate(time.Second)), KeyID: ak.Status.KeyID, Revision: ak.Status.Revision}
 	}
-	body := webhook.BodyOf(ak.Namespace, ak.Name, msg)
+	body := notify.BodyOf(ak.Namespace, ak.Name, msg)
 	body.Data.Token = step.Token
 	return r.sender.Send(ctx, delivery.Attempt{URL: ak.Spec.Webhook.URL, CABundle: ak.Spec.Webhook.CABundle, Signer: signer,
 		ID: msg.ID, At: now, Payload: body.Marshal()})
@@ -268,11 +268,11 @@ func resultLabel(step delivery.Step, r delivery.Result, after keywardv1alpha1.We
 	switch {
 	case r.Refused:
 		return "refused"
-	case r.Outcome == webhook.Gone:
+	case r.Outcome == notify.Gone:
 		return "gone"
-	case r.Outcome == webhook.Delivered && r.Took > delivery.SlowAnswer:
+	case r.Outcome == notify.Delivered && r.Took > delivery.SlowAnswer:
 		return "slow"
-	case r.Outcome == webhook.Delivered:
+	case r.Outcome == notify.Delivered:
 		return "success"
 	case step.Kind == delivery.Send && after.DeliveredSequence >= step.Message.Sequence:
 		return "dropped"
@@ -314,10 +314,10 @@ func (r *WebhookReconciler) jitter() float64 {
 	if r.Jitter != nil {
 		return r.Jitter()
 	}
-	return webhook.Jitter()
+	return notify.Jitter()
 }
 
-func (r *WebhookReconciler) signer(ctx context.Context, ak *keywardv1alpha1.APIKey) (*webhook.Signer, error) {
+func (r *WebhookReconciler) signer(ctx context.Context, ak *keywardv1alpha1.APIKey) (*notify.Signer, error) {
 	ref := ak.Spec.Webhook.SigningSecretRef
 	key := ref.Key
 	if key == "" {
@@ -327,7 +327,7 @@ func (r *WebhookReconciler) signer(ctx context.Context, ak *keywardv1alpha1.APIK
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ak.Namespace, Name: ref.Name}, s); err != nil {
 		return nil, fmt.Errorf("reading the signing secret %s: %w", ref.Name, err)
 	}
-	signer, err := webhook.NewSigner(string(s.Data[key]))
+	signer, err := notify.NewSigner(string(s.Data[key]))
 	if err != nil {
 		return nil, fmt.Errorf("signing secret %s, key %s: %w", ref.Name, key, err)
 	}

@@ -22,8 +22,8 @@ import (
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/delivery"
 	"github.com/keyward-dev/keyward/internal/eventually"
+	"github.com/keyward-dev/keyward/internal/notify"
 	"github.com/keyward-dev/keyward/internal/testenv"
-	"github.com/keyward-dev/keyward/internal/webhook"
 )
 
 // receiver is an HTTPS endpoint on loopback with a self-signed certificate, as a team's receiver would be.
@@ -40,7 +40,7 @@ type receiver struct {
 type received struct {
 	header http.Header
 	body   []byte
-	parsed webhook.Body
+	parsed notify.Body
 	status int
 }
 
@@ -116,7 +116,7 @@ func (r *receiver) verify(d received, now time.Time) {
 	if err := wh.VerifyIgnoringTimestamp(d.body, d.header); err != nil {
 		r.t.Errorf("%s: the reference library rejects the signature: %v", d.parsed.Type, err)
 	}
-	if ts := d.header.Get(webhook.HeaderTimestamp); ts == "" || d.header.Get(webhook.HeaderID) == "" {
+	if ts := d.header.Get(notify.HeaderTimestamp); ts == "" || d.header.Get(notify.HeaderID) == "" {
 		r.t.Errorf("%s: headers %v", d.parsed.Type, d.header)
 	}
 }
@@ -210,15 +210,15 @@ func TestEveryLifecycleEventIsDeliveredSignedInOrderAndWithoutKeyMaterial(t *tes
 	ids := map[string]bool{}
 	for _, d := range rcv.deliveries() {
 		rcv.verify(d, h.clock.Now())
-		id := d.header.Get(webhook.HeaderID)
+		id := d.header.Get(notify.HeaderID)
 		if ids[id] {
 			t.Errorf("webhook-id %s used for two events", id)
 			for _, d := range rcv.deliveries() {
-				t.Logf("  %s %s %s %d", d.parsed.Data.Name, d.parsed.Type, d.header.Get(webhook.HeaderID), d.status)
+				t.Logf("  %s %s %s %d", d.parsed.Data.Name, d.parsed.Type, d.header.Get(notify.HeaderID), d.status)
 			}
 		}
 		ids[id] = true
-		text := string(d.body) + strings.Join(d.header.Values(webhook.HeaderSignature), "")
+		text := string(d.body) + strings.Join(d.header.Values(notify.HeaderSignature), "")
 		for k := range h.writes.keysWritten() {
 			if strings.Contains(text, k) || strings.Contains(text, k[strings.IndexByte(k, '_')+1:][:16]) {
 				t.Errorf("%s carries key material", d.parsed.Type)
@@ -273,8 +273,8 @@ func TestAFailingReceiverGetsTheSameEventAgainOnTheScheduleAndInOrder(t *testing
 	rcv.waitFor("key.created", "key.rotated")
 
 	all := rcv.deliveries()
-	if len(all) != 4 || all[0].header.Get(webhook.HeaderID) != all[2].header.Get(webhook.HeaderID) ||
-		all[1].header.Get(webhook.HeaderID) != all[2].header.Get(webhook.HeaderID) || string(all[0].body) != string(all[2].body) {
+	if len(all) != 4 || all[0].header.Get(notify.HeaderID) != all[2].header.Get(notify.HeaderID) ||
+		all[1].header.Get(notify.HeaderID) != all[2].header.Get(notify.HeaderID) || string(all[0].body) != string(all[2].body) {
 		t.Errorf("the retries of key.created do not carry the same webhook-id and body")
 	}
 	ak = h.waitFor("orders", "success recorded", func(ak *keywardv1alpha1.APIKey) bool {
@@ -294,12 +294,12 @@ func TestAnUndeliveredEventIsDeliveredAfterTheManagerRestarts(t *testing.T) {
 	h.create("orders", "", h.webhookSpec(rcv))
 	h.waitAttemptFailed("orders", 1, "503")
 	h.stopManager()
-	firstID := rcv.deliveries()[0].header.Get(webhook.HeaderID)
+	firstID := rcv.deliveries()[0].header.Get(notify.HeaderID)
 
 	rcv.respond(func(int) int { return http.StatusOK })
 	h.startManager(managerOptions{webhookCIDRs: []string{"127.0.0.0/8"}})
 	h.stepWebhookTo(5 * time.Second)
-	if got := rcv.waitFor("key.created")[0].header.Get(webhook.HeaderID); got != firstID {
+	if got := rcv.waitFor("key.created")[0].header.Get(notify.HeaderID); got != firstID {
 		t.Errorf("after the restart the event has webhook-id %s, before %s", got, firstID)
 	}
 }

@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
-	"github.com/keyward-dev/keyward/internal/webhook"
+	"github.com/keyward-dev/keyward/internal/notify"
 )
 
 const (
@@ -91,7 +91,7 @@ func Next(o Observation) Step {
 		}
 		wake(ws.LastTest.Time.Add(TestInterval))
 	}
-	pending := webhook.Pending(ws)
+	pending := notify.Pending(ws)
 	gone := ws.GoneGeneration != 0 && ws.GoneGeneration == o.Generation
 	if len(pending) > 0 && !gone {
 		if ws.NextAttemptTime == nil || !o.Now.Before(ws.NextAttemptTime.Time) {
@@ -132,10 +132,10 @@ func Begin(ws keywardv1alpha1.WebhookStatus, s Step, now time.Time, jitter float
 // backoff is when to try again after failures failed attempts; past the schedule's end it keeps its last
 // delay (Advance gives up on the message instead).
 func backoff(now time.Time, failures int, r Result, jitter float64) time.Time {
-	if next := webhook.NextAttempt(now, failures, r.Status, r.RetryAfter, jitter); !next.IsZero() {
+	if next := notify.NextAttempt(now, failures, r.Status, r.RetryAfter, jitter); !next.IsZero() {
 		return next
 	}
-	return now.Add(webhook.Schedule[len(webhook.Schedule)-1])
+	return now.Add(notify.Schedule[len(notify.Schedule)-1])
 }
 
 // Reason names a notice; the controller records it as the Kubernetes event reason.
@@ -175,7 +175,7 @@ func Advance(begun keywardv1alpha1.WebhookStatus, s Step, r Result, now time.Tim
 	m := s.Message
 	failures := ws.ConsecutiveFailures // Begin counted this attempt already
 	switch {
-	case r.Outcome == webhook.Delivered && r.Took > SlowAnswer:
+	case r.Outcome == notify.Delivered && r.Took > SlowAnswer:
 		// Paced like the first two failures (5 s, then 5 min) but never further: the event was delivered.
 		ws.ConsecutiveFailures = min(failures, 2)
 		ws.DeliveredSequence, ws.LastDeliveredRevision, ws.LastDeliveryTime = m.Sequence, m.Revision, ptrTime(now)
@@ -185,16 +185,16 @@ func Advance(begun keywardv1alpha1.WebhookStatus, s Step, r Result, now time.Tim
 		if failures == 1 {
 			notices = append(notices, Notice{Reason: ReasonSlow, Warning: true, Message: ws.LastError})
 		}
-	case r.Outcome == webhook.Delivered:
+	case r.Outcome == notify.Delivered:
 		ws.DeliveredSequence, ws.LastDeliveredRevision, ws.LastDeliveryTime = m.Sequence, m.Revision, ptrTime(now)
 		ws.LastError, ws.ConsecutiveFailures, ws.NextAttemptTime = "", 0, nil
-	case r.Outcome == webhook.Gone:
+	case r.Outcome == notify.Gone:
 		ws.GoneGeneration, ws.NextAttemptTime = s.Generation, nil
 		ws.LastError = r.Summary() + ": the endpoint is gone; nothing more is sent until spec.webhook changes"
 		notices = append(notices, Notice{Reason: ReasonFailed, Warning: true, Message: fmt.Sprintf("%s %s", m.Type, ws.LastError)})
-	case int(failures) >= len(webhook.Schedule):
+	case int(failures) >= len(notify.Schedule):
 		ws.DeliveredSequence, ws.NextAttemptTime, ws.ConsecutiveFailures = m.Sequence, nil, 0
-		ws.LastError = fmt.Sprintf("gave up %s (%s) after %d attempts: %s", m.Type, m.ID, len(webhook.Schedule), r.Summary())
+		ws.LastError = fmt.Sprintf("gave up %s (%s) after %d attempts: %s", m.Type, m.ID, len(notify.Schedule), r.Summary())
 		notices = append(notices, Notice{Reason: ReasonFailed, Warning: true, Message: ws.LastError})
 	default:
 		ws.NextAttemptTime = ptrTime(backoff(now, int(failures), r, jitter))
@@ -208,7 +208,7 @@ func Advance(begun keywardv1alpha1.WebhookStatus, s Step, r Result, now time.Tim
 				Message: fmt.Sprintf("Delivering %s (%s) failed: %s; retrying on the schedule", m.Type, m.ID, r.Summary())})
 		}
 	}
-	webhook.Prune(&ws)
+	notify.Prune(&ws)
 	return ws, notices
 }
 

@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
-	"github.com/keyward-dev/keyward/internal/webhook"
+	"github.com/keyward-dev/keyward/internal/notify"
 )
 
 var t0 = time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
@@ -112,57 +112,57 @@ func TestAdvanceAppliesWhatTheAttemptGot(t *testing.T) {
 		check         func(t *testing.T, ws keywardv1alpha1.WebhookStatus)
 		notice        Reason
 	}{
-		{"delivered", 0, Result{Outcome: webhook.Delivered, Status: 200, Took: time.Millisecond}, func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
+		{"delivered", 0, Result{Outcome: notify.Delivered, Status: 200, Took: time.Millisecond}, func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
 			if ws.DeliveredSequence != 1 || ws.ConsecutiveFailures != 0 || ws.NextAttemptTime != nil || ws.LastError != "" ||
 				len(ws.Outbox) != 1 || ws.Outbox[0].Sequence != 2 || ws.LastDeliveredRevision != 1 {
 				t.Errorf("%+v; want delivered, pruned, no failure", ws)
 			}
 		}, ""},
-		{"delivered after two failures", 2, Result{Outcome: webhook.Delivered, Status: 204}, func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
+		{"delivered after two failures", 2, Result{Outcome: notify.Delivered, Status: 204}, func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
 			if ws.ConsecutiveFailures != 0 || ws.NextAttemptTime != nil {
 				t.Errorf("%+v", ws)
 			}
 		}, ""},
-		{"the first failure", 0, Result{Outcome: webhook.Failed, Status: 500}, func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
+		{"the first failure", 0, Result{Outcome: notify.Failed, Status: 500}, func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
 			if ws.ConsecutiveFailures != 1 || !ws.NextAttemptTime.Time.Equal(t0.Add(5*time.Second)) || ws.LastError != "HTTP 500 Internal Server Error" ||
 				ws.DeliveredSequence != 0 || len(ws.Outbox) != 2 {
 				t.Errorf("%+v", ws)
 			}
 		}, ReasonFailed},
-		{"the second failure waits 5 minutes, quietly", 1, Result{Outcome: webhook.Failed, Status: 500}, func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
+		{"the second failure waits 5 minutes, quietly", 1, Result{Outcome: notify.Failed, Status: 500}, func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
 			if ws.ConsecutiveFailures != 2 || !ws.NextAttemptTime.Time.Equal(t0.Add(5*time.Minute)) {
 				t.Errorf("%+v", ws)
 			}
 		}, ""},
-		{"Retry-After wins when later", 0, Result{Outcome: webhook.Failed, Status: http.StatusServiceUnavailable, RetryAfter: "120"},
+		{"Retry-After wins when later", 0, Result{Outcome: notify.Failed, Status: http.StatusServiceUnavailable, RetryAfter: "120"},
 			func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
 				if !ws.NextAttemptTime.Time.Equal(t0.Add(2 * time.Minute)) {
 					t.Errorf("next attempt %v", ws.NextAttemptTime)
 				}
 			}, ReasonFailed},
-		{"a refused target", 0, Result{Outcome: webhook.Failed, Refused: true, Err: errors.New("refused to connect")}, func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
+		{"a refused target", 0, Result{Outcome: notify.Failed, Refused: true, Err: errors.New("refused to connect")}, func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
 			if ws.LastError != "refused to connect" {
 				t.Errorf("%+v", ws)
 			}
 		}, ReasonRefused},
-		{"410 stops this generation", 0, Result{Outcome: webhook.Gone, Status: 410}, func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
+		{"410 stops this generation", 0, Result{Outcome: notify.Gone, Status: 410}, func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
 			if ws.GoneGeneration != 7 || ws.NextAttemptTime != nil || ws.DeliveredSequence != 0 {
 				t.Errorf("%+v", ws)
 			}
 		}, ReasonFailed},
-		{"a slow answer is delivered but paces the next event", 0, Result{Outcome: webhook.Delivered, Status: 200, Took: SlowAnswer + time.Second},
+		{"a slow answer is delivered but paces the next event", 0, Result{Outcome: notify.Delivered, Status: 200, Took: SlowAnswer + time.Second},
 			func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
 				if ws.DeliveredSequence != 1 || ws.ConsecutiveFailures != 1 || !ws.NextAttemptTime.Time.Equal(t0.Add(5*time.Second)) {
 					t.Errorf("%+v", ws)
 				}
 			}, ReasonSlow},
-		{"slow answers pace no further than 5 minutes", 5, Result{Outcome: webhook.Delivered, Status: 200, Took: time.Minute},
+		{"slow answers pace no further than 5 minutes", 5, Result{Outcome: notify.Delivered, Status: 200, Took: time.Minute},
 			func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
 				if ws.ConsecutiveFailures != 2 || !ws.NextAttemptTime.Time.Equal(t0.Add(5*time.Minute)) {
 					t.Errorf("%+v", ws)
 				}
 			}, ""},
-		{"the last attempt of the schedule gives the event up", int32(len(webhook.Schedule) - 1), Result{Outcome: webhook.Failed, Status: 500},
+		{"the last attempt of the schedule gives the event up", int32(len(notify.Schedule) - 1), Result{Outcome: notify.Failed, Status: 500},
 			func(t *testing.T, ws keywardv1alpha1.WebhookStatus) {
 				if ws.DeliveredSequence != 1 || ws.ConsecutiveFailures != 0 || ws.NextAttemptTime != nil || len(ws.Outbox) != 1 {
 					t.Errorf("%+v", ws)
@@ -187,7 +187,7 @@ func TestAdvanceAppliesWhatTheAttemptGot(t *testing.T) {
 
 func TestAdvanceRecordsATestsAnswer(t *testing.T) {
 	s := Step{Kind: Test, Token: "ping"}
-	got, notices := Advance(Begin(keywardv1alpha1.WebhookStatus{}, s, t0, 0), s, Result{Outcome: webhook.Delivered, Status: 200}, t0, 0)
+	got, notices := Advance(Begin(keywardv1alpha1.WebhookStatus{}, s, t0, 0), s, Result{Outcome: notify.Delivered, Status: 200}, t0, 0)
 	if got.LastTest == nil || got.LastTest.Token != "ping" || got.LastTest.Result != "HTTP 200 OK" || got.ConsecutiveFailures != 0 {
 		t.Errorf("%+v", got)
 	}

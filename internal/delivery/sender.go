@@ -19,8 +19,8 @@ import (
 
 	"code.dny.dev/ssrf"
 
+	"github.com/keyward-dev/keyward/internal/notify"
 	"github.com/keyward-dev/keyward/internal/textguard"
-	"github.com/keyward-dev/keyward/internal/webhook"
 )
 
 // Bounds of one attempt. Every byte an attempt reads from the receiver is bounded, so a hostile receiver
@@ -44,7 +44,7 @@ const (
 
 // Result is what one attempt got.
 type Result struct {
-	Outcome    webhook.Outcome
+	Outcome    notify.Outcome
 	Status     int
 	RetryAfter string
 	// Err is why no answer was had (or why it could not be sent).
@@ -73,14 +73,14 @@ func (r Result) Summary() string {
 const maxSummary = 1024
 
 // Failed is the result of an attempt that could not be made.
-func Failed(err error) Result { return Result{Outcome: webhook.Failed, Err: err} }
+func Failed(err error) Result { return Result{Outcome: notify.Failed, Err: err} }
 
 // Attempt is one signed POST.
 type Attempt struct {
 	URL string
 	// CABundle is spec.webhook.caBundle: PEM, or base64 of PEM; empty for the system roots.
 	CABundle string
-	Signer   *webhook.Signer
+	Signer   *notify.Signer
 	// ID and At are the webhook-id and webhook-timestamp.
 	ID      string
 	At      time.Time
@@ -124,14 +124,14 @@ func (s *Sender) Send(ctx context.Context, a Attempt) Result {
 			cause = err
 		}
 		if errors.Is(err, ssrf.ErrProhibitedIP) || errors.Is(err, ssrf.ErrProhibitedNetwork) || errors.Is(err, ssrf.ErrProhibitedPort) {
-			return Result{Outcome: webhook.Failed, Refused: true, Took: took,
+			return Result{Outcome: notify.Failed, Refused: true, Took: took,
 				Err: fmt.Errorf("refused to connect to %s: %w; allow the range with --webhook-allowed-cidrs if it is yours", a.URL, cause)}
 		}
-		return Result{Outcome: webhook.Failed, Took: took, Err: fmt.Errorf("POST %s: %w", a.URL, cause)}
+		return Result{Outcome: notify.Failed, Took: took, Err: fmt.Errorf("POST %s: %w", a.URL, cause)}
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, ResponseBodyLimit))
-	return Result{Outcome: webhook.Classify(resp.StatusCode), Status: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After"), Took: took}
+	return Result{Outcome: notify.Classify(resp.StatusCode), Status: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After"), Took: took}
 }
 
 func (s *Sender) timeout() time.Duration {

@@ -13,11 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyward-dev/keyward/internal/webhook"
+	"github.com/keyward-dev/keyward/internal/notify"
 )
 
-func signer(t *testing.T) *webhook.Signer {
-	s, err := webhook.NewSigner("whsec_" + base64.StdEncoding.EncodeToString([]byte("sender test secret")))
+func signer(t *testing.T) *notify.Signer {
+	s, err := notify.NewSigner("whsec_" + base64.StdEncoding.EncodeToString([]byte("sender test secret")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestSendReadsNoMoreThanTheHeaderBound(t *testing.T) {
 	defer srv.Close()
 	s := &Sender{AllowedCIDRs: loopback()}
 	r := s.Send(context.Background(), Attempt{URL: srv.URL, Signer: signer(t), ID: "msg_1", At: time.Unix(0, 0), Payload: []byte("{}")})
-	if r.Outcome != webhook.Failed || r.Err == nil || !strings.Contains(r.Err.Error(), "exceeded") {
+	if r.Outcome != notify.Failed || r.Err == nil || !strings.Contains(r.Err.Error(), "exceeded") {
 		t.Fatalf("an answer with %d KiB of headers: %+v; want a failure", 2000*22>>10, r)
 	}
 }
@@ -45,7 +45,7 @@ func TestSendFollowsNoRedirectAndRefusesLoopbackUnlessAllowed(t *testing.T) {
 	srv := httptest.NewServer(http.RedirectHandler("https://elsewhere.example.com/", http.StatusFound))
 	defer srv.Close()
 	a := Attempt{URL: srv.URL, Signer: signer(t), ID: "msg_1", At: time.Unix(0, 0), Payload: []byte("{}")}
-	if r := (&Sender{AllowedCIDRs: loopback()}).Send(context.Background(), a); r.Status != http.StatusFound || r.Outcome != webhook.Failed {
+	if r := (&Sender{AllowedCIDRs: loopback()}).Send(context.Background(), a); r.Status != http.StatusFound || r.Outcome != notify.Failed {
 		t.Errorf("a redirect: %+v; want the 302 itself, as a failure", r)
 	}
 	if r := (&Sender{}).Send(context.Background(), a); !r.Refused || !strings.Contains(r.Summary(), "--webhook-allowed-cidrs") {
@@ -70,7 +70,7 @@ func TestSendGivesUpAfterTheAttemptTimeout(t *testing.T) {
 	}()
 	s := &Sender{AllowedCIDRs: loopback(), Timeout: 50 * time.Millisecond}
 	r := s.Send(context.Background(), Attempt{URL: "http://" + ln.Addr().String(), Signer: signer(t), ID: "msg_1", At: time.Unix(0, 0)})
-	if r.Outcome != webhook.Failed || r.Err == nil {
+	if r.Outcome != notify.Failed || r.Err == nil {
 		t.Fatalf("a receiver that never answers: %+v; want a failure", r)
 	}
 }

@@ -34,7 +34,7 @@ import (
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/keys"
-	"github.com/keyward-dev/keyward/internal/webhook"
+	"github.com/keyward-dev/keyward/internal/notify"
 )
 
 // Scheme knows the kinds the plugin reads: Keyward's and the built-in ones.
@@ -333,7 +333,7 @@ func (p *Plugin) Status(ctx context.Context, namespace, name string) error {
 	}
 	if wh := st.Webhook; ak.Spec.Webhook != nil && wh != nil {
 		printf(w, "Webhook:\t%s: delivered revision %d at %s, %d failing, %d waiting\n", ak.Spec.Webhook.URL, wh.LastDeliveredRevision,
-			timeOrDash(wh.LastDeliveryTime), wh.ConsecutiveFailures, len(webhook.Pending(wh)))
+			timeOrDash(wh.LastDeliveryTime), wh.ConsecutiveFailures, len(notify.Pending(wh)))
 		if wh.LastError != "" {
 			printf(w, "  last error:\t%s\n", wh.LastError)
 		}

@@ -1,6 +1,6 @@
-// Package webhook builds and signs Keyward's webhook deliveries (Standard Webhooks 1.0) and decides, without
+// Package notify builds and signs Keyward's webhook deliveries (Standard Webhooks 1.0) and decides, without
 // any I/O, when a failed delivery is tried again. The delivery controller does the I/O.
-package webhook
+package notify
 
 import (
 	"crypto/hmac"
