@@ -33,32 +33,6 @@ import (
 	"github.com/keyward-dev/keyward/internal/policy"
 )
 
-// EventReason is the reason of a Kubernetes event Keyward records on an APIKey.
-type EventReason string
-
-// Event reasons, emitted on transitions only.
-const (
-	EventKeyCreated      EventReason = "KeyCreated"
-	EventKeyRotated      EventReason = "KeyRotated"
-	EventKeyRevoked      EventReason = "KeyRevoked"
-	EventSecretRecreated EventReason = "SecretRecreated"
-	EventSecretTampered  EventReason = "SecretTampered"
-	EventStatusRestored  EventReason = "StatusRestored"
-	EventKeyExpired      EventReason = "KeyExpired"
-	EventKeyDisabled     EventReason = "KeyDisabled"
-	EventKeyEnabled      EventReason = "KeyEnabled"
-	EventSecretConflict  EventReason = "SecretConflict"
-	EventInvalidSpec     EventReason = "InvalidSpec"
-	// EventKeyWithdrawn: status stopped accepting the current key before its successor could be written.
-	EventKeyWithdrawn EventReason = "KeyWithdrawn"
-	// EventSecretUnwritable: the Secret is this APIKey's but cannot be written.
-	EventSecretUnwritable EventReason = "SecretUnwritable"
-	// EventPreviousKeysDropped: a mint dropped the oldest previous keys beyond policy.MaxPreviousKeys.
-	EventPreviousKeysDropped EventReason = "PreviousKeysDropped"
-	// EventPreviousKeyInUse: a previous key whose grace period is about to end was used recently.
-	EventPreviousKeyInUse EventReason = "PreviousKeyInUse"
-)
-
 // DefaultConflictRecheckInterval is how soon an APIKey stalled on a Secret it does not own looks again the
 // first time; a lasting conflict waits longer (policy.ConflictBackoff).
 // Foreign Secrets are not in the cache (it holds only Keyward's), so their removal sends no event.
@@ -398,42 +372,42 @@ func (r *APIKeyReconciler) recordEvents(ctx context.Context, ak *keywardv1alpha1
 	logger := log.FromContext(ctx).WithValues("secret", klog.KRef(ak.Namespace, o.subject.Secret))
 	if len(o.ForgedStatus) > 0 && done.err == nil {
 		logger.Info("Status showed a key record Keyward did not sign; restored it", "fields", o.ForgedStatus)
-		r.event(ak, corev1.EventTypeWarning, EventStatusRestored, "Restore",
+		r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventStatusRestored, "Restore",
 			"Status showed a key record Keyward did not sign (%s); it now shows only what Keyward signed", keyrecord.JoinNames(o.ForgedStatus))
 	}
 	id := ak.Status.KeyID
 	msg := readyMessage(ak)
 	if len(plan.DroppedByCap) > 0 && done.Outcome == policy.Written {
 		logger.Info("Dropped the oldest previous keys to keep the record bounded", "keyIDs", plan.DroppedByCap)
-		r.event(ak, corev1.EventTypeWarning, EventPreviousKeysDropped, "Rotate",
+		r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventPreviousKeysDropped, "Rotate",
 			"At most %d previous keys stay accepted; the oldest, %s, no longer are", policy.MaxPreviousKeys, strings.Join(plan.DroppedByCap, ", "))
 	}
 	for _, t := range ts {
 		switch t.Kind {
 		case policy.KeysRevoked:
 			logger.Info("Revoked previous keys", "keyIDs", t.Revoked)
-			r.event(ak, corev1.EventTypeNormal, EventKeyRevoked, "Revoke", "Revoked previous key %s at once (%s); the current key %s is unchanged",
+			r.event(ak, corev1.EventTypeNormal, keywardv1alpha1.EventKeyRevoked, "Revoke", "Revoked previous key %s at once (%s); the current key %s is unchanged",
 				strings.Join(t.Revoked, ", "), keywardv1alpha1.RevokeAnnotation, id)
 		case policy.KeyWithdrawn:
 			logger.Info("Withdrew the current key; its successor waits for the Secret", "keyID", t.PreviousKeyID, "reason", t.Reason)
-			r.event(ak, corev1.EventTypeWarning, EventKeyWithdrawn, "Withdraw",
+			r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventKeyWithdrawn, "Withdraw",
 				"Key %s is no longer accepted (%s), but Secret %s cannot take its successor: %s", t.PreviousKeyID,
 				policy.WithdrawnBecause(t.Reason), o.subject.Secret, msg)
 		case policy.SecretBlocked:
-			r.event(ak, corev1.EventTypeWarning, EventSecretUnwritable, "Write", "%s", msg)
+			r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventSecretUnwritable, "Write", "%s", msg)
 		case policy.KeyExpired:
-			r.event(ak, corev1.EventTypeWarning, EventKeyExpired, "Expire", "%s", msg)
+			r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventKeyExpired, "Expire", "%s", msg)
 		case policy.KeyDisabled:
-			r.event(ak, corev1.EventTypeNormal, EventKeyDisabled, "Disable", "%s", msg)
+			r.event(ak, corev1.EventTypeNormal, keywardv1alpha1.EventKeyDisabled, "Disable", "%s", msg)
 		case policy.SecretConflicted:
-			r.event(ak, corev1.EventTypeWarning, EventSecretConflict, "Conflict", "%s", msg)
+			r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventSecretConflict, "Conflict", "%s", msg)
 		case policy.SpecInvalid:
-			r.event(ak, corev1.EventTypeWarning, EventInvalidSpec, "Validate", "%s", msg)
+			r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventInvalidSpec, "Validate", "%s", msg)
 		case policy.KeyEnabled:
-			r.event(ak, corev1.EventTypeNormal, EventKeyEnabled, "Enable", "%s", msg)
+			r.event(ak, corev1.EventTypeNormal, keywardv1alpha1.EventKeyEnabled, "Enable", "%s", msg)
 		case policy.PreviousKeyInUse:
 			logger.Info("A previous key about to stop is still used", "keyID", t.PreviousKeyID)
-			r.event(ak, corev1.EventTypeWarning, EventPreviousKeyInUse, "Warn", "%s", policy.PreviousKeyInUseMessage(ak.Status.KeyID, t.PreviousKeyID,
+			r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventPreviousKeyInUse, "Warn", "%s", policy.PreviousKeyInUseMessage(ak.Status.KeyID, t.PreviousKeyID,
 				t.PreviousValidUntil, t.PreviousLastUsedAt))
 		}
 	}
@@ -462,7 +436,7 @@ func (r *APIKeyReconciler) announceMints(ctx context.Context, ak *keywardv1alpha
 func mintAnnouncementOf(ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, rec keyrecord.Record, t policy.Transition) mintAnnouncement {
 	id, revision := ak.Status.KeyID, ak.Status.Revision
 	a := mintAnnouncement{revision: revision, reason: t.Reason}
-	set := func(eventType string, reason EventReason, action, logMessage, note string, args ...any) {
+	set := func(eventType string, reason keywardv1alpha1.EventReason, action, logMessage, note string, args ...any) {
 		a.eventType, a.eventReason, a.action, a.logMessage, a.note = eventType, reason, action, logMessage, fmt.Sprintf(note, args...)
 	}
 	replaced := ""
@@ -470,24 +444,24 @@ func mintAnnouncementOf(ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan
 		replaced = plan.Mint.Replaced.Hash
 	}
 	if t.AfterWithdrawal {
-		set(corev1.EventTypeNormal, EventKeyRotated, "Mint", "Minted the key that follows a withdrawn one",
+		set(corev1.EventTypeNormal, keywardv1alpha1.EventKeyRotated, "Mint", "Minted the key that follows a withdrawn one",
 			"Minted key %s (revision %d, reason %s) into Secret %s; the key before it was withdrawn earlier and stays refused",
 			id, revision, t.Reason, o.subject.Secret)
 		return a
 	}
 	switch t.Reason {
 	case keywardv1alpha1.RotationInitial:
-		set(corev1.EventTypeNormal, EventKeyCreated, "Mint", "Minted the first key",
+		set(corev1.EventTypeNormal, keywardv1alpha1.EventKeyCreated, "Mint", "Minted the first key",
 			"Minted key %s (revision %d) into Secret %s", id, revision, o.subject.Secret)
 	case keywardv1alpha1.RotationSecretMissing:
-		set(corev1.EventTypeWarning, EventSecretRecreated, "Mint", "Recreated the deleted Secret with a new key",
+		set(corev1.EventTypeWarning, keywardv1alpha1.EventSecretRecreated, "Mint", "Recreated the deleted Secret with a new key",
 			"Secret %s was deleted; minted key %s (revision %d); %s", o.subject.Secret, id, revision, replacedFate(replaced, rec))
 	case keywardv1alpha1.RotationSecretTampered:
-		set(corev1.EventTypeWarning, EventSecretTampered, "Mint", "Replaced a key whose Secret someone else changed ("+errorText(o.tamper)+")",
+		set(corev1.EventTypeWarning, keywardv1alpha1.EventSecretTampered, "Mint", "Replaced a key whose Secret someone else changed ("+errorText(o.tamper)+")",
 			"Secret %s was changed by someone other than Keyward (%s); minted key %s (revision %d); %s",
 			o.subject.Secret, changedParts(o.tamper), id, revision, replacedFate(replaced, rec))
 	case keywardv1alpha1.RotationRevoked:
-		set(corev1.EventTypeWarning, EventKeyRevoked, "Revoke", "Replaced a revoked key "+strings.Join(t.Revoked, ", "),
+		set(corev1.EventTypeWarning, keywardv1alpha1.EventKeyRevoked, "Revoke", "Replaced a revoked key "+strings.Join(t.Revoked, ", "),
 			"Revoked key %s at once (%s); minted key %s (revision %d) into Secret %s",
 			strings.Join(t.Revoked, ", "), keywardv1alpha1.RevokeAnnotation, id, revision, o.subject.Secret)
 	default:
@@ -499,7 +473,7 @@ func mintAnnouncementOf(ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan
 		if t.PreviousValidUntil != nil {
 			until = "stays valid until " + t.PreviousValidUntil.UTC().Format(time.RFC3339)
 		}
-		set(corev1.EventTypeNormal, EventKeyRotated, "Rotate", "Rotated the key",
+		set(corev1.EventTypeNormal, keywardv1alpha1.EventKeyRotated, "Rotate", "Rotated the key",
 			"Rotated to key %s (revision %d, reason %s); previous key %s %s%s", id, revision, t.Reason, t.PreviousKeyID, until, extra)
 	}
 	return a
@@ -538,7 +512,7 @@ func previousValidity(rec keyrecord.Record, replacedHash string) string {
 	return "is no longer valid"
 }
 
-func (r *APIKeyReconciler) event(ak *keywardv1alpha1.APIKey, eventType string, reason EventReason, action, note string, args ...any) {
+func (r *APIKeyReconciler) event(ak *keywardv1alpha1.APIKey, eventType string, reason keywardv1alpha1.EventReason, action, note string, args ...any) {
 	if r.Events != nil {
 		r.Events.Eventf(ak, nil, eventType, string(reason), action, note, args...)
 	}

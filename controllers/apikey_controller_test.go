@@ -73,7 +73,7 @@ scopes: [orders:read]`)
 	if ready := meta.FindStatusCondition(st.Conditions, keywardv1alpha1.ConditionReady); !ready.LastTransitionTime.Time.Equal(t0) {
 		t.Errorf("Ready transition time %v does not come from the injected clock", ready.LastTransitionTime)
 	}
-	if evs := h.waitForEvent(EventKeyCreated, 1); !strings.Contains(evs[0].Note, st.KeyID) {
+	if evs := h.waitForEvent(keywardv1alpha1.EventKeyCreated, 1); !strings.Contains(evs[0].Note, st.KeyID) {
 		t.Errorf("KeyCreated event %q does not name the key ID", evs[0].Note)
 	}
 }
@@ -132,7 +132,7 @@ func TestRenewsAtTheRenewalInstantAndKeepsThePreviousKeyUntilItsExpiry(t *testin
 	if newKey := h.key("orders"); newKey == oldKey || keys.Hash(newKey) != ak.Status.KeyHash {
 		t.Fatal("the Secret does not hold the new key")
 	}
-	h.waitForEvent(EventKeyRotated, 1)
+	h.waitForEvent(keywardv1alpha1.EventKeyRotated, 1)
 
 	h.stepToRequeue(time.Hour)
 	h.waitFor("orders", "the previous key is pruned at its expiry", func(ak *keywardv1alpha1.APIKey) bool {
@@ -209,7 +209,7 @@ func TestKeysThatAreNotRenewedExpireWithoutANewKey(t *testing.T) {
 			if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionStalled); c == nil || c.Status != metav1.ConditionTrue {
 				t.Errorf("Stalled is not True for an expired key that only a person can renew")
 			}
-			h.waitForEvent(EventKeyExpired, 1)
+			h.waitForEvent(keywardv1alpha1.EventKeyExpired, 1)
 		})
 	}
 }
@@ -223,14 +223,14 @@ func TestDisablingRejectsAndReenablingRestoresTheSameKey(t *testing.T) {
 
 	h.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Disabled = true })
 	h.waitFor("orders", "Ready=False Disabled", readyIs(metav1.ConditionFalse, keywardv1alpha1.ReasonDisabled))
-	h.waitForEvent(EventKeyDisabled, 1)
+	h.waitForEvent(keywardv1alpha1.EventKeyDisabled, 1)
 
 	h.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Spec.Disabled = false })
 	after := h.waitReady("orders")
 	if after.Status.KeyHash != before.Status.KeyHash || after.Status.Revision != 1 {
 		t.Error("re-enabling minted a new key")
 	}
-	h.waitForEvent(EventKeyEnabled, 1)
+	h.waitForEvent(keywardv1alpha1.EventKeyEnabled, 1)
 }
 
 func TestADeletedSecretIsRecreatedWithANewKey(t *testing.T) {
@@ -252,7 +252,7 @@ func TestADeletedSecretIsRecreatedWithANewKey(t *testing.T) {
 	if len(ak.Status.PreviousKeys) != 1 || ak.Status.PreviousKeys[0].KeyHash != first.Status.KeyHash {
 		t.Errorf("previous keys %+v; the lost key stays valid for the grace period", ak.Status.PreviousKeys)
 	}
-	h.waitForEvent(EventSecretRecreated, 1)
+	h.waitForEvent(keywardv1alpha1.EventSecretRecreated, 1)
 }
 
 func TestACrashBetweenSecretAndStatusMintsNoSecondKey(t *testing.T) {
@@ -337,7 +337,7 @@ func TestASecretKeywardDoesNotOwnIsNeverTouchedAndTheConflictClearsByItself(t *t
 		!strings.Contains(c.Message, "Keyward does not own it") {
 		t.Errorf("Stalled condition %+v", c)
 	}
-	h.waitForEvent(EventSecretConflict, 1)
+	h.waitForEvent(keywardv1alpha1.EventSecretConflict, 1)
 	if s := h.secret("orders"); s.ResourceVersion != foreign.ResourceVersion {
 		t.Fatalf("the foreign Secret was modified")
 	}
@@ -590,7 +590,7 @@ func TestTenantTextInAConflictIsQuotedInTheConditionAndTheEvent(t *testing.T) {
 	h.startManager(managerOptions{})
 	h.create("orders", "")
 	ak := h.waitFor("orders", "Stalled SecretConflict", readyIs(metav1.ConditionFalse, keywardv1alpha1.ReasonSecretConflict))
-	ev := h.waitForEvent(EventSecretConflict, 1)[0]
+	ev := h.waitForEvent(keywardv1alpha1.EventSecretConflict, 1)[0]
 	c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady)
 	for what, text := range map[string]string{"the Ready condition": c.Message, "the SecretConflict event": ev.Note} {
 		if strings.ContainsAny(text, "\r\n\x1b\x07\u202e") {

@@ -292,7 +292,7 @@ func floorWrites(ctx context.Context, c client.Client, signer *keyrecord.Signer,
 	}
 	ev := &eventsv1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: ak.Namespace, Name: MintEventName(ak, rec.Revision, signer)},
 		EventTime: metav1.NewMicroTime(now), ReportingController: "keyward", ReportingInstance: "floor",
-		Action: "Mint", Reason: string(EventKeyCreated), Type: corev1.EventTypeNormal,
+		Action: "Mint", Reason: string(keywardv1alpha1.EventKeyCreated), Type: corev1.EventTypeNormal,
 		Regarding: corev1.ObjectReference{Kind: "APIKey", APIVersion: keywardv1alpha1.GroupVersion.String(), Namespace: ak.Namespace,
 			Name: ak.Name, UID: ak.UID}, Note: "Minted key " + ak.Status.KeyID}
 	if err := c.Create(ctx, ev); err != nil {

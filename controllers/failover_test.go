@@ -122,7 +122,7 @@ func TestAKilledLeaderIsReplacedAndEveryAPIKeyIsAnnouncedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	created := map[string]int{}
-	for _, e := range h.events()[EventKeyCreated] {
+	for _, e := range h.events()[keywardv1alpha1.EventKeyCreated] {
 		created[e.Regarding.Name]++
 	}
 	written := h.writes.keysWritten()

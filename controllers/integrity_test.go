@@ -116,7 +116,7 @@ func TestAnEditOfTheKeyOrItsRecordIsTamperingAnsweredWithANewKey(t *testing.T) {
 					t.Error("the planted hash survived in the Secret's record")
 				}
 			}
-			ev := h.waitForEvent(EventSecretTampered, 1)[0]
+			ev := h.waitForEvent(keywardv1alpha1.EventSecretTampered, 1)[0]
 			if ev.Type != corev1.EventTypeWarning || !strings.Contains(ev.Note, tc.names) || !strings.Contains(ev.Note, ak.Status.KeyID) {
 				t.Errorf("event %s %q does not name %s and the new key", ev.Type, ev.Note, tc.names)
 			}
@@ -196,7 +196,7 @@ func TestAForgedStatusIsPutBackWithAnEventNamingTheFields(t *testing.T) {
 	if ak.Status.Revision != 1 || ak.Status.RecordSignature != genuine.Status.RecordSignature {
 		t.Errorf("putting status back changed the key: revision %d", ak.Status.Revision)
 	}
-	ev := h.waitForEvent(EventStatusRestored, 1)[0]
+	ev := h.waitForEvent(keywardv1alpha1.EventStatusRestored, 1)[0]
 	if !strings.Contains(ev.Note, "status.keyHash") || !strings.Contains(ev.Note, "status.previousKeys") {
 		t.Errorf("StatusRestored %q does not name the forged fields", ev.Note)
 	}
@@ -248,7 +248,7 @@ func TestAForgedStatusNeverBecomesTheLastKnownKey(t *testing.T) {
 	if hasPrevious(ak, keys.Hash(planted)) || acceptedBy(ak, planted, h.clock.Now()) != verifier.CodeNotFound {
 		t.Errorf("the forged key is accepted: previous keys %+v", ak.Status.PreviousKeys)
 	}
-	h.waitForEvent(EventStatusRestored, 1)
+	h.waitForEvent(keywardv1alpha1.EventStatusRestored, 1)
 }
 
 func TestAZeroGraceRotationRevokesEveryEarlierKey(t *testing.T) {
@@ -276,7 +276,7 @@ func TestAZeroGraceRotationRevokesEveryEarlierKey(t *testing.T) {
 			t.Errorf("an earlier key is still %s", got)
 		}
 	}
-	if ev := h.waitForEvent(EventKeyRotated, 2); !slices.ContainsFunc(ev, func(e eventsv1.Event) bool {
+	if ev := h.waitForEvent(keywardv1alpha1.EventKeyRotated, 2); !slices.ContainsFunc(ev, func(e eventsv1.Event) bool {
 		return strings.Contains(e.Note, first.Status.KeyID) && strings.Contains(e.Note, "revoked too")
 	}) {
 		t.Errorf("no KeyRotated event says the earlier key %s was revoked too", first.Status.KeyID)
@@ -308,7 +308,7 @@ func TestTheRevokeAnnotationRevokesKeysByIDAndOnlyThose(t *testing.T) {
 	if ak.Status.Revision != 3 || len(ak.Status.PreviousKeys) != 1 || ak.Status.PreviousKeys[0].KeyID != second {
 		t.Errorf("revoking one previous key: revision %d, previous %+v", ak.Status.Revision, ak.Status.PreviousKeys)
 	}
-	if ev := h.waitForEvent(EventKeyRevoked, 1)[0]; !strings.Contains(ev.Note, first.Status.KeyID) {
+	if ev := h.waitForEvent(keywardv1alpha1.EventKeyRevoked, 1)[0]; !strings.Contains(ev.Note, first.Status.KeyID) {
 		t.Errorf("KeyRevoked %q does not name the key", ev.Note)
 	}
 
@@ -323,7 +323,7 @@ func TestTheRevokeAnnotationRevokesKeysByIDAndOnlyThose(t *testing.T) {
 	if len(ak.Status.PreviousKeys) != 1 || ak.Status.PreviousKeys[0].KeyID != second {
 		t.Errorf("previous keys %+v; the second key was not named and keeps its grace", ak.Status.PreviousKeys)
 	}
-	h.waitForEvent(EventKeyRevoked, 2)
+	h.waitForEvent(keywardv1alpha1.EventKeyRevoked, 2)
 
 	// The annotation stays, as GitOps keeps it; it names no live key any more and changes nothing.
 	h.touch("orders")
@@ -477,7 +477,7 @@ func TestARestoredRecordWithALaterExpiryIsTamperingAndNeverRevivesTheKey(t *test
 	if got := acceptedBy(ak, oldKey, h.clock.Now()); got == verifier.CodeValid {
 		t.Errorf("the restored record revived the expired key: %s", got)
 	}
-	ev := h.waitForEvent(EventSecretTampered, 1)[0]
+	ev := h.waitForEvent(keywardv1alpha1.EventSecretTampered, 1)[0]
 	if !strings.Contains(ev.Note, keyrecord.AnnotationExpiresAt) {
 		t.Errorf("the SecretTampered event does not name %s: %q", keyrecord.AnnotationExpiresAt, ev.Note)
 	}

@@ -48,7 +48,7 @@ type mintAnnouncement struct {
 	reason   keywardv1alpha1.RotationReason
 	// eventType, eventReason, action and note are the event's.
 	eventType   string
-	eventReason EventReason
+	eventReason keywardv1alpha1.EventReason
 	action      string
 	note        string
 	// logMessage is what the manager logs when it announces the key.

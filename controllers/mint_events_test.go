@@ -28,7 +28,7 @@ import (
 func TestAMintIsAnnouncedAndCountedOnceWhoeverAnnouncesIt(t *testing.T) {
 	ak := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "orders", UID: "uid-1"}}
 	a := mintAnnouncement{revision: 3, reason: keywardv1alpha1.RotationManual, eventType: corev1.EventTypeNormal,
-		eventReason: EventKeyRotated, action: "Rotate", note: strings.Repeat("n", 2000)}
+		eventReason: keywardv1alpha1.EventKeyRotated, action: "Rotate", note: strings.Repeat("n", 2000)}
 	counted := func() float64 {
 		return testutil.ToFloat64(rotationsTotal.WithLabelValues(string(keywardv1alpha1.RotationManual)))
 	}
@@ -51,7 +51,7 @@ func TestAMintIsAnnouncedAndCountedOnceWhoeverAnnouncesIt(t *testing.T) {
 	if err := c.List(context.Background(), &evs); err != nil || len(evs.Items) != 1 {
 		t.Fatalf("%d events (%v); want 1", len(evs.Items), err)
 	}
-	if ev := evs.Items[0]; len(ev.Note) != maxEventNote || ev.Regarding.UID != ak.UID || ev.Reason != string(EventKeyRotated) {
+	if ev := evs.Items[0]; len(ev.Note) != maxEventNote || ev.Regarding.UID != ak.UID || ev.Reason != string(keywardv1alpha1.EventKeyRotated) {
 		t.Errorf("the event: note of %d bytes, regarding %+v, reason %s", len(ev.Note), ev.Regarding, ev.Reason)
 	}
 
@@ -101,11 +101,11 @@ func mintSigner(t testing.TB) *keyrecord.Signer {
 func TestAnEventCreatedAheadByATenantDoesNotSuppressTheAnnouncement(t *testing.T) {
 	ak := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "orders", UID: "uid-1"}}
 	a := mintAnnouncement{revision: 2, reason: keywardv1alpha1.RotationExpiring, eventType: corev1.EventTypeNormal,
-		eventReason: EventKeyRotated, action: "Rotate", note: "n"}
+		eventReason: keywardv1alpha1.EventKeyRotated, action: "Rotate", note: "n"}
 	guessable := sha256.Sum256([]byte(string(ak.UID) + "/2"))
 	planted := &eventsv1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "orders.r2." + hex.EncodeToString(guessable[:8])},
 		EventTime: metav1.NewMicroTime(t0), ReportingController: "keyward", ReportingInstance: "keyward-x", Action: "Rotate",
-		Reason: string(EventKeyRotated), Type: corev1.EventTypeNormal}
+		Reason: string(keywardv1alpha1.EventKeyRotated), Type: corev1.EventTypeNormal}
 	c := fake.NewClientBuilder().WithScheme(testenv.Scheme).WithObjects(planted).Build()
 	counted := func() float64 {
 		return testutil.ToFloat64(rotationsTotal.WithLabelValues(string(keywardv1alpha1.RotationExpiring)))

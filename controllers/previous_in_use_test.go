@@ -61,7 +61,7 @@ func TestAPreviousKeyStillUsedNearTheEndOfItsGraceIsReportedEverywhere(t *testin
 	if !meta.IsStatusConditionTrue(ak.Status.Conditions, keywardv1alpha1.ConditionReady) {
 		t.Error("a previous key in use made the APIKey not Ready")
 	}
-	evs := h.waitForEvent(EventPreviousKeyInUse, 1)
+	evs := h.waitForEvent(keywardv1alpha1.EventPreviousKeyInUse, 1)
 	if len(evs) != 1 || evs[0].Regarding.Name != "used" || evs[0].Type != "Warning" {
 		t.Errorf("events %+v", evs)
 	}
@@ -81,7 +81,7 @@ func TestAPreviousKeyStillUsedNearTheEndOfItsGraceIsReportedEverywhere(t *testin
 		return len(ak.Status.PreviousKeysInUse) == 0 && len(ak.Status.PreviousKeys) == 0 &&
 			meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionPreviousKeyInUse) == nil
 	})
-	if n := len(h.events()[EventPreviousKeyInUse]); n != 1 {
+	if n := len(h.events()[keywardv1alpha1.EventPreviousKeyInUse]); n != 1 {
 		t.Errorf("%d PreviousKeyInUse events; want the one", n)
 	}
 }
@@ -120,7 +120,7 @@ func TestAUseOfAPreviousKeyInsideAShortGraceIsReportedBeforeTheKeyStops(t *testi
 	if !h.clock.Now().Before(got.Status.PreviousKeys[0].ValidUntil.Time) {
 		t.Errorf("reported at %v, not before the previous key's end %v", h.clock.Now(), got.Status.PreviousKeys[0].ValidUntil)
 	}
-	if evs := h.waitForEvent(EventPreviousKeyInUse, 1); len(evs) != 1 || evs[0].Regarding.Name != "short" {
+	if evs := h.waitForEvent(keywardv1alpha1.EventPreviousKeyInUse, 1); len(evs) != 1 || evs[0].Regarding.Name != "short" {
 		t.Errorf("events %+v", evs)
 	}
 }

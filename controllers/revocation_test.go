@@ -107,12 +107,12 @@ func TestRevocationLandsInStatusWhateverStateTheSecretIsIn(t *testing.T) {
 					if ak.Status.KeyHash != "" || ak.Status.Revision != first.Status.Revision+1 {
 						t.Errorf("status shows key %q at revision %d; want no key at revision %d", ak.Status.KeyID, ak.Status.Revision, first.Status.Revision+1)
 					}
-					ev := h.waitForEvent(EventKeyWithdrawn, 1)[0]
+					ev := h.waitForEvent(keywardv1alpha1.EventKeyWithdrawn, 1)[0]
 					if !strings.Contains(ev.Note, first.Status.KeyID) || !strings.Contains(ev.Note, b.names) {
 						t.Errorf("the KeyWithdrawn event %q does not name the key and what is wrong with the Secret", ev.Note)
 					}
 				}
-				if b.reason == keywardv1alpha1.ReasonSecretUnwritable && !eventSays(h.waitForEvent(EventSecretUnwritable, 1), "immutable") {
+				if b.reason == keywardv1alpha1.ReasonSecretUnwritable && !eventSays(h.waitForEvent(keywardv1alpha1.EventSecretUnwritable, 1), "immutable") {
 					t.Error("no SecretUnwritable event says the Secret is immutable")
 				}
 
@@ -203,7 +203,7 @@ func TestARecordOfADeletedAPIKeyIsRefusedByItsSuccessorOfTheSameName(t *testing.
 	if err := env.Client.Update(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	ev := h.waitForEvent(EventSecretTampered, 1)[0]
+	ev := h.waitForEvent(keywardv1alpha1.EventSecretTampered, 1)[0]
 	if !strings.Contains(ev.Note, keyrecord.AnnotationSignature) && !strings.Contains(ev.Note, "keyward.dev/") {
 		t.Errorf("the SecretTampered event %q does not name what was changed", ev.Note)
 	}
@@ -241,7 +241,7 @@ func TestAHundredRotationsInARowKeepTheSecretSmallAndTheKeyRenewable(t *testing.
 	if size > 4<<10 {
 		t.Errorf("the Secret's annotations hold %d bytes after %d rotations", size, rotations)
 	}
-	if !eventSays(h.waitForEvent(EventPreviousKeysDropped, 1), "oldest") {
+	if !eventSays(h.waitForEvent(keywardv1alpha1.EventPreviousKeysDropped, 1), "oldest") {
 		t.Error("no PreviousKeysDropped event names the keys it dropped")
 	}
 

@@ -592,21 +592,21 @@ func (h *harness) key(secretName string) string {
 }
 
 // events returns the events in the test's namespace, by reason.
-func (h *harness) events() map[EventReason][]eventsv1.Event {
+func (h *harness) events() map[keywardv1alpha1.EventReason][]eventsv1.Event {
 	h.t.Helper()
 	var list eventsv1.EventList
 	if err := env.Client.List(context.Background(), &list, client.InNamespace(h.ns)); err != nil {
 		h.t.Fatal(err)
 	}
-	out := map[EventReason][]eventsv1.Event{}
+	out := map[keywardv1alpha1.EventReason][]eventsv1.Event{}
 	for _, e := range list.Items {
-		out[EventReason(e.Reason)] = append(out[EventReason(e.Reason)], e)
+		out[keywardv1alpha1.EventReason(e.Reason)] = append(out[keywardv1alpha1.EventReason(e.Reason)], e)
 	}
 	return out
 }
 
 // waitForEvent waits until count events with the reason exist.
-func (h *harness) waitForEvent(reason EventReason, count int) []eventsv1.Event {
+func (h *harness) waitForEvent(reason keywardv1alpha1.EventReason, count int) []eventsv1.Event {
 	h.t.Helper()
 	return eventually.Get(h.t, fmt.Sprintf("%d %s events exist", count, reason), func() ([]eventsv1.Event, error) {
 		evs := h.events()[reason]

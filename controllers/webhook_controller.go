@@ -34,10 +34,10 @@ import (
 
 // Webhook event reasons: the delivery state machine's notices, recorded as Kubernetes events.
 const (
-	EventWebhookFailed  = EventReason(delivery.ReasonFailed)
-	EventWebhookRefused = EventReason(delivery.ReasonRefused)
-	EventWebhookSlow    = EventReason(delivery.ReasonSlow)
-	EventWebhookTested  = EventReason(delivery.ReasonTested)
+	EventWebhookFailed  = keywardv1alpha1.EventReason(delivery.ReasonFailed)
+	EventWebhookRefused = keywardv1alpha1.EventReason(delivery.ReasonRefused)
+	EventWebhookSlow    = keywardv1alpha1.EventReason(delivery.ReasonSlow)
+	EventWebhookTested  = keywardv1alpha1.EventReason(delivery.ReasonTested)
 )
 
 const (
@@ -233,7 +233,7 @@ func (r *WebhookReconciler) attempt(ctx context.Context, ak *keywardv1alpha1.API
 		if n.Warning {
 			eventType = corev1.EventTypeWarning
 		}
-		r.event(ak, eventType, EventReason(n.Reason), "Deliver", "%s (endpoint %s)", n.Message, ak.Spec.Webhook.URL)
+		r.event(ak, eventType, keywardv1alpha1.EventReason(n.Reason), "Deliver", "%s (endpoint %s)", n.Message, ak.Spec.Webhook.URL)
 	}
 	// What comes next is decided from what was just written; more events go after other APIKeys had a turn.
 	switch next := delivery.Next(r.observe(ak)); next.Kind {
@@ -334,7 +334,7 @@ func (r *WebhookReconciler) signer(ctx context.Context, ak *keywardv1alpha1.APIK
 	return signer, nil
 }
 
-func (r *WebhookReconciler) event(ak *keywardv1alpha1.APIKey, eventType string, reason EventReason, action, note string, args ...any) {
+func (r *WebhookReconciler) event(ak *keywardv1alpha1.APIKey, eventType string, reason keywardv1alpha1.EventReason, action, note string, args ...any) {
 	if r.Events != nil {
 		r.Events.Eventf(ak, nil, eventType, string(reason), action, note, args...)
 	}

@@ -105,3 +105,41 @@ const (
 	// RotationSecretTampered: someone other than Keyward changed the key or its record in the Secret.
 	RotationSecretTampered RotationReason = "SecretTampered"
 )
+
+// EventReason is the reason of a Kubernetes event Keyward records on an APIKey; users and alerts filter on it.
+// The key controller's events come from one table (internal/announce), one entry per transition.
+type EventReason string
+
+// Event reasons, emitted on transitions only.
+const (
+	// EventKeyCreated: the first key was minted.
+	EventKeyCreated EventReason = "KeyCreated"
+	// EventKeyRotated: a new key replaced the current one (renewal, manual rotation, or after a withdrawal).
+	EventKeyRotated EventReason = "KeyRotated"
+	// EventKeyRevoked: keyward.dev/revoke stopped keys at once (the current one replaced, or previous ones).
+	EventKeyRevoked EventReason = "KeyRevoked"
+	// EventSecretRecreated: the Secret was deleted; a new key was minted into a new one.
+	EventSecretRecreated EventReason = "SecretRecreated"
+	// EventSecretTampered: someone else changed the key or its record in the Secret; a new key replaced it.
+	EventSecretTampered EventReason = "SecretTampered"
+	// EventStatusRestored: status showed a key record Keyward did not sign; it was put back.
+	EventStatusRestored EventReason = "StatusRestored"
+	// EventKeyExpired: the key expired and is not renewed.
+	EventKeyExpired EventReason = "KeyExpired"
+	// EventKeyDisabled: spec.disabled turned every key of the APIKey off.
+	EventKeyDisabled EventReason = "KeyDisabled"
+	// EventKeyEnabled: spec.disabled was cleared; the same key works again.
+	EventKeyEnabled EventReason = "KeyEnabled"
+	// EventSecretConflict: the Secret is not this APIKey's to use (ReasonSecretConflict).
+	EventSecretConflict EventReason = "SecretConflict"
+	// EventInvalidSpec: the spec cannot be acted on (ReasonInvalidSpec).
+	EventInvalidSpec EventReason = "InvalidSpec"
+	// EventKeyWithdrawn: status stopped accepting the current key before its successor could be written.
+	EventKeyWithdrawn EventReason = "KeyWithdrawn"
+	// EventSecretUnwritable: the Secret is this APIKey's but cannot be written (ReasonSecretUnwritable).
+	EventSecretUnwritable EventReason = "SecretUnwritable"
+	// EventPreviousKeysDropped: a mint dropped the oldest previous keys beyond the most a record keeps (10).
+	EventPreviousKeysDropped EventReason = "PreviousKeysDropped"
+	// EventPreviousKeyInUse: a previous key whose grace period is about to end was used recently.
+	EventPreviousKeyInUse EventReason = "PreviousKeyInUse"
+)
