@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -26,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/announce"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/notify"
@@ -301,13 +301,14 @@ func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKe
 	r.queueWebhookEvents(ctx, ak, out.Transitions, done, o.Now)
 	// A new key is announced before the write that shows it, under a name of its own, so that whoever
 	// writes that status (a retry, a new leader) announces it once.
-	r.announceMints(ctx, ak, o, plan, done.Record, out.Transitions)
+	f := facts(ak, o, plan, done.Record)
+	r.announceMints(ctx, ak, f, out.Transitions)
 	if !equality.Semantic.DeepEqual(before.Status, ak.Status) {
 		if err := r.status.Patch(ctx, ak, before); err != nil {
 			return ctrl.Result{}, errors.Join(done.err, fmt.Errorf("patching status: %w", err))
 		}
 	}
-	r.recordEvents(ctx, ak, o, plan, done, out.Transitions)
+	r.recordEvents(ctx, ak, f, out.Transitions)
 	return ctrl.Result{RequeueAfter: out.Requeue}, done.err
 }
 
@@ -358,7 +359,7 @@ func (r *APIKeyReconciler) queueWebhookEvents(ctx context.Context, ak *keywardv1
 		st.Webhook = &keywardv1alpha1.WebhookStatus{}
 	}
 	events := notify.Messages(ts, *st, now)
-	if slices.ContainsFunc(ts, func(t policy.Transition) bool { return t.Kind == policy.KeyExpiring }) {
+	if slices.ContainsFunc(ts, func(t policy.Transition) bool { return t.Kind == policy.TransitionKeyExpiring }) {
 		st.Webhook.ExpiringNotifiedRevision = done.Record.Revision
 	}
 	if dropped := notify.Enqueue(st.Webhook, string(ak.UID), ak.Spec.Webhook.Events, events); dropped > 0 {
@@ -366,124 +367,70 @@ func (r *APIKeyReconciler) queueWebhookEvents(ctx context.Context, ak *keywardv1
 	}
 }
 
-// recordEvents logs, counts and announces, as Kubernetes events, the transitions of this status write.
-// None of it contains the key.
-func (r *APIKeyReconciler) recordEvents(ctx context.Context, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, done applied, ts []policy.Transition) {
-	logger := log.FromContext(ctx).WithValues("secret", klog.KRef(ak.Namespace, o.subject.Secret))
-	if len(o.ForgedStatus) > 0 && done.err == nil {
-		logger.Info("Status showed a key record Keyward did not sign; restored it", "fields", o.ForgedStatus)
-		r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventStatusRestored, "Restore",
-			"Status showed a key record Keyward did not sign (%s); it now shows only what Keyward signed", keyrecord.JoinNames(o.ForgedStatus))
-	}
-	id := ak.Status.KeyID
-	msg := readyMessage(ak)
-	if len(plan.DroppedByCap) > 0 && done.Outcome == policy.Written {
-		logger.Info("Dropped the oldest previous keys to keep the record bounded", "keyIDs", plan.DroppedByCap)
-		r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventPreviousKeysDropped, "Rotate",
-			"At most %d previous keys stay accepted; the oldest, %s, no longer are", policy.MaxPreviousKeys, strings.Join(plan.DroppedByCap, ", "))
-	}
-	for _, t := range ts {
-		switch t.Kind {
-		case policy.KeysRevoked:
-			logger.Info("Revoked previous keys", "keyIDs", t.Revoked)
-			r.event(ak, corev1.EventTypeNormal, keywardv1alpha1.EventKeyRevoked, "Revoke", "Revoked previous key %s at once (%s); the current key %s is unchanged",
-				strings.Join(t.Revoked, ", "), keywardv1alpha1.RevokeAnnotation, id)
-		case policy.KeyWithdrawn:
-			logger.Info("Withdrew the current key; its successor waits for the Secret", "keyID", t.PreviousKeyID, "reason", t.Reason)
-			r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventKeyWithdrawn, "Withdraw",
-				"Key %s is no longer accepted (%s), but Secret %s cannot take its successor: %s", t.PreviousKeyID,
-				policy.WithdrawnBecause(t.Reason), o.subject.Secret, msg)
-		case policy.SecretBlocked:
-			r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventSecretUnwritable, "Write", "%s", msg)
-		case policy.KeyExpired:
-			r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventKeyExpired, "Expire", "%s", msg)
-		case policy.KeyDisabled:
-			r.event(ak, corev1.EventTypeNormal, keywardv1alpha1.EventKeyDisabled, "Disable", "%s", msg)
-		case policy.SecretConflicted:
-			r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventSecretConflict, "Conflict", "%s", msg)
-		case policy.SpecInvalid:
-			r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventInvalidSpec, "Validate", "%s", msg)
-		case policy.KeyEnabled:
-			r.event(ak, corev1.EventTypeNormal, keywardv1alpha1.EventKeyEnabled, "Enable", "%s", msg)
-		case policy.PreviousKeyInUse:
-			logger.Info("A previous key about to stop is still used", "keyID", t.PreviousKeyID)
-			r.event(ak, corev1.EventTypeWarning, keywardv1alpha1.EventPreviousKeyInUse, "Warn", "%s", policy.PreviousKeyInUseMessage(ak.Status.KeyID, t.PreviousKeyID,
-				t.PreviousValidUntil, t.PreviousLastUsedAt))
-		}
-	}
-}
-
-// announceMints logs, counts and announces, through the MintAnnouncer, each new current key among ts.
-func (r *APIKeyReconciler) announceMints(ctx context.Context, ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, rec keyrecord.Record, ts []policy.Transition) {
-	for _, t := range ts {
-		if t.Kind != policy.KeyMinted {
-			continue
-		}
-		a := mintAnnouncementOf(ak, o, plan, rec, t)
-		logger := log.FromContext(ctx).WithValues("secret", klog.KRef(ak.Namespace, o.subject.Secret), "keyID", ak.Status.KeyID,
-			"revision", a.revision, "reason", t.Reason)
-		first, err := r.mints.Announce(ctx, ak, a)
-		switch {
-		case err != nil:
-			logger.Error(err, "Announcing a new key failed; the key is in place")
-		case first:
-			logger.Info(a.logMessage)
-		}
-	}
-}
-
-// mintAnnouncementOf says what the event of a new current key says.
-func mintAnnouncementOf(ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, rec keyrecord.Record, t policy.Transition) mintAnnouncement {
-	id, revision := ak.Status.KeyID, ak.Status.Revision
-	a := mintAnnouncement{revision: revision, reason: t.Reason}
-	set := func(eventType string, reason keywardv1alpha1.EventReason, action, logMessage, note string, args ...any) {
-		a.eventType, a.eventReason, a.action, a.logMessage, a.note = eventType, reason, action, logMessage, fmt.Sprintf(note, args...)
+// facts are what the announcements of this status write name beyond their transitions (announce.Facts).
+func facts(ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, rec keyrecord.Record) announce.Facts {
+	f := announce.Facts{Secret: o.subject.Secret, KeyID: ak.Status.KeyID, Revision: ak.Status.Revision, Ready: readyMessage(ak),
+		Tampered: changedParts(o.tamper), DroppedByZeroGrace: plan.DroppedByZeroGrace, MaxPreviousKeys: policy.MaxPreviousKeys}
+	if o.tamper != nil {
+		f.TamperError = o.tamper.Error()
 	}
 	replaced := ""
 	if plan.Mint != nil { // nil when the Secret holds a key a manager wrote before it died, short of status
 		replaced = plan.Mint.Replaced.Hash
 	}
-	if t.AfterWithdrawal {
-		set(corev1.EventTypeNormal, keywardv1alpha1.EventKeyRotated, "Mint", "Minted the key that follows a withdrawn one",
-			"Minted key %s (revision %d, reason %s) into Secret %s; the key before it was withdrawn earlier and stays refused",
-			id, revision, t.Reason, o.subject.Secret)
-		return a
-	}
-	switch t.Reason {
-	case keywardv1alpha1.RotationInitial:
-		set(corev1.EventTypeNormal, keywardv1alpha1.EventKeyCreated, "Mint", "Minted the first key",
-			"Minted key %s (revision %d) into Secret %s", id, revision, o.subject.Secret)
-	case keywardv1alpha1.RotationSecretMissing:
-		set(corev1.EventTypeWarning, keywardv1alpha1.EventSecretRecreated, "Mint", "Recreated the deleted Secret with a new key",
-			"Secret %s was deleted; minted key %s (revision %d); %s", o.subject.Secret, id, revision, replacedFate(replaced, rec))
-	case keywardv1alpha1.RotationSecretTampered:
-		set(corev1.EventTypeWarning, keywardv1alpha1.EventSecretTampered, "Mint", "Replaced a key whose Secret someone else changed ("+errorText(o.tamper)+")",
-			"Secret %s was changed by someone other than Keyward (%s); minted key %s (revision %d); %s",
-			o.subject.Secret, changedParts(o.tamper), id, revision, replacedFate(replaced, rec))
-	case keywardv1alpha1.RotationRevoked:
-		set(corev1.EventTypeWarning, keywardv1alpha1.EventKeyRevoked, "Revoke", "Replaced a revoked key "+strings.Join(t.Revoked, ", "),
-			"Revoked key %s at once (%s); minted key %s (revision %d) into Secret %s",
-			strings.Join(t.Revoked, ", "), keywardv1alpha1.RevokeAnnotation, id, revision, o.subject.Secret)
-	default:
-		extra := ""
-		if len(plan.DroppedByZeroGrace) > 0 {
-			extra = "; with a zero grace period the earlier keys " + strings.Join(plan.DroppedByZeroGrace, ", ") + " were revoked too"
-		}
-		until := "is no longer valid"
-		if t.PreviousValidUntil != nil {
-			until = "stays valid until " + t.PreviousValidUntil.UTC().Format(time.RFC3339)
-		}
-		set(corev1.EventTypeNormal, keywardv1alpha1.EventKeyRotated, "Rotate", "Rotated the key",
-			"Rotated to key %s (revision %d, reason %s); previous key %s %s%s", id, revision, t.Reason, t.PreviousKeyID, until, extra)
-	}
-	return a
+	f.ReplacedFate = replacedFate(replaced, rec)
+	return f
 }
 
-func errorText(err error) string {
-	if err == nil {
-		return ""
+// logTransition logs what the announcement of t says, with the transition's IDs; never the key.
+func logTransition(ctx context.Context, ak *keywardv1alpha1.APIKey, t policy.Transition, message string) {
+	kv := []any{"secret", klog.KRef(ak.Namespace, SecretNameOf(ak)), "transition", t.Kind, "keyID", ak.Status.KeyID, "revision", ak.Status.Revision}
+	for _, f := range []struct {
+		name  string
+		value any
+		set   bool
+	}{
+		{"reason", t.Reason, t.Reason != ""}, {"previousKeyID", t.PreviousKeyID, t.PreviousKeyID != ""},
+		{"revoked", t.Revoked, len(t.Revoked) > 0}, {"dropped", t.Dropped, len(t.Dropped) > 0}, {"fields", t.Fields, len(t.Fields) > 0},
+	} {
+		if f.set {
+			kv = append(kv, f.name, f.value)
+		}
 	}
-	return err.Error()
+	log.FromContext(ctx).Info(message, kv...)
+}
+
+// recordEvents records, as the announcement table says, the Kubernetes events of this status write's
+// transitions but its mints (announceMints). None of it contains the key.
+func (r *APIKeyReconciler) recordEvents(ctx context.Context, ak *keywardv1alpha1.APIKey, f announce.Facts, ts []policy.Transition) {
+	for _, t := range ts {
+		a := announce.Of(t.Kind)
+		if a.Event == nil || a.Mint {
+			continue
+		}
+		if a.Event.Log != nil {
+			logTransition(ctx, ak, t, a.Event.Log(t, f))
+		}
+		r.event(ak, a.Event.Type, a.Event.Reason, a.Event.Action, "%s", a.Event.Note(t, f))
+	}
+}
+
+// announceMints announces, through the MintAnnouncer, each new current key among ts, and logs it once.
+func (r *APIKeyReconciler) announceMints(ctx context.Context, ak *keywardv1alpha1.APIKey, f announce.Facts, ts []policy.Transition) {
+	for _, t := range ts {
+		a := announce.Of(t.Kind)
+		if !a.Mint || a.Event == nil {
+			continue
+		}
+		first, err := r.mints.Announce(ctx, ak, mintAnnouncement{revision: ak.Status.Revision, reason: t.Reason,
+			eventType: a.Event.Type, eventReason: a.Event.Reason, action: a.Event.Action, note: a.Event.Note(t, f)})
+		switch {
+		case err != nil:
+			log.FromContext(ctx).Error(err, "Announcing a new key failed; the key is in place", "keyID", ak.Status.KeyID, "revision", ak.Status.Revision)
+		case first:
+			logTransition(ctx, ak, t, a.Event.Log(t, f))
+		}
+	}
 }
 
 // changedParts lists what a *keyrecord.TamperedError names.

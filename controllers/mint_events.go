@@ -51,8 +51,6 @@ type mintAnnouncement struct {
 	eventReason keywardv1alpha1.EventReason
 	action      string
 	note        string
-	// logMessage is what the manager logs when it announces the key.
-	logMessage string
 }
 
 // Announce creates the event of a and counts the mint, unless another reconcile already did. It reports

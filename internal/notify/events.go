@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/announce"
 	"github.com/keyward-dev/keyward/internal/policy"
 )
 
@@ -18,51 +19,21 @@ func Events(c policy.Change) []keywardv1alpha1.WebhookMessage {
 	return Messages(policy.Transitions(c), c.After, c.Now)
 }
 
-// Messages are the webhook events of transitions, describing the key as after says it now is. A Secret
+// Messages are the webhook events of transitions (announce.Of), describing the key as after says it now is. A Secret
 // conflict and an invalid spec are not announced to receivers (they are Kubernetes events only).
 func Messages(ts []policy.Transition, after keywardv1alpha1.APIKeyStatus, now time.Time) []keywardv1alpha1.WebhookMessage {
 	var out []keywardv1alpha1.WebhookMessage
-	add := func(t keywardv1alpha1.WebhookEvent, f func(*keywardv1alpha1.WebhookMessage)) {
-		m := keywardv1alpha1.WebhookMessage{Type: t, Timestamp: metav1.NewTime(now.UTC().Truncate(time.Second)),
+	for _, t := range ts {
+		a := announce.Of(t.Kind)
+		if a.Webhook == "" {
+			continue
+		}
+		m := keywardv1alpha1.WebhookMessage{Type: a.Webhook, Timestamp: metav1.NewTime(now.UTC().Truncate(time.Second)),
 			KeyID: after.KeyID, Revision: after.Revision, ExpiresAt: after.ExpiresAt}
-		if f != nil {
-			f(&m)
+		if a.WebhookFields != nil {
+			a.WebhookFields(t, &m)
 		}
 		out = append(out, m)
-	}
-	for _, t := range ts {
-		switch t.Kind {
-		case policy.KeyMinted:
-			switch {
-			case t.AfterWithdrawal:
-				// The key this one replaces was announced as revoked when it was withdrawn.
-				add(keywardv1alpha1.WebhookEventKeyRotated, func(m *keywardv1alpha1.WebhookMessage) { m.Reason = string(t.Reason) })
-			case t.Reason == keywardv1alpha1.RotationInitial:
-				add(keywardv1alpha1.WebhookEventKeyCreated, func(m *keywardv1alpha1.WebhookMessage) { m.Reason = string(t.Reason) })
-			case t.Reason == keywardv1alpha1.RotationRevoked:
-				add(keywardv1alpha1.WebhookEventKeyRevoked, func(m *keywardv1alpha1.WebhookMessage) { m.Reason, m.RevokedKeyIDs = string(t.Reason), t.Revoked })
-			default:
-				add(keywardv1alpha1.WebhookEventKeyRotated, func(m *keywardv1alpha1.WebhookMessage) {
-					m.Reason, m.PreviousKeyID, m.PreviousValidUntil = string(t.Reason), t.PreviousKeyID, t.PreviousValidUntil
-				})
-			}
-		case policy.KeyWithdrawn:
-			add(keywardv1alpha1.WebhookEventKeyRevoked, func(m *keywardv1alpha1.WebhookMessage) { m.Reason, m.RevokedKeyIDs = string(t.Reason), t.Revoked })
-		case policy.KeysRevoked:
-			add(keywardv1alpha1.WebhookEventKeyRevoked, func(m *keywardv1alpha1.WebhookMessage) { m.RevokedKeyIDs = t.Revoked })
-		case policy.KeyDisabled:
-			add(keywardv1alpha1.WebhookEventKeyDisabled, nil)
-		case policy.KeyExpired:
-			add(keywardv1alpha1.WebhookEventKeyExpired, nil)
-		case policy.KeyEnabled:
-			add(keywardv1alpha1.WebhookEventKeyEnabled, nil)
-		case policy.KeyExpiring:
-			add(keywardv1alpha1.WebhookEventKeyExpiring, nil)
-		case policy.PreviousKeyInUse:
-			add(keywardv1alpha1.WebhookEventKeyPreviousInUse, func(m *keywardv1alpha1.WebhookMessage) {
-				m.PreviousKeyID, m.PreviousValidUntil, m.PreviousLastUsedAt = t.PreviousKeyID, t.PreviousValidUntil, t.PreviousLastUsedAt
-			})
-		}
 	}
 	return out
 }

@@ -128,7 +128,14 @@ func Settle(o Observation, plan Plan, w WriteResult) Outcome {
 	if !out.Shown.IsZero() {
 		change.Revoked = plan.Revoked
 	}
-	out.Transitions = Transitions(change)
+	// What the write did beside the key: put back a forged status, dropped previous keys beyond the cap.
+	if len(o.ForgedStatus) > 0 && w.Outcome != WriteFailed {
+		out.Transitions = append(out.Transitions, Transition{Kind: TransitionStatusRestored, Fields: o.ForgedStatus})
+	}
+	if len(plan.DroppedByCap) > 0 && w.Outcome == Written {
+		out.Transitions = append(out.Transitions, Transition{Kind: TransitionPreviousKeysDropped, Dropped: plan.DroppedByCap})
+	}
+	out.Transitions = append(out.Transitions, Transitions(change)...)
 	return out
 }
 

@@ -91,7 +91,7 @@ func TestSettleReportsEachOutcomeOfTheSecretWrite(t *testing.T) {
 			write: func(p Plan) WriteResult { return written(p, "d") },
 			want: want{shownHash: hash("d"), shownRevision: 4, hint: "kw_…dddd", ready: metav1.ConditionTrue, reason: keywardv1alpha1.ReasonKeyReady,
 				// The next look: the last quarter (15 minutes) of the replaced key's hour of grace begins.
-				message: []string{id("d"), "valid until"}, judged: true, requeue: 45 * time.Minute, transitions: []TransitionKind{KeyMinted}}},
+				message: []string{id("d"), "valid until"}, judged: true, requeue: 45 * time.Minute, transitions: []TransitionKind{TransitionKeyRotated}}},
 		{name: "written: nothing to mint keeps the key and says when the previous key ends",
 			edit:  func(o *Observation) {},
 			write: func(p Plan) WriteResult { return written(p, "c") },
@@ -103,7 +103,7 @@ func TestSettleReportsEachOutcomeOfTheSecretWrite(t *testing.T) {
 			write: func(Plan) WriteResult { return WriteResult{Outcome: WriteFailed, Detail: "the API server said no"} },
 			want: want{shownRevision: 4, ready: metav1.ConditionFalse, reason: keywardv1alpha1.ReasonSecretUnwritable,
 				message:     []string{"Writing Secret orders failed (the API server said no)", "withdrawn"},
-				reconciling: "Retrying after an error: the API server said no", judged: true, transitions: []TransitionKind{KeyWithdrawn, SecretBlocked}}},
+				reconciling: "Retrying after an error: the API server said no", judged: true, transitions: []TransitionKind{TransitionKeyWithdrawn, TransitionSecretUnwritable}}},
 		{name: "failed with nothing withdrawn: Ready keeps its judgement of the generation before, and it retries",
 			edit:  func(o *Observation) { o.RotateToken = "t2" },
 			write: func(Plan) WriteResult { return WriteResult{Outcome: WriteFailed, Detail: "timeout"} },
@@ -122,7 +122,7 @@ func TestSettleReportsEachOutcomeOfTheSecretWrite(t *testing.T) {
 				return WriteResult{Outcome: WriteConflict, Detail: "Secret orders belongs to APIKey other"}
 			},
 			want: want{shownHash: hash("c"), shownRevision: 3, hint: "kw_…cccc", ready: metav1.ConditionFalse, reason: keywardv1alpha1.ReasonSecretConflict,
-				message: []string{"belongs to APIKey other"}, stalled: true, judged: true, requeue: time.Minute, transitions: []TransitionKind{SecretConflicted}}},
+				message: []string{"belongs to APIKey other"}, stalled: true, judged: true, requeue: time.Minute, transitions: []TransitionKind{TransitionSecretConflict}}},
 		{name: "a forged status with nothing Keyward signed is cleared",
 			edit: func(o *Observation) {
 				o.LastKnown, o.Secret, o.Current, o.Conflict = keyrecord.Record{}, SecretConflict, keyrecord.Record{}, "not ours"
@@ -130,7 +130,7 @@ func TestSettleReportsEachOutcomeOfTheSecretWrite(t *testing.T) {
 			},
 			write: func(Plan) WriteResult { return WriteResult{Outcome: WriteNotAttempted} },
 			want: want{ready: metav1.ConditionFalse, reason: keywardv1alpha1.ReasonSecretConflict, message: []string{"not ours"}, stalled: true,
-				judged: true, requeue: time.Minute, transitions: []TransitionKind{SecretConflicted}}},
+				judged: true, requeue: time.Minute, transitions: []TransitionKind{TransitionStatusRestored, TransitionSecretConflict}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -265,7 +265,7 @@ func TestSettleLandsARevocationInStatusWhateverStateTheSecretIsIn(t *testing.T) 
 					if !got.SignRecord {
 						t.Error("the withdrawal is not signed")
 					}
-					i := slices.IndexFunc(got.Transitions, func(t Transition) bool { return t.Kind == KeyWithdrawn })
+					i := slices.IndexFunc(got.Transitions, func(t Transition) bool { return t.Kind == TransitionKeyWithdrawn })
 					if i < 0 || got.Transitions[i].PreviousKeyID != id("c") {
 						t.Errorf("transitions %+v do not withdraw %s", got.Transitions, id("c"))
 					}
@@ -298,9 +298,35 @@ func TestSettleAnnouncesKeyExpiringOnlyWithTheWriteThatShowsTheKey(t *testing.T)
 		if w == Written {
 			res = written(plan, "c")
 		}
-		got := slices.Contains(kinds(Settle(o, plan, res).Transitions), KeyExpiring)
+		got := slices.Contains(kinds(Settle(o, plan, res).Transitions), TransitionKeyExpiring)
 		if got != (w == Written) {
 			t.Errorf("write outcome %d: KeyExpiring %v", w, got)
+		}
+	}
+}
+
+// A mint beyond MaxPreviousKeys reports the keys it dropped, with the write that drops them only.
+func TestSettleReportsPreviousKeysDroppedByTheWriteThatDropsThem(t *testing.T) {
+	for _, w := range []WriteOutcome{Written, WriteFailed} {
+		f := newSettleFixture()
+		o := f.obs
+		o.Current.Previous = nil
+		for i := range MaxPreviousKeys {
+			o.Current.Previous = append(o.Current.Previous, keyrecord.PreviousKey{Hash: hash(string(rune('e' + i))), ValidUntil: f.now.Add(time.Duration(i+1) * time.Hour)})
+		}
+		o.LastKnown, o.RotateToken = o.Current, "t2"
+		plan := PlanFor(o)
+		res := WriteResult{Outcome: w, Detail: "x"}
+		if w == Written {
+			res = written(plan, "d")
+		}
+		got := Settle(o, plan, res).Transitions
+		i := slices.IndexFunc(got, func(t Transition) bool { return t.Kind == TransitionPreviousKeysDropped })
+		switch {
+		case w == Written && (i < 0 || !slices.Equal(got[i].Dropped, []string{id("e")})):
+			t.Errorf("written: transitions %+v do not drop %s", got, id("e"))
+		case w != Written && i >= 0:
+			t.Errorf("a failed write reports keys dropped: %+v", got)
 		}
 	}
 }

@@ -25,52 +25,85 @@ type Change struct {
 	Now      time.Time
 }
 
-// TransitionKind is something that happened to a key.
+// TransitionKind is something that happened to a key. Each kind has one entry in the announcement table
+// (internal/announce), which says what Kubernetes event, webhook event and metric tell it; its value is the
+// name of its event where it has one.
 type TransitionKind string
 
-// The transitions, in the order Transitions lists them.
+// The transitions, in the order Transitions lists them. Each is named as the state or event it reports:
+// TransitionSecretConflict is the Ready reason SecretConflict and the event SecretConflict.
 const (
-	// KeyMinted: status shows a new current key (Transition.Reason says why).
-	KeyMinted TransitionKind = "KeyMinted"
-	// KeysRevoked: keyward.dev/revoke stopped previous keys, the current key unchanged.
-	KeysRevoked TransitionKind = "KeysRevoked"
-	// KeyWithdrawn: status stopped accepting the current key (revoked, or rotated with a zero grace period)
-	// before its successor could be written to the Secret; no key is current until it is.
-	KeyWithdrawn TransitionKind = "KeyWithdrawn"
-	// KeyDisabled, KeyEnabled, KeyExpired: the Ready reason changed to Disabled, from Disabled back to
-	// KeyReady, or to Expired.
-	KeyDisabled TransitionKind = "KeyDisabled"
-	KeyEnabled  TransitionKind = "KeyEnabled"
-	KeyExpired  TransitionKind = "KeyExpired"
-	// SecretConflicted and SpecInvalid: the Ready reason changed to SecretConflict or InvalidSpec.
-	SecretConflicted TransitionKind = "SecretConflicted"
-	// SecretBlocked: the Ready reason changed to SecretUnwritable.
-	SecretBlocked TransitionKind = "SecretBlocked"
-	SpecInvalid   TransitionKind = "SpecInvalid"
-	// KeyExpiring: the current key is within expiringBefore of an expiry no renewal will prevent.
-	KeyExpiring TransitionKind = "KeyExpiring"
-	// PreviousKeyInUse: status.previousKeysInUse gained a key: a previous key about to stop is still used.
-	PreviousKeyInUse TransitionKind = "PreviousKeyInUse"
+	// TransitionStatusRestored: status showed a key record Keyward did not sign; this write puts back what it
+	// signed (Transition.Fields names what was changed).
+	TransitionStatusRestored TransitionKind = "StatusRestored"
+	// TransitionPreviousKeysDropped: a mint dropped the oldest previous keys beyond MaxPreviousKeys
+	// (Transition.Dropped).
+	TransitionPreviousKeysDropped TransitionKind = "PreviousKeysDropped"
+
+	// The new current keys (Transition.Reason says why it was minted).
+
+	// TransitionKeyCreated: the first key.
+	TransitionKeyCreated TransitionKind = "KeyCreated"
+	// TransitionKeyRotated: a renewal or a manual rotation replaced the current key (PreviousKeyID, until
+	// PreviousValidUntil).
+	TransitionKeyRotated TransitionKind = "KeyRotated"
+	// TransitionWithdrawalCompleted: the key that follows a withdrawn one; the key it replaces was stopped
+	// and announced when it was withdrawn.
+	TransitionWithdrawalCompleted TransitionKind = "WithdrawalCompleted"
+	// TransitionKeyRevoked: keyward.dev/revoke named the current key, which a new key replaced (Revoked).
+	TransitionKeyRevoked TransitionKind = "KeyRevoked"
+	// TransitionSecretRecreated: the Secret was deleted; a new key went into a new one.
+	TransitionSecretRecreated TransitionKind = "SecretRecreated"
+	// TransitionSecretTampered: someone else changed the key or its record; a new key replaced it.
+	TransitionSecretTampered TransitionKind = "SecretTampered"
+
+	// TransitionPreviousKeysRevoked: keyward.dev/revoke stopped previous keys, the current key unchanged.
+	TransitionPreviousKeysRevoked TransitionKind = "PreviousKeysRevoked"
+	// TransitionKeyWithdrawn: status stopped accepting the current key (revoked, or rotated with a zero grace
+	// period) before its successor could be written to the Secret; no key is current until it is.
+	TransitionKeyWithdrawn TransitionKind = "KeyWithdrawn"
+
+	// The Ready reason changed: to Disabled, from Disabled back to KeyReady, to Expired, SecretConflict,
+	// SecretUnwritable or InvalidSpec.
+
+	// TransitionKeyDisabled: Ready's reason became Disabled.
+	TransitionKeyDisabled TransitionKind = "KeyDisabled"
+	// TransitionKeyEnabled: Ready's reason went from Disabled back to KeyReady.
+	TransitionKeyEnabled TransitionKind = "KeyEnabled"
+	// TransitionKeyExpired: Ready's reason became Expired.
+	TransitionKeyExpired TransitionKind = "KeyExpired"
+	// TransitionSecretConflict: Ready's reason became SecretConflict.
+	TransitionSecretConflict TransitionKind = "SecretConflict"
+	// TransitionSecretUnwritable: Ready's reason became SecretUnwritable.
+	TransitionSecretUnwritable TransitionKind = "SecretUnwritable"
+	// TransitionInvalidSpec: Ready's reason became InvalidSpec.
+	TransitionInvalidSpec TransitionKind = "InvalidSpec"
+
+	// TransitionKeyExpiring: the current key is within expiringBefore of an expiry no renewal will prevent.
+	TransitionKeyExpiring TransitionKind = "KeyExpiring"
+	// TransitionPreviousKeyInUse: status.previousKeysInUse gained a key: a previous key about to stop is still
+	// used.
+	TransitionPreviousKeyInUse TransitionKind = "PreviousKeyInUse"
 )
 
 // Transition is one thing that happened to a key in a status write.
 type Transition struct {
 	Kind TransitionKind
-	// Reason is why a key was minted (KeyMinted).
+	// Reason is why a new current key was minted, or why one was withdrawn.
 	Reason keywardv1alpha1.RotationReason
 	// PreviousKeyID is the key a new one replaced, and PreviousValidUntil until when it still works (nil:
-	// no longer) (KeyMinted).
+	// no longer) (KeyRotated, SecretRecreated, SecretTampered; KeyWithdrawn names the withdrawn key).
 	PreviousKeyID      string
 	PreviousValidUntil *metav1.Time
-	// Revoked are the keys keyward.dev/revoke stopped (KeyMinted with reason Revoked, KeysRevoked,
-	// KeyWithdrawn).
+	// Revoked are the keys keyward.dev/revoke stopped (KeyRevoked, PreviousKeysRevoked, KeyWithdrawn).
 	Revoked []string
-	// AfterWithdrawal is set on a KeyMinted that completes a KeyWithdrawn: the key it replaces was stopped
-	// and announced earlier.
-	AfterWithdrawal bool
 	// PreviousLastUsedAt is when the key of a PreviousKeyInUse (PreviousKeyID, valid until
 	// PreviousValidUntil) was last accepted.
 	PreviousLastUsedAt *metav1.Time
+	// Dropped are the previous keys a mint dropped (PreviousKeysDropped).
+	Dropped []string
+	// Fields are the status fields of the record Keyward did not sign (StatusRestored).
+	Fields []string
 }
 
 // Transitions lists what a status write reports as having happened to the key, derived from what status
@@ -84,17 +117,24 @@ func Transitions(c Change) []Transition {
 	switch {
 	case c.Restored:
 		if len(c.Revoked) > 0 {
-			out = append(out, Transition{Kind: KeysRevoked, Revoked: c.Revoked})
+			out = append(out, Transition{Kind: TransitionPreviousKeysRevoked, Revoked: c.Revoked})
 		}
 	case after.KeyHash != "" && (after.Revision > before.Revision || wasWithdrawn && after.Revision == before.Revision):
-		t := Transition{Kind: KeyMinted, Reason: after.LastRotationReason}
+		t := Transition{Kind: TransitionKeyRotated, Reason: after.LastRotationReason}
 		switch {
 		case wasWithdrawn:
-			t.AfterWithdrawal = true
+			t.Kind = TransitionWithdrawalCompleted
 		case after.LastRotationReason == keywardv1alpha1.RotationInitial:
+			t.Kind = TransitionKeyCreated
 		case after.LastRotationReason == keywardv1alpha1.RotationRevoked:
-			t.Revoked = c.Revoked
+			t.Kind, t.Revoked = TransitionKeyRevoked, c.Revoked
 		default:
+			switch after.LastRotationReason {
+			case keywardv1alpha1.RotationSecretMissing:
+				t.Kind = TransitionSecretRecreated
+			case keywardv1alpha1.RotationSecretTampered:
+				t.Kind = TransitionSecretTampered
+			}
 			t.PreviousKeyID = c.Before.KeyID
 			if i := slices.IndexFunc(after.PreviousKeys, func(p keywardv1alpha1.PreviousKey) bool { return p.KeyHash == c.Before.KeyHash }); i >= 0 {
 				t.PreviousValidUntil = after.PreviousKeys[i].ValidUntil.DeepCopy()
@@ -103,34 +143,34 @@ func Transitions(c Change) []Transition {
 		out = append(out, t)
 	case after.KeyHash == "" && after.Revision > 0 && before.KeyHash != "":
 		revoked := slices.Sorted(slices.Values(append([]string{before.KeyID}, c.Revoked...)))
-		out = append(out, Transition{Kind: KeyWithdrawn, Reason: after.LastRotationReason, PreviousKeyID: before.KeyID, Revoked: slices.Compact(revoked)})
+		out = append(out, Transition{Kind: TransitionKeyWithdrawn, Reason: after.LastRotationReason, PreviousKeyID: before.KeyID, Revoked: slices.Compact(revoked)})
 	case len(c.Revoked) > 0:
-		out = append(out, Transition{Kind: KeysRevoked, Revoked: c.Revoked})
+		out = append(out, Transition{Kind: TransitionPreviousKeysRevoked, Revoked: c.Revoked})
 	}
 	if c.BeforeReady != c.AfterReady {
 		switch {
 		case c.AfterReady == keywardv1alpha1.ReasonDisabled:
-			out = append(out, Transition{Kind: KeyDisabled})
+			out = append(out, Transition{Kind: TransitionKeyDisabled})
 		case c.AfterReady == keywardv1alpha1.ReasonExpired:
-			out = append(out, Transition{Kind: KeyExpired})
+			out = append(out, Transition{Kind: TransitionKeyExpired})
 		case c.AfterReady == keywardv1alpha1.ReasonSecretConflict:
-			out = append(out, Transition{Kind: SecretConflicted})
+			out = append(out, Transition{Kind: TransitionSecretConflict})
 		case c.AfterReady == keywardv1alpha1.ReasonSecretUnwritable:
-			out = append(out, Transition{Kind: SecretBlocked})
+			out = append(out, Transition{Kind: TransitionSecretUnwritable})
 		case c.AfterReady == keywardv1alpha1.ReasonInvalidSpec:
-			out = append(out, Transition{Kind: SpecInvalid})
+			out = append(out, Transition{Kind: TransitionInvalidSpec})
 		case c.BeforeReady == keywardv1alpha1.ReasonDisabled && c.AfterReady == keywardv1alpha1.ReasonKeyReady:
-			out = append(out, Transition{Kind: KeyEnabled})
+			out = append(out, Transition{Kind: TransitionKeyEnabled})
 		}
 	}
 	if c.Expiring {
-		out = append(out, Transition{Kind: KeyExpiring})
+		out = append(out, Transition{Kind: TransitionKeyExpiring})
 	}
 	for _, id := range after.PreviousKeysInUse {
 		if slices.Contains(before.PreviousKeysInUse, id) {
 			continue
 		}
-		t := Transition{Kind: PreviousKeyInUse, PreviousKeyID: id}
+		t := Transition{Kind: TransitionPreviousKeyInUse, PreviousKeyID: id}
 		if i := slices.IndexFunc(after.PreviousKeys, func(p keywardv1alpha1.PreviousKey) bool { return p.KeyID == id }); i >= 0 {
 			t.PreviousValidUntil = after.PreviousKeys[i].ValidUntil.DeepCopy()
 		}

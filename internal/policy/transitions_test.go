@@ -26,29 +26,29 @@ func TestTransitionsClassifyAStatusWriteOnce(t *testing.T) {
 		c    Change
 		want []Transition
 	}{
-		{"the first key", Change{After: first, AfterReady: ready}, []Transition{{Kind: KeyMinted, Reason: keywardv1alpha1.RotationInitial}}},
+		{"the first key", Change{After: first, AfterReady: ready}, []Transition{{Kind: TransitionKeyCreated, Reason: keywardv1alpha1.RotationInitial}}},
 		{"a key found after a crash counts as minted", Change{Before: keywardv1alpha1.APIKeyStatus{}, After: first, BeforeReady: "", AfterReady: ready},
-			[]Transition{{Kind: KeyMinted, Reason: keywardv1alpha1.RotationInitial}}},
+			[]Transition{{Kind: TransitionKeyCreated, Reason: keywardv1alpha1.RotationInitial}}},
 		{"a rotation names the previous key and until when it works", Change{Before: first, After: rotated, BeforeReady: ready, AfterReady: ready},
-			[]Transition{{Kind: KeyMinted, Reason: keywardv1alpha1.RotationManual, PreviousKeyID: "kid_a", PreviousValidUntil: &until}}},
+			[]Transition{{Kind: TransitionKeyRotated, Reason: keywardv1alpha1.RotationManual, PreviousKeyID: "kid_a", PreviousValidUntil: &until}}},
 		{"a replaced key that no longer works", Change{Before: first, After: tampered, BeforeReady: ready, AfterReady: ready},
-			[]Transition{{Kind: KeyMinted, Reason: keywardv1alpha1.RotationSecretTampered, PreviousKeyID: "kid_a"}}},
+			[]Transition{{Kind: TransitionSecretTampered, Reason: keywardv1alpha1.RotationSecretTampered, PreviousKeyID: "kid_a"}}},
 		{"putting back a forged status mints nothing", Change{Before: keywardv1alpha1.APIKeyStatus{KeyHash: "sha256:f"}, After: first, Restored: true,
 			BeforeReady: ready, AfterReady: ready}, nil},
 		{"revoking previous keys", Change{Before: rotated, After: rotated, Revoked: []string{"kid_a"}, BeforeReady: ready, AfterReady: ready},
-			[]Transition{{Kind: KeysRevoked, Revoked: []string{"kid_a"}}}},
+			[]Transition{{Kind: TransitionPreviousKeysRevoked, Revoked: []string{"kid_a"}}}},
 		{"disabling, then expiring", Change{Before: first, After: first, BeforeReady: ready, AfterReady: disabled, Expiring: true},
-			[]Transition{{Kind: KeyDisabled}, {Kind: KeyExpiring}}},
-		{"enabling", Change{Before: first, After: first, BeforeReady: disabled, AfterReady: ready}, []Transition{{Kind: KeyEnabled}}},
+			[]Transition{{Kind: TransitionKeyDisabled}, {Kind: TransitionKeyExpiring}}},
+		{"enabling", Change{Before: first, After: first, BeforeReady: disabled, AfterReady: ready}, []Transition{{Kind: TransitionKeyEnabled}}},
 		{"a Secret conflict", Change{Before: first, After: first, BeforeReady: ready, AfterReady: keywardv1alpha1.ReasonSecretConflict},
-			[]Transition{{Kind: SecretConflicted}}},
-		{"an invalid spec", Change{BeforeReady: "", AfterReady: keywardv1alpha1.ReasonInvalidSpec}, []Transition{{Kind: SpecInvalid}}},
+			[]Transition{{Kind: TransitionSecretConflict}}},
+		{"an invalid spec", Change{BeforeReady: "", AfterReady: keywardv1alpha1.ReasonInvalidSpec}, []Transition{{Kind: TransitionInvalidSpec}}},
 		{"withdrawing the current key because the Secret cannot take its successor",
 			Change{Before: first, After: withdrawn, Revoked: []string{"kid_a"}, BeforeReady: ready, AfterReady: unwritable},
-			[]Transition{{Kind: KeyWithdrawn, Reason: keywardv1alpha1.RotationRevoked, PreviousKeyID: "kid_a", Revoked: []string{"kid_a"}},
-				{Kind: SecretBlocked}}},
+			[]Transition{{Kind: TransitionKeyWithdrawn, Reason: keywardv1alpha1.RotationRevoked, PreviousKeyID: "kid_a", Revoked: []string{"kid_a"}},
+				{Kind: TransitionSecretUnwritable}}},
 		{"the successor of a withdrawn key, at the withdrawal's revision", Change{Before: withdrawn, After: completed, BeforeReady: unwritable, AfterReady: ready},
-			[]Transition{{Kind: KeyMinted, Reason: keywardv1alpha1.RotationRevoked, AfterWithdrawal: true}}},
+			[]Transition{{Kind: TransitionWithdrawalCompleted, Reason: keywardv1alpha1.RotationRevoked}}},
 		{"a withdrawal retried while the Secret stays stuck", Change{Before: withdrawn, After: withdrawn, BeforeReady: unwritable, AfterReady: unwritable}, nil},
 		{"an idle reconcile", Change{Before: first, After: first, BeforeReady: ready, AfterReady: ready}, nil},
 	}
@@ -69,7 +69,7 @@ func TestAPreviousKeyNewlyInUseIsATransitionOnceWithItsEndAndLastUse(t *testing.
 	before := *after.DeepCopy()
 	before.PreviousKeysInUse = nil
 	ts := Transitions(Change{Before: before, After: after})
-	if len(ts) != 1 || ts[0].Kind != PreviousKeyInUse || ts[0].PreviousKeyID != "kid_old" ||
+	if len(ts) != 1 || ts[0].Kind != TransitionPreviousKeyInUse || ts[0].PreviousKeyID != "kid_old" ||
 		!ts[0].PreviousValidUntil.Equal(&until) || !ts[0].PreviousLastUsedAt.Equal(&used) {
 		t.Fatalf("transitions %+v", ts)
 	}
