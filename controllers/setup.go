@@ -91,8 +91,8 @@ const maxKeptAnnotation = 4096
 // and lifecycle metadata, the annotations that ask Keyward for something, Keyward's own finalizer, the spec
 // but its display name, description, scopes, rate limit and webhook CA bundle (the verifier's and the
 // delivery's business: the delivery controller reads the APIKey from the API server before each attempt),
-// and the status but the verifier's usage counts (each key's last use stays: whether a previous key is still
-// in use). Every one of the kept fields is bounded by the CRD or the admission policies.
+// and of status the fields the manager owns (keywardv1alpha1.StatusFieldOwners) and, of the verifier's usage
+// counts, each key's last use (whether a previous key is still in use). Every one of the kept fields is bounded by the CRD or the admission policies.
 //
 // The manager writes APIKeys only with merge patches computed between two cached copies (status, and the
 // spec-free metadata of its finalizer after a read from the API server), so what the cache lacks is never
@@ -106,7 +106,7 @@ func trimCachedAPIKey(obj any) (any, error) {
 		Name: ak.Name, Namespace: ak.Namespace, UID: ak.UID, ResourceVersion: ak.ResourceVersion,
 		Generation: ak.Generation, CreationTimestamp: ak.CreationTimestamp, DeletionTimestamp: ak.DeletionTimestamp,
 		DeletionGracePeriodSeconds: ak.DeletionGracePeriodSeconds,
-	}, Spec: ak.Spec, Status: ak.Status}
+	}, Spec: ak.Spec, Status: ak.Status.OwnedBy(keywardv1alpha1.StatusOwnerKeyController, keywardv1alpha1.StatusOwnerDelivery)}
 	for _, name := range requestAnnotations {
 		if v, ok := ak.Annotations[name]; ok {
 			v = v[:min(len(v), maxKeptAnnotation)]
@@ -132,7 +132,6 @@ func trimCachedAPIKey(obj any) (any, error) {
 				lastUses.Keys = append(lastUses.Keys, keywardv1alpha1.KeyUsage{KeyID: k.KeyID, LastUsedAt: k.LastUsedAt})
 			}
 		}
-		kept.Status.Usage = nil
 		if len(lastUses.Keys) > 0 {
 			kept.Status.Usage = lastUses
 		}
@@ -354,11 +353,10 @@ func statusEdited(own *StatusWriter) predicate.Funcs {
 		if !okBefore || !okAfter {
 			return false
 		}
-		// The verifier's usage reports and the delivery controller's writes to status.webhook are not the
-		// key's: reconciling them would only write the same status again (and once per delivery).
-		a, b := before.Status.DeepCopy(), after.Status.DeepCopy()
-		a.Usage, b.Usage = nil, nil
-		a.Webhook, b.Webhook = nil, nil
-		return !equality.Semantic.DeepEqual(a, b) && !own.IsEcho(after)
+		// Only the fields the key controller owns: the verifier's usage reports and the delivery controller's
+		// writes to status.webhook are not the key's, and reconciling them would only write the same status
+		// again (and once per delivery).
+		owner := keywardv1alpha1.StatusOwnerKeyController
+		return !equality.Semantic.DeepEqual(before.Status.OwnedBy(owner), after.Status.OwnedBy(owner)) && !own.IsEcho(after)
 	}}
 }

@@ -172,6 +172,17 @@ func TestTheManagersCacheKeepsOfAnAPIKeyOnlyWhatItReads(t *testing.T) {
 		!reflect.DeepEqual(u.Keys[0], keywardv1alpha1.KeyUsage{KeyID: "kid_1", LastUsedAt: &used}) {
 		t.Errorf("cached usage %+v; want kid_1's last use alone", u)
 	}
+	// Every status field the manager owns stays whole.
+	ak.Status.Conditions, ak.Status.PreviousKeysInUse = []metav1.Condition{{Type: "Ready"}}, []string{"kid_0"}
+	ak.Status.Webhook = &keywardv1alpha1.WebhookStatus{DeliveredSequence: 3}
+	out, err = transform(ak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	managers := []keywardv1alpha1.StatusOwner{keywardv1alpha1.StatusOwnerKeyController, keywardv1alpha1.StatusOwnerDelivery}
+	if kept := out.(*keywardv1alpha1.APIKey).Status; !reflect.DeepEqual(kept.OwnedBy(managers...), ak.Status.OwnedBy(managers...)) {
+		t.Errorf("the cache changed status fields the manager owns: %+v", kept)
+	}
 	if got.Annotations[keywardv1alpha1.RotateAnnotation] != "t1" || got.Status.KeyID != "kid_1" || got.Name != "k" {
 		t.Errorf("the transform dropped what the manager reads: %+v", got)
 	}

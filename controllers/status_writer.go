@@ -60,11 +60,11 @@ func (w *StatusWriter) Forget(ak client.Object) {
 	delete(w.pending, ak.GetUID())
 }
 
-// keyStatusFingerprint hashes status as the API server stores it (JSON, times in whole seconds), without the
-// parts others write: the verifier's usage and the delivery controller's webhook state.
+// keyStatusFingerprint hashes status as the API server stores it (JSON, times in whole seconds), only the
+// fields the key controller owns (keywardv1alpha1.StatusFieldOwners): the verifier's and the delivery
+// controller's writes are not its echo.
 func keyStatusFingerprint(st keywardv1alpha1.APIKeyStatus) [sha256.Size]byte {
-	st.Usage, st.Webhook = nil, nil
-	b, err := json.Marshal(st)
+	b, err := json.Marshal(st.OwnedBy(keywardv1alpha1.StatusOwnerKeyController))
 	if err != nil {
 		return [sha256.Size]byte{} // a status always marshals; an empty fingerprint matches nothing written
 	}

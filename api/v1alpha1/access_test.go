@@ -446,7 +446,10 @@ func TestTheCRDAndTheManagerPolicyRefuseTheSameForeignControllerKeys(t *testing.
 	}
 }
 
-func TestTheStatusPolicyCoversEveryStatusFieldButUsage(t *testing.T) {
+// The admission policy protects exactly the status fields the manager owns (StatusFieldOwners): the key
+// controller's and the delivery controller's; the verifier's usage stays writable by whoever may update
+// apikeys/status.
+func TestTheStatusPolicyProtectsEveryStatusFieldTheManagerOwns(t *testing.T) {
 	testenv.Need(t)
 	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "admission", "status_writers_policy.yaml"))
 	if err != nil {
@@ -454,13 +457,20 @@ func TestTheStatusPolicyCoversEveryStatusFieldButUsage(t *testing.T) {
 	}
 	st := reflect.TypeFor[keywardv1alpha1.APIKeyStatus]()
 	for i := range st.NumField() {
-		name, _, _ := strings.Cut(st.Field(i).Tag.Get("json"), ",")
-		if name == "usage" {
-			continue
+		name := keywardv1alpha1.StatusFieldName(st.Field(i))
+		owner, ok := keywardv1alpha1.StatusFieldOwners[name]
+		protected := strings.Contains(string(raw), "'status."+name+"': object.?status.?"+name+" == oldObject.?status.?"+name)
+		switch {
+		case !ok:
+			t.Errorf("status.%s has no owner in StatusFieldOwners", name)
+		case owner == keywardv1alpha1.StatusOwnerVerifier && protected:
+			t.Errorf("status.%s is the verifier's, but keyward-status-writers lets only the manager change it", name)
+		case owner != keywardv1alpha1.StatusOwnerVerifier && !protected:
+			t.Errorf("status.%s is the manager's (%s), but keyward-status-writers does not protect it: anyone who may patch status could change it", name, owner)
 		}
-		if !strings.Contains(string(raw), "'status."+name+"': object.?status.?"+name+" == oldObject.?status.?"+name) {
-			t.Errorf("status.%s is not protected by keyward-status-writers: anyone who may patch status could change it", name)
-		}
+	}
+	if len(keywardv1alpha1.StatusFieldOwners) != st.NumField() {
+		t.Errorf("StatusFieldOwners names %d fields; APIKeyStatus has %d", len(keywardv1alpha1.StatusFieldOwners), st.NumField())
 	}
 }
 
