@@ -23,6 +23,7 @@ import (
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/controllers"
 	"github.com/keyward-dev/keyward/internal/delivery"
+	"github.com/keyward-dev/keyward/internal/managerconfig"
 	"github.com/keyward-dev/keyward/internal/serving"
 	"github.com/keyward-dev/keyward/internal/version"
 )
@@ -86,7 +87,7 @@ func main() {
 	ctx := ctrl.SetupSignalHandler()
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 scheme,
-		Cache:                  controllers.CacheOptions(splitList(namespaces)...),
+		Cache:                  managerconfig.CacheOptions(splitList(namespaces)...),
 		Metrics:                metricsFlags.Options(),
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
@@ -192,11 +193,11 @@ type leaderElection struct {
 func (e *leaderElection) bind(fs *flag.FlagSet) {
 	fs.StringVar(&e.namespace, "leader-election-namespace", ownNamespace(),
 		"Namespace of the leader election Lease. Default: the manager's own (POD_NAMESPACE, else the service account's).")
-	fs.DurationVar(&e.leaseDuration, "leader-election-lease-duration", controllers.DefaultLeaseDuration,
+	fs.DurationVar(&e.leaseDuration, "leader-election-lease-duration", managerconfig.DefaultLeaseDuration,
 		"How long a leader's Lease is valid without renewal: how long others wait after a leader dies.")
-	fs.DurationVar(&e.renewDeadline, "leader-election-renew-deadline", controllers.DefaultRenewDeadline,
+	fs.DurationVar(&e.renewDeadline, "leader-election-renew-deadline", managerconfig.DefaultRenewDeadline,
 		"How long the leader keeps trying to renew before it gives up leading.")
-	fs.DurationVar(&e.retryPeriod, "leader-election-retry-period", controllers.DefaultRetryPeriod,
+	fs.DurationVar(&e.retryPeriod, "leader-election-retry-period", managerconfig.DefaultRetryPeriod,
 		"How often candidates try to acquire or renew the Lease; a released Lease is taken within 2.2 x this.")
 }
 

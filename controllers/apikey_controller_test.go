@@ -20,6 +20,7 @@ import (
 	"github.com/keyward-dev/keyward/internal/eventually"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
+	"github.com/keyward-dev/keyward/internal/managerconfig"
 	"github.com/keyward-dev/keyward/internal/testenv"
 )
 
@@ -515,7 +516,7 @@ func TestTheManagerCachesOnlyKeywardSecrets(t *testing.T) {
 	ns := env.Namespace(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	opts := CacheOptions()
+	opts := managerconfig.CacheOptions()
 	opts.DefaultNamespaces = map[string]cache.Config{ns: {}}
 	opts.Scheme = testenv.Scheme
 	c, err := cache.New(env.Config, opts)

@@ -17,6 +17,7 @@ import (
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/eventually"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
+	"github.com/keyward-dev/keyward/internal/managerconfig"
 	"github.com/keyward-dev/keyward/internal/notify"
 	"github.com/keyward-dev/keyward/internal/testenv"
 )
@@ -24,7 +25,7 @@ import (
 // failoverElection has shorter lease timings than production's 15 s, so the test waits less; the protocol is
 // the same. The renew deadline leaves a busy machine 8 s to renew, so a leader is only replaced when killed.
 func failoverElection(id string) *electionOptions {
-	return &electionOptions{id: id, leaseDuration: 10 * time.Second, renewDeadline: 8 * time.Second, retryPeriod: DefaultRetryPeriod}
+	return &electionOptions{id: id, leaseDuration: 10 * time.Second, renewDeadline: 8 * time.Second, retryPeriod: managerconfig.DefaultRetryPeriod}
 }
 
 // TestAKilledLeaderIsReplacedAndEveryAPIKeyIsAnnouncedOnce runs two managers with leader election against
@@ -216,7 +217,7 @@ func BenchmarkLeaderTakeover(b *testing.B) {
 	for b.Loop() {
 		h := newHarness(b)
 		h.writes.countOnly.Store(true)
-		election := &electionOptions{id: h.ns, leaseDuration: DefaultLeaseDuration, renewDeadline: DefaultRenewDeadline, retryPeriod: DefaultRetryPeriod}
+		election := &electionOptions{id: h.ns, leaseDuration: managerconfig.DefaultLeaseDuration, renewDeadline: managerconfig.DefaultRenewDeadline, retryPeriod: managerconfig.DefaultRetryPeriod}
 		crash := &killSwitch{}
 		a := h.runManager(managerOptions{production: true, election: election, crash: crash, name: "a"})
 		<-a.elected
@@ -240,6 +241,6 @@ func BenchmarkLeaderTakeover(b *testing.B) {
 		b.ReportMetric(afterKill.Seconds(), "s-takeover-after-kill")
 		b.ReportMetric(afterStop.Seconds(), "s-handover-after-stop")
 		b.Logf("killed leader: replaced %v after its last renewal (%v after the kill; bound %v); stopped leader: replaced %v after the stop",
-			fromRenewal.Round(time.Millisecond), afterKill.Round(time.Millisecond), DefaultLeaseDuration+DefaultRenewDeadline, afterStop.Round(time.Millisecond))
+			fromRenewal.Round(time.Millisecond), afterKill.Round(time.Millisecond), managerconfig.DefaultLeaseDuration+managerconfig.DefaultRenewDeadline, afterStop.Round(time.Millisecond))
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/keyward-dev/keyward/internal/eventually"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
+	"github.com/keyward-dev/keyward/internal/managerconfig"
 	"github.com/keyward-dev/keyward/internal/testenv"
 	"github.com/keyward-dev/keyward/pkg/verifier"
 )
@@ -573,7 +574,7 @@ func TestTheManagersCacheHoldsNoMoreOfALabelledSecretThanKeywardReads(t *testing
 		t.Fatal(err)
 	}
 	c, err := cache.New(testenv.ImpersonatingConfig(env.Config, testenv.ManagerUser), func() cache.Options {
-		opts := CacheOptions(ns)
+		opts := managerconfig.CacheOptions(ns)
 		opts.Scheme = testenv.Scheme
 		return opts
 	}())

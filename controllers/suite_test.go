@@ -41,6 +41,7 @@ import (
 	"github.com/keyward-dev/keyward/internal/eventually"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
+	"github.com/keyward-dev/keyward/internal/managerconfig"
 	"github.com/keyward-dev/keyward/internal/testenv"
 )
 
@@ -157,7 +158,7 @@ func (h *harness) runManager(opts managerOptions) *runningManager {
 		cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return opts.crash.wrap(h.writes.wrap(rt)) }
 	}
 	// Namespaced mode, as the manager runs with --namespaces: the test's namespace only.
-	cacheOpts := CacheOptions(append([]string{h.ns}, opts.alsoNamespaces...)...)
+	cacheOpts := managerconfig.CacheOptions(append([]string{h.ns}, opts.alsoNamespaces...)...)
 	var logOut io.Writer = h.logs
 	if h.writes.countOnly.Load() {
 		logOut = io.Discard // benchmarks: production logs leave the process; a buffer here would grow with the APIKeys

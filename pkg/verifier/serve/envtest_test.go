@@ -30,6 +30,7 @@ import (
 	"github.com/keyward-dev/keyward/internal/eventually"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
+	"github.com/keyward-dev/keyward/internal/managerconfig"
 	"github.com/keyward-dev/keyward/internal/testenv"
 	"github.com/keyward-dev/keyward/pkg/verifier"
 	"github.com/keyward-dev/keyward/pkg/verifier/serve"
@@ -82,7 +83,7 @@ func startCluster(t testing.TB) *cluster {
 		return mgr
 	}
 
-	ctrlMgr := newManager(testenv.ManagerUser, controllers.CacheOptions())
+	ctrlMgr := newManager(testenv.ManagerUser, managerconfig.CacheOptions())
 	signer, err := controllers.LoadOrCreateSigningKey(ctx, env.Client, env.Client,
 		types.NamespacedName{Namespace: c.ns, Name: controllers.DefaultSigningKeySecretName}, rand.Reader)
 	if err != nil {
