@@ -29,7 +29,6 @@ import (
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/notify"
-	"github.com/keyward-dev/keyward/internal/period"
 	"github.com/keyward-dev/keyward/internal/policy"
 )
 
@@ -136,7 +135,6 @@ type observed struct {
 // observe reads the spec, the signed record in status and the Secret, and judges the Secret.
 func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIKey, now time.Time) (observed, error) {
 	o := observed{subject: SubjectOf(ak)}
-	var err error
 	o.Now = now
 	o.Status, o.Generation, o.SecretName = ak.Status, ak.Generation, o.subject.Secret
 	o.Spec, o.SpecError = policy.Resolve(ak.Spec)
@@ -146,11 +144,6 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 	if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady); c != nil &&
 		c.Reason == string(keywardv1alpha1.ReasonSecretConflict) {
 		o.ConflictSince = c.LastTransitionTime.Time
-	}
-	if w := ak.Spec.Webhook; w != nil && o.SpecError == nil {
-		if o.ExpiringBefore, err = period.ParseOr(string(w.ExpiringBefore), policy.DefaultExpiringBefore); err != nil {
-			o.SpecError = fmt.Errorf("spec.webhook.expiringBefore: %w", err)
-		}
 	}
 	if ak.Status.Webhook != nil {
 		o.ExpiringNotified = ak.Status.Webhook.ExpiringNotifiedRevision

@@ -37,6 +37,8 @@ type Spec struct {
 	RenewBefore *period.Period
 	GracePeriod period.Period
 	Disabled    bool
+	// ExpiringBefore is spec.webhook.expiringBefore (default 7d) when the APIKey has a webhook; zero without.
+	ExpiringBefore period.Period
 }
 
 // Resolve applies defaults and parses durations. Its errors are for status messages: they name the field.
@@ -70,6 +72,11 @@ func Resolve(s keywardv1alpha1.APIKeySpec) (Spec, error) {
 		}
 		if out.GracePeriod, err = period.ParseOr(string(r.GracePeriod), DefaultGracePeriod); err != nil {
 			return Spec{}, fmt.Errorf("spec.rotation.gracePeriod: %w", err)
+		}
+	}
+	if w := s.Webhook; w != nil {
+		if out.ExpiringBefore, err = period.ParseOr(string(w.ExpiringBefore), DefaultExpiringBefore); err != nil {
+			return Spec{}, fmt.Errorf("spec.webhook.expiringBefore: %w", err)
 		}
 	}
 	return out, nil
@@ -163,8 +170,6 @@ type Observation struct {
 	// ConflictSince is when the APIKey's current SecretConflict began (the Ready condition's transition
 	// time); zero when it was not in conflict before this look.
 	ConflictSince time.Time
-	// ExpiringBefore is spec.webhook.expiringBefore (default 7d) when the APIKey has a webhook; zero without.
-	ExpiringBefore period.Period
 	// ExpiringNotified is the revision whose key.expiring has been queued (status.webhook.expiringNotifiedRevision).
 	ExpiringNotified int64
 	// LastUsed is when the verifiers last accepted each key, by key ID (status.usage.keys).
@@ -350,8 +355,8 @@ func planKey(o Observation, now time.Time) Plan {
 	var next time.Time
 	p.PreviousInUse, next = PreviousKeysInUse(p.Record, o.LastUsed, now)
 	p.NextCheck = earliest(p.NextCheck, next)
-	if !o.ExpiringBefore.IsZero() && p.RenewalTime.IsZero() {
-		p.ExpiringNotice = o.ExpiringBefore.SubtractFrom(p.Record.ExpiresAt)
+	if !spec.ExpiringBefore.IsZero() && p.RenewalTime.IsZero() {
+		p.ExpiringNotice = spec.ExpiringBefore.SubtractFrom(p.Record.ExpiresAt)
 		if p.ExpiringNotice.After(now) {
 			p.NextCheck = earliest(p.NextCheck, p.ExpiringNotice)
 		}

@@ -48,6 +48,10 @@ func TestResolveAppliesDefaults(t *testing.T) {
 	if got.AutoRotate || got.RenewBefore == nil || *got.RenewBefore != period.MustParse("5d") || !got.GracePeriod.IsZero() {
 		t.Errorf("Resolve(rotation) = %+v", got)
 	}
+	got = spec(t, keywardv1alpha1.APIKeySpec{Webhook: &keywardv1alpha1.WebhookSpec{URL: "https://h.example"}})
+	if got.ExpiringBefore != DefaultExpiringBefore {
+		t.Errorf("Resolve(webhook) = %+v; want key.expiring %s ahead", got, DefaultExpiringBefore)
+	}
 }
 
 func TestResolveRejectsWhatCELWouldHave(t *testing.T) {
@@ -58,6 +62,7 @@ func TestResolveRejectsWhatCELWouldHave(t *testing.T) {
 		"validity and expiry": {Validity: "1d", ExpiresAt: &fixed},
 		"renewBefore syntax":  {Rotation: &keywardv1alpha1.RotationSpec{RenewBefore: "soon"}},
 		"gracePeriod syntax":  {Rotation: &keywardv1alpha1.RotationSpec{GracePeriod: "1 hour"}},
+		"expiringBefore":      {Webhook: &keywardv1alpha1.WebhookSpec{URL: "https://h.example", ExpiringBefore: "a week"}},
 	} {
 		if _, err := Resolve(s); err == nil || !strings.Contains(err.Error(), "spec.") {
 			t.Errorf("%s: Resolve error %v does not name the field", name, err)
@@ -425,7 +430,8 @@ func TestPlanSaysWhenKeyExpiringIsDue(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := PlanFor(Observation{Now: issued, Spec: tc.spec, Secret: SecretGenuine, Current: current, ExpiringBefore: tc.before})
+			tc.spec.ExpiringBefore = tc.before
+			p := PlanFor(Observation{Now: issued, Spec: tc.spec, Secret: SecretGenuine, Current: current})
 			if (tc.notice == "") != p.ExpiringNotice.IsZero() || (tc.notice != "" && !p.ExpiringNotice.Equal(at(tc.notice))) {
 				t.Errorf("ExpiringNotice = %v, want %q", p.ExpiringNotice, tc.notice)
 			}

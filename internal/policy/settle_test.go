@@ -289,7 +289,7 @@ func TestSettleAnnouncesKeyExpiringOnlyWithTheWriteThatShowsTheKey(t *testing.T)
 		f := newSettleFixture()
 		o := f.obs
 		o.Spec.AutoRotate = false
-		o.ExpiringBefore = period.MustParse("90d")
+		o.Spec.ExpiringBefore = period.MustParse("90d")
 		plan := PlanFor(o)
 		if !plan.AnnounceExpiring {
 			t.Fatal("the plan does not announce key.expiring")
