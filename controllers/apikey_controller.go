@@ -202,7 +202,7 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 		return o, nil
 	case err != nil:
 		o.Secret, o.tamper = policy.SecretTampered, err
-		return o, nil
+		return o, nil //nolint:nilerr // a tampered Secret is an observation, which the plan answers with a new key
 	}
 	o.Secret, o.Current, o.key, o.SecretKeyHint = policy.SecretGenuine, claim.Record, claim.Key, keys.Hint(claim.Key)
 	if len(o.ForgedStatus) > 0 {

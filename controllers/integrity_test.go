@@ -5,11 +5,12 @@ import (
 	"crypto/rand"
 	"errors"
 	"maps"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"

@@ -253,7 +253,7 @@ func (h *harness) runManager(opts managerOptions) *runningManager {
 	go func() {
 		defer close(done)
 		if err := mgr.Start(ctx); err != nil {
-			h.logs.Write([]byte("manager " + opts.name + " stopped with error: " + err.Error() + "\n"))
+			_, _ = h.logs.Write([]byte("manager " + opts.name + " stopped with error: " + err.Error() + "\n"))
 		}
 	}()
 	if !mgr.GetCache().WaitForCacheSync(ctx) {

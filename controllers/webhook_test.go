@@ -277,7 +277,7 @@ func TestAFailingReceiverGetsTheSameEventAgainOnTheScheduleAndInOrder(t *testing
 		all[1].header.Get(notify.HeaderID) != all[2].header.Get(notify.HeaderID) || string(all[0].body) != string(all[2].body) {
 		t.Errorf("the retries of key.created do not carry the same webhook-id and body")
 	}
-	ak = h.waitFor("orders", "success recorded", func(ak *keywardv1alpha1.APIKey) bool {
+	h.waitFor("orders", "success recorded", func(ak *keywardv1alpha1.APIKey) bool {
 		return ak.Status.Webhook.ConsecutiveFailures == 0 && ak.Status.Webhook.LastError == "" && ak.Status.Webhook.DeliveredSequence == 2
 	})
 	if n := len(h.events()[EventWebhookFailed]); n != 1 {

@@ -301,11 +301,11 @@ func pidsIn(d string) []int {
 	var pids []int
 	_ = filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
 		if err != nil || !e.IsDir() {
-			return nil
+			return nil //nolint:nilerr // a cgroup that went away has no PIDs left; keep walking
 		}
 		b, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
 		if err != nil {
-			return nil
+			return nil //nolint:nilerr // as above
 		}
 		for _, l := range strings.Fields(string(b)) {
 			if pid, err := strconv.Atoi(l); err == nil {
@@ -677,7 +677,7 @@ func (c *cluster) network() error {
 		{"route", "add", serviceCIDR, "dev", "kwnode0"},
 	} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
 		}
 	}
 	// Forwarding between the bridge and the node's address, within this namespace only.
@@ -793,13 +793,13 @@ func (c *cluster) waitFor(ctx context.Context, what string, deps []*proc, check 
 		for _, d := range deps {
 			select {
 			case <-d.done:
-				return fmt.Errorf("%s exited while waiting for %s (see %s): %v", d.name, what, c.path("logs", d.name+".log"), last)
+				return fmt.Errorf("%s exited while waiting for %s (see %s): %w", d.name, what, c.path("logs", d.name+".log"), last)
 			default:
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w (last: %v)", what, ctx.Err(), last)
+			return fmt.Errorf("waiting for %s: %w (last: %w)", what, ctx.Err(), last)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
@@ -992,7 +992,7 @@ func (c *cluster) loadImage(ctx context.Context, archive string) error {
 		"images", "import", "--digests", "--no-unpack=false", archive)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("ctr import %s: %v: %s", archive, err, out)
+		return fmt.Errorf("ctr import %s: %w: %s", archive, err, out)
 	}
 	return nil
 }
@@ -1007,7 +1007,7 @@ func (c *cluster) waitNodeReady(ctx context.Context) error {
 	if err := c.waitFor(ctx, "the default ServiceAccount", nil, func() error {
 		out, err := exec.Command(kubectl, "--kubeconfig", c.path("admin.kubeconfig"), "-n", "default", "get", "serviceaccount", "default").CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
+			return fmt.Errorf("%w: %s", err, bytes.TrimSpace(out))
 		}
 		return nil
 	}); err != nil {
@@ -1017,7 +1017,7 @@ func (c *cluster) waitNodeReady(ctx context.Context) error {
 		out, err := exec.Command(kubectl, "--kubeconfig", c.path("admin.kubeconfig"), "get", "node", nodeName,
 			"-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`).CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
+			return fmt.Errorf("%w: %s", err, bytes.TrimSpace(out))
 		}
 		if string(out) != "True" {
 			return fmt.Errorf("Ready=%q", out)

@@ -172,7 +172,7 @@ func runUntilSignal(procs []*exec.Cmd) error {
 			_ = p.Process.Signal(syscall.SIGTERM)
 		}
 		for range started {
-			<-exited
+			fmt.Fprintln(os.Stderr, "run-local:", <-exited)
 		}
 	}()
 	for _, p := range procs {

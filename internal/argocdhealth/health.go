@@ -52,7 +52,7 @@ func EvaluateShipped(obj map[string]any) (Health, error) {
 	return Evaluate(string(script), obj)
 }
 
-func toLua(L *lua.LState, v any) lua.LValue {
+func toLua(ls *lua.LState, v any) lua.LValue {
 	switch x := v.(type) {
 	case nil:
 		return lua.LNil
@@ -67,15 +67,15 @@ func toLua(L *lua.LState, v any) lua.LValue {
 	case float64:
 		return lua.LNumber(x)
 	case []any:
-		t := L.NewTable()
+		t := ls.NewTable()
 		for _, e := range x {
-			t.Append(toLua(L, e))
+			t.Append(toLua(ls, e))
 		}
 		return t
 	case map[string]any:
-		t := L.NewTable()
+		t := ls.NewTable()
 		for k, e := range x {
-			t.RawSetString(k, toLua(L, e))
+			t.RawSetString(k, toLua(ls, e))
 		}
 		return t
 	}

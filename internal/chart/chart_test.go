@@ -199,7 +199,7 @@ func TestTheDefaultRenderAppliesServerSideAndMatchesTheBundlesCRDsAndRBAC(t *tes
 	}
 	ctx := context.Background()
 	for _, o := range objs {
-		if err := env.Client.Patch(ctx, o.DeepCopy(), client.Apply, client.FieldOwner("helm"), client.ForceOwnership); err != nil {
+		if err := env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(o.DeepCopy()), client.FieldOwner("helm"), client.ForceOwnership); err != nil {
 			t.Fatalf("server-side apply of %s %s: %v", o.GetKind(), o.GetName(), err)
 		}
 	}

@@ -59,13 +59,19 @@ func TestSendGivesUpAfterTheAttemptTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() { // accepts and never answers
+	go func() { // accepts and never answers; the connections close with the listener
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			defer c.Close()
+			held = append(held, c)
 		}
 	}()
 	s := &Sender{AllowedCIDRs: loopback(), Timeout: 50 * time.Millisecond}

@@ -3,11 +3,12 @@ package keyrecord
 import (
 	"crypto/rand"
 	"errors"
-	"k8s.io/utils/ptr"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/utils/ptr"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"

@@ -121,7 +121,7 @@ func Parse(key string) (Parsed, error) {
 			sum = sum*62 + uint64(v)
 		}
 	}
-	if sum > 0xFFFFFFFF || uint32(sum) != checksumString(key[:sep+1+RandomLength]) {
+	if sum != uint64(checksumString(key[:sep+1+RandomLength])) {
 		return Parsed{}, ErrBadChecksum
 	}
 	return Parsed{Prefix: key[:sep]}, nil

@@ -93,4 +93,3 @@ func TestTheManagersCacheKeepsOfAnAPIKeyOnlyWhatItReads(t *testing.T) {
 		t.Errorf("the transform dropped what the manager reads: %+v", got)
 	}
 }
-

@@ -262,7 +262,7 @@ func stalled(reason keywardv1alpha1.ConditionReason, message string) *Health {
 	return &Health{Reason: reason, Stalled: true, detail: message}
 }
 
-// Plan applies the ordered rules: a spec that cannot be resolved stalls; then the mint reasons in order
+// PlanFor applies the ordered rules: a spec that cannot be resolved stalls; then the mint reasons in order
 // (Secret missing, Secret tampered, a withdrawal to complete, a revoked current key, a manual rotate token,
 // a due renewal); a mint is judged against the key it is about to mint; then the key is assessed and the
 // next instant that matters is found. Nothing else mints a key: restarts and edits of description, scopes,

@@ -626,7 +626,7 @@ func TestPreviousKeysInUseWarnsInTheLastQuarterOfTheGraceWhenTheKeyWasUsedWithin
 		{Hash: hour, ValidUntil: issued.Add(time.Hour)},            // a manual rotation's 1h grace: 15 min notice
 		{Hash: month, ValidUntil: issued.Add(30 * 24 * time.Hour)}, // a renewal's overlap: notice capped at 24h
 	}}
-	at := func(d time.Duration) time.Time { return issued.Add(d) }
+	at := issued.Add
 	cases := []struct {
 		name     string
 		now      time.Time

@@ -51,7 +51,7 @@ func TestTheBundleAppliesServerSideAndReapplyingItChangesNothing(t *testing.T) {
 		versions := map[string]string{}
 		for _, o := range objs {
 			o := o.DeepCopy()
-			if err := env.Client.Patch(ctx, o, client.Apply, client.FieldOwner("keyward-release"), client.ForceOwnership); err != nil {
+			if err := env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.FieldOwner("keyward-release"), client.ForceOwnership); err != nil {
 				t.Fatalf("server-side apply of %s %s: %v", o.GetKind(), o.GetName(), err)
 			}
 			versions[o.GetKind()+"/"+o.GetNamespace()+"/"+o.GetName()] = o.GetResourceVersion()

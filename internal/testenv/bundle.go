@@ -138,7 +138,7 @@ func WaitForPolicies(ctx context.Context, cfg *rest.Config, c client.Client) err
 			if err != nil && strings.Contains(err.Error(), "ValidatingAdmissionPolicy '"+name+"'") {
 				return nil
 			}
-			return fmt.Errorf("the probe's answer is %v", err)
+			return fmt.Errorf("the probe's answer is %w", err)
 		}); err != nil {
 			return fmt.Errorf("admission policy %s is not enforced: %w", name, err)
 		}

@@ -88,7 +88,7 @@ func TestTheDecisionLogRecordsEachDecisionWithItsRouteAndNoKeyMaterial(t *testin
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	route := map[string]string{"X-Forwarded-Method": "POST", "X-Forwarded-Host": "shop.example",
+	route := map[string]string{"X-Forwarded-Method": http.MethodPost, "X-Forwarded-Host": "shop.example",
 		"X-Forwarded-Uri": "/api/orders?api_key=" + key, "X-Forwarded-For": "203.0.113.9, 10.0.0.3"}
 	if got := send("/v1/auth/@namespace="+c.ns+";scope=orders:read", key, route); got != http.StatusOK {
 		t.Fatalf("valid key: %d", got)
@@ -102,7 +102,7 @@ func TestTheDecisionLogRecordsEachDecisionWithItsRouteAndNoKeyMaterial(t *testin
 	grpcSrv := &serve.ExtAuthzServer{Index: c.index, Clock: clock.RealClock{}, Metrics: serve.NewMetrics(nil), Decisions: log}
 	if _, err := grpcSrv.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Method: "DELETE", Host: "shop.example", Path: "/api/orders/7",
+			Method: http.MethodDelete, Host: "shop.example", Path: "/api/orders/7",
 			Headers: map[string]string{"authorization": "Bearer " + key, "x-keyward-required-scopes": "orders:delete"}}}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestTheDecisionLogRecordsEachDecisionWithItsRouteAndNoKeyMaterial(t *testin
 	}
 	valid := got[0]
 	if valid.Interface != serve.InterfaceForwardAuth || valid.Code != verifier.CodeValid || valid.Namespace != c.ns ||
-		valid.APIKey != "orders" || valid.KeyID != keyID || valid.Method != "POST" || valid.Host != "shop.example" ||
+		valid.APIKey != "orders" || valid.KeyID != keyID || valid.Method != http.MethodPost || valid.Host != "shop.example" ||
 		valid.Path != "/api/orders" || valid.Client != "10.0.0.3" || valid.Time.IsZero() ||
 		strings.Join(valid.RequiredScopes, ",") != "orders:read" || strings.Join(valid.RequiredNamespaces, ",") != c.ns {
 		t.Errorf("the valid decision: %+v", valid)
@@ -150,7 +150,7 @@ func TestTheDecisionLogRecordsEachDecisionWithItsRouteAndNoKeyMaterial(t *testin
 		t.Errorf("the decision without a key: %+v", m)
 	}
 	if s := got[3]; s.Interface != serve.InterfaceExtAuthz || s.Code != verifier.CodeInsufficientScope || s.KeyID != keyID ||
-		s.Method != "DELETE" || s.Path != "/api/orders/7" || strings.Join(s.RequiredScopes, ",") != "orders:delete" {
+		s.Method != http.MethodDelete || s.Path != "/api/orders/7" || strings.Join(s.RequiredScopes, ",") != "orders:delete" {
 		t.Errorf("the ext_authz decision: %+v", s)
 	}
 	if j := got[4]; j.Interface != serve.InterfaceJSON || j.Code != verifier.CodeNotFound || j.KeyID != "" {

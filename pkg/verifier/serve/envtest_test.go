@@ -65,7 +65,7 @@ func startCluster(t testing.TB) *cluster {
 		go func() { defer close(done); _ = mgr.Start(ctx) }()
 	}
 	// Benchmarks report numbers; the managers' logs would drown them.
-	var logOut io.Writer = io.Discard
+	logOut := io.Discard
 	if _, isTest := t.(*testing.T); isTest {
 		logOut = t.Output()
 	}

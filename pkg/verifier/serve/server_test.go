@@ -3,9 +3,6 @@ package serve
 import (
 	"context"
 	"encoding/json"
-	"github.com/keyward-dev/keyward/internal/testenv"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	toolscache "k8s.io/client-go/tools/cache"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +10,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+
+	"github.com/keyward-dev/keyward/internal/testenv"
 
 	"github.com/keyward-dev/keyward/pkg/verifier"
 
