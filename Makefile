@@ -58,8 +58,12 @@ RACE_PKGS = $(shell go list ./... | grep -v -E '/(internal/(chart|images|release
 test: test-envtest ## Everything CI runs: verify, unit and envtest tests, then the e2e on a real node (make e2e).
 	$(MAKE) --no-print-directory e2e
 
+.PHONY: lint
+lint: ## Run golangci-lint (.golangci.yml; the version hack/tools.sh pins, built once into the cache).
+	"$$(hack/tools.sh golangci-lint)" run ./...
+
 .PHONY: test-envtest
-test-envtest: verify ## Run verify, unit and envtest tests against a real kube-apiserver and etcd (make test without the node).
+test-envtest: verify lint ## Run verify, lint, unit and envtest tests against a real kube-apiserver and etcd (make test without the node).
 	assets=$$($(CONTROLPLANE) ensure); export KUBEBUILDER_ASSETS="$$assets"; \
 	go test $(GO_TEST_FLAGS) -race $(RACE_PKGS) && \
 	go test $(GO_TEST_FLAGS) $(NORACE_PKGS)
