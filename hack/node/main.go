@@ -406,25 +406,28 @@ func startForwarder(sock, dir string) *forwarder {
 	if err := os.WriteFile(filepath.Join(dir, "forward-port"), []byte(strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)), 0o644); err != nil {
 		logf("no forwarder for kubectl: %v", err)
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
+	go relay(ln, "unix", sock)
+	return &forwarder{ln: ln}
+}
+
+// relay copies every connection ln accepts to and from a new connection to addr, until ln is closed.
+func relay(ln net.Listener, network, addr string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			up, err := net.Dial(network, addr)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				up, err := net.Dial("unix", sock)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go func() { _, _ = io.Copy(up, c) }()
-				_, _ = io.Copy(c, up)
-			}()
-		}
-	}()
-	return &forwarder{ln: ln}
+			defer up.Close()
+			go func() { _, _ = io.Copy(up, c) }()
+			_, _ = io.Copy(c, up)
+		}()
+	}
 }
 
 func (f *forwarder) close() {
@@ -618,24 +621,7 @@ func (c *cluster) serve(ctx context.Context) error {
 		return err
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				up, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(apiPort)))
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go func() { _, _ = io.Copy(up, conn) }()
-				_, _ = io.Copy(conn, up)
-			}()
-		}
-	}()
+	go relay(ln, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(apiPort)))
 	// The outer half writes the port it listens on; the kubeconfig for outside uses it.
 	var port string
 	for port == "" && ctx.Err() == nil {
