@@ -9,7 +9,11 @@ import (
 //	int(X.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[X.find('[a-z]+$')]
 
 // Duration is a length of time written as a whole number and one unit: s (seconds), m (minutes), h (hours), d (days), w (weeks), mo (calendar months) or y (calendar years). Examples: 90d, 12h, 6mo, 1y.
-// +kubebuilder:validation:Pattern=`^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$`
+//
+// The format is one CEL rule with an example in its message (not a pattern), and every other rule on a
+// Duration is guarded by it, so that a malformed duration ("90 days", "90D") gets one error that names the
+// field and shows the format, not the pattern and then the other rules failing on what they cannot read.
+// +kubebuilder:validation:XValidation:rule="self.matches('^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$')",message="must be a whole number and one unit (s, m, h, d, w, mo or y), for example 90d, 12h, 6mo or 1y"
 // +kubebuilder:validation:MaxLength=8
 type Duration string
 
@@ -54,7 +58,7 @@ type Scope string
 //
 // +kubebuilder:validation:XValidation:rule="!(has(self.validity) && has(self.expiresAt))",message="validity and expiresAt are mutually exclusive: set one of them",fieldPath=".expiresAt"
 // +kubebuilder:validation:XValidation:rule="!has(self.expiresAt) || !has(self.rotation) || !has(self.rotation.renewBefore)",message="renewBefore cannot be combined with expiresAt: a key with a fixed expiry is never renewed",fieldPath=".rotation.renewBefore"
-// +kubebuilder:validation:XValidation:rule="has(self.expiresAt) || !has(self.rotation) || !has(self.rotation.renewBefore) || ((has(self.validity) && self.rotation.renewBefore.find('[a-z]+$') == self.validity.find('[a-z]+$')) ? int(self.rotation.renewBefore.find('^[0-9]+')) < int(self.validity.find('^[0-9]+')) : int(self.rotation.renewBefore.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2678400, 'y': 31622400}[self.rotation.renewBefore.find('[a-z]+$')] < (has(self.validity) ? int(self.validity.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2419200, 'y': 31536000}[self.validity.find('[a-z]+$')] : 7776000))",message="renewBefore must be shorter than validity (90d when validity is not set); with different units a month counts as 31 days in renewBefore and 28 in validity (a year as 366 and 365 days), so that no calendar date makes the renewal reach back to the issue time",fieldPath=".rotation.renewBefore"
+// +kubebuilder:validation:XValidation:rule="has(self.expiresAt) || !has(self.rotation) || !has(self.rotation.renewBefore) || !self.rotation.renewBefore.matches('^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$') || (has(self.validity) && !self.validity.matches('^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$')) || ((has(self.validity) && self.rotation.renewBefore.find('[a-z]+$') == self.validity.find('[a-z]+$')) ? int(self.rotation.renewBefore.find('^[0-9]+')) < int(self.validity.find('^[0-9]+')) : int(self.rotation.renewBefore.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2678400, 'y': 31622400}[self.rotation.renewBefore.find('[a-z]+$')] < (has(self.validity) ? int(self.validity.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2419200, 'y': 31536000}[self.validity.find('[a-z]+$')] : 7776000))",message="renewBefore must be shorter than validity (90d when validity is not set); with different units a month counts as 31 days in renewBefore and 28 in validity (a year as 366 and 365 days), so that no calendar date makes the renewal reach back to the issue time",fieldPath=".rotation.renewBefore"
 type APIKeySpec struct {
 	// DisplayName is a human-readable name for the key, shown in dashboards and webhook payloads.
 	// +kubebuilder:validation:MaxLength=128
@@ -84,8 +88,8 @@ type APIKeySpec struct {
 	Prefix string `json:"prefix,omitempty"`
 
 	// Validity is how long each key is valid after it is minted, from 1h to 10y, for example 30d, 90d, 6mo or 1y. Months and years follow the calendar. Defaults to 90d. Mutually exclusive with expiresAt.
-	// +kubebuilder:validation:XValidation:rule="int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] >= 3600",message="validity must be at least 1h"
-	// +kubebuilder:validation:XValidation:rule="int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] <= 315360000",message="validity must be at most 10y"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$') || (int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] >= 3600)",message="validity must be at least 1h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$') || (int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] <= 315360000)",message="validity must be at most 10y"
 	// +optional
 	Validity Duration `json:"validity,omitempty"`
 
@@ -156,7 +160,7 @@ type RotationSpec struct {
 	RenewBefore Duration `json:"renewBefore,omitempty"`
 
 	// GracePeriod is how long the previous key stays valid after a manual rotation (the keyward.dev/rotate annotation). 0s revokes it at once, which is what you want for a leaked key. Defaults to 1h.
-	// +kubebuilder:validation:XValidation:rule="int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] <= 2592000",message="gracePeriod must be at most 30d"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$') || (int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] <= 2592000)",message="gracePeriod must be at most 30d"
 	// +optional
 	GracePeriod Duration `json:"gracePeriod,omitempty"`
 }
@@ -170,8 +174,8 @@ type RateLimit struct {
 	Requests int32 `json:"requests"`
 
 	// Period is the window that requests refers to, from 1s to 1d, for example 1s, 1m or 1h.
-	// +kubebuilder:validation:XValidation:rule="int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] >= 1",message="period must be at least 1s"
-	// +kubebuilder:validation:XValidation:rule="int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] <= 86400",message="period must be at most 1d"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$') || (int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] >= 1)",message="period must be at least 1s"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$') || (int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] <= 86400)",message="period must be at most 1d"
 	// +required
 	Period Duration `json:"period"`
 }

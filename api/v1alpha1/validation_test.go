@@ -73,15 +73,15 @@ func TestAPIServerRejectsInvalidAPIKeysNamingTheField(t *testing.T) {
 		{"validity of zero", "validity: 0h", "spec.validity", "at least 1h"},
 		{"validity in seconds below one hour", "validity: 3599s", "spec.validity", "at least 1h"},
 		{"validity above ten years", "validity: 11y", "spec.validity", "at most 10y"},
-		{"validity with a unit word", "validity: 90days", "spec.validity", "should match"},
-		{"validity with a fraction", "validity: 1.5d", "spec.validity", "should match"},
-		{"validity without unit", "validity: \"90\"", "spec.validity", "should match"},
+		{"validity with a unit word", "validity: 90days", "spec.validity", "for example 90d"},
+		{"validity with a fraction", "validity: 1.5d", "spec.validity", "for example 90d"},
+		{"validity without unit", "validity: \"90\"", "spec.validity", "for example 90d"},
 		{"validity and expiresAt together", "validity: 30d\nexpiresAt: \"2030-01-01T00:00:00Z\"", "spec.expiresAt", "mutually exclusive"},
 		{"expiresAt not a timestamp", "expiresAt: tomorrow", "spec.expiresAt", "date-time"},
 		{"renewBefore equal to the default validity", "rotation: {renewBefore: 90d}", "spec.rotation.renewBefore", "shorter than validity"},
 		{"renewBefore longer than validity", "validity: 7d\nrotation: {renewBefore: 30d}", "spec.rotation.renewBefore", "shorter than validity"},
 		{"renewBefore with a fixed expiry", "expiresAt: \"2030-01-01T00:00:00Z\"\nrotation: {renewBefore: 1d}", "spec.rotation.renewBefore", "cannot be combined with expiresAt"},
-		{"renewBefore malformed", "rotation: {renewBefore: soon}", "spec.rotation.renewBefore", "should match"},
+		{"renewBefore malformed", "rotation: {renewBefore: soon}", "spec.rotation.renewBefore", "for example 90d"},
 		// 28 days before a one-month expiry is the issue time itself in February: a renewal loop.
 		{"renewBefore 4w with a validity of one calendar month", "validity: 1mo\nrotation: {renewBefore: 4w}", "spec.rotation.renewBefore", "28 in validity"},
 		// One month before an expiry 30 days out reaches back before the issue time after a 31-day month.
@@ -106,7 +106,7 @@ func TestAPIServerRejectsInvalidAPIKeysNamingTheField(t *testing.T) {
 		{"webhook without signing secret", "webhook: {url: \"https://hooks.example.com\"}", "spec.webhook.signingSecretRef", "Required value"},
 		{"webhook signing secret with a bad name", "webhook: {url: \"https://hooks.example.com\", signingSecretRef: {name: Hook_Secret}}", "spec.webhook.signingSecretRef.name", "should match"},
 		{"webhook unknown event", webhook("https://hooks.example.com") + "\n  events: [key.stolen]", "spec.webhook.events[0]", "Unsupported value"},
-		{"webhook expiringBefore malformed", webhook("https://hooks.example.com") + "\n  expiringBefore: 1 week", "spec.webhook.expiringBefore", "should match"},
+		{"webhook expiringBefore malformed", webhook("https://hooks.example.com") + "\n  expiringBefore: 1 week", "spec.webhook.expiringBefore", "for example 90d"},
 		{"webhook caBundle neither PEM nor base64 PEM", webhook("https://hooks.example.com") + "\n  caBundle: not a certificate", "spec.webhook.caBundle", "caBundle must be PEM certificates"},
 		{"webhook caBundle base64 of something else", webhook("https://hooks.example.com") + "\n  caBundle: aGVsbG8gd29ybGQ=", "spec.webhook.caBundle", "caBundle must be PEM certificates"},
 		{"reserved label in secretTemplate", "secretTemplate: {labels: {keyward.dev/apikey: x}}", "spec.secretTemplate.labels", "reserved"},
@@ -148,6 +148,37 @@ func TestAPIServerRejectsInvalidAPIKeysNamingTheField(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.message) {
 				t.Errorf("error does not say %q: %v", tc.message, err)
+			}
+		})
+	}
+}
+
+// A malformed duration gets one error, naming the field and showing the format, not the format and then
+// every other rule on the field failing on what it cannot read.
+func TestAMalformedDurationGetsOneErrorThatNamesTheFieldAndShowsTheFormat(t *testing.T) {
+	testenv.Need(t)
+	cases := []struct{ name, spec, field string }{
+		{"a unit word", "validity: 90 days", "spec.validity"},
+		{"an upper-case unit", "validity: 90D", "spec.validity"},
+		{"a unit word in renewBefore beside a validity", "validity: 30d\nrotation: {renewBefore: 1 week}", "spec.rotation.renewBefore"},
+		{"a malformed validity beside a renewBefore", "validity: 30 days\nrotation: {renewBefore: 7d}", "spec.validity"},
+		{"a fraction in gracePeriod", "rotation: {gracePeriod: 1.5h}", "spec.rotation.gracePeriod"},
+		{"a rate limit period without a number", "rateLimit: {requests: 10, period: m}", "spec.rateLimit.period"},
+	}
+	ns := env.Namespace(t)
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := env.Client.Create(context.Background(), apiKey(t, ns, fmt.Sprintf("duration-%d", i), tc.spec))
+			var status apierrors.APIStatus
+			if !errors.As(err, &status) || status.Status().Details == nil {
+				t.Fatalf("want an Invalid error with details, got %v", err)
+			}
+			causes := status.Status().Details.Causes
+			if len(causes) != 1 {
+				t.Fatalf("%d errors for one mistake: %v", len(causes), err)
+			}
+			if c := causes[0]; c.Field != tc.field || !strings.Contains(c.Message, "for example 90d") {
+				t.Errorf("the error %q on %s does not name %s and show the format", c.Message, c.Field, tc.field)
 			}
 		})
 	}
