@@ -252,8 +252,7 @@ func (h Health) Message(keyID string) string {
 	case keywardv1alpha1.ReasonDisabled:
 		return fmt.Sprintf("Key %s is disabled by spec.disabled; every key of this APIKey is rejected", keyID)
 	case keywardv1alpha1.ReasonExpired:
-		return fmt.Sprintf("Key %s expired at %s and is not renewed because %s; set the %s annotation to mint a new key",
-			keyID, h.Expiry.UTC().Format(time.RFC3339), h.detail, keywardv1alpha1.RotateAnnotation)
+		return fmt.Sprintf("Key %s expired at %s and is not renewed because %s", keyID, h.Expiry.UTC().Format(time.RFC3339), h.detail)
 	}
 	return h.detail
 }
@@ -324,7 +323,13 @@ func planKey(o Observation, now time.Time) Plan {
 	if m != nil {
 		judgedAt = now // a spec is judged against the key it is about to mint, when it mints
 	}
-	if err := spec.Validate(judgedAt); err != nil {
+	err := spec.Validate(judgedAt)
+	if m != nil && err == nil && !spec.FixedExpiry.IsZero() && !spec.FixedExpiry.After(now) {
+		// A key minted now would be expired at once, and asking again would mint another: a loop.
+		err = fmt.Errorf("spec.expiresAt (%s) has passed, so a new key would be expired at once; set a later spec.expiresAt, "+
+			"or validity instead of it", spec.FixedExpiry.Format(time.RFC3339))
+	}
+	if err != nil {
 		// Nothing is written: the current key (if any) stays as it is until its own expiry. The calendar or
 		// the clock may make the spec valid later, so look again at the next UTC midnight.
 		p := Plan{Record: o.Current, Health: stalled(keywardv1alpha1.ReasonInvalidSpec, err.Error()), NextCheck: nextMidnight(now)}
@@ -626,9 +631,11 @@ func assess(now time.Time, spec Spec, r keyrecord.Record) *Health {
 	case spec.Disabled:
 		return &Health{Reason: keywardv1alpha1.ReasonDisabled, Expiry: r.ExpiresAt}
 	case !now.Before(r.ExpiresAt):
-		why := "rotation policy is Disabled"
+		why := "rotation policy is Disabled; set a new value of the " + keywardv1alpha1.RotateAnnotation + " annotation to mint a new key"
 		if !spec.FixedExpiry.IsZero() {
-			why = "spec.expiresAt is fixed"
+			// A new rotate value alone would mint another key that expires at the same past instant.
+			why = "spec.expiresAt is fixed; set a later spec.expiresAt (or validity instead of it), then a new value of the " +
+				keywardv1alpha1.RotateAnnotation + " annotation to mint a new key"
 		}
 		return &Health{Reason: keywardv1alpha1.ReasonExpired, Stalled: true, Expiry: r.ExpiresAt, detail: why}
 	}

@@ -374,10 +374,21 @@ func TestPlanStalls(t *testing.T) {
 		{"an expiresAt edited to beyond 10 years is not written",
 			Observation{Now: issued, Spec: Spec{FixedExpiry: at("9999-12-31T00:00:00Z")}, Secret: SecretGenuine, Current: current},
 			keywardv1alpha1.ReasonInvalidSpec, "2026-01-04T00:00:00Z", true},
+		{"a first key whose fixed expiry has passed is not minted expired",
+			Observation{Now: issued, Spec: Spec{FixedExpiry: at("2026-01-02T00:00:00Z")}, Secret: SecretMissing},
+			keywardv1alpha1.ReasonInvalidSpec, "2026-01-04T00:00:00Z", false},
+		{"rotating a key whose fixed expiry has passed mints no other expired key: no loop",
+			Observation{Now: at("2026-03-01T00:00:00Z"), Spec: Spec{FixedExpiry: current.ExpiresAt}, Secret: SecretGenuine, Current: current,
+				LastKnown: current, RotateToken: "again"},
+			keywardv1alpha1.ReasonInvalidSpec, "2026-03-02T00:00:00Z", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			p := PlanFor(tc.in)
+			if p.Health != nil && p.Health.Reason == keywardv1alpha1.ReasonInvalidSpec && !tc.in.Spec.FixedExpiry.IsZero() &&
+				tc.in.Spec.FixedExpiry.Before(tc.in.Now) && !strings.Contains(p.Health.Message(""), "set a later spec.expiresAt") {
+				t.Errorf("the message %q does not say how to fix a past expiresAt", p.Health.Message(""))
+			}
 			if p.Health == nil || p.Health.Reason != tc.reason || !p.Health.Stalled || p.Health.Ready {
 				t.Fatalf("Health = %+v, want stalled %s", p.Health, tc.reason)
 			}
@@ -670,5 +681,24 @@ func TestPreviousKeysInUseWarnsInTheLastQuarterOfTheGraceWhenTheKeyWasUsedWithin
 		LastUsed: map[string]time.Time{hourID: at(49 * time.Minute)}})
 	if len(p.PreviousInUse) != 1 || p.PreviousInUse[0].KeyID != hourID || !p.NextCheck.Equal(at(55*time.Minute)) {
 		t.Errorf("plan: in use %+v, next check %v", p.PreviousInUse, p.NextCheck)
+	}
+}
+
+// The Expired message tells the fix that works: for a fixed expiry, a new rotate value alone would mint
+// another key expired at the same instant, so it asks for a later expiresAt first.
+func TestTheExpiredMessageTellsTheFixThatWorks(t *testing.T) {
+	current := keyrecord.Record{Hash: hash("c"), Revision: 1, IssuedAt: at("2026-01-01T00:00:00Z"), ExpiresAt: at("2026-02-01T00:00:00Z")}
+	for _, tc := range []struct {
+		name string
+		spec Spec
+		says string
+	}{
+		{"fixed expiresAt", Spec{FixedExpiry: current.ExpiresAt}, "set a later spec.expiresAt (or validity instead of it), then a new value of the keyward.dev/rotate"},
+		{"rotation disabled", Spec{Validity: period.MustParse("31d")}, "rotation policy is Disabled; set a new value of the keyward.dev/rotate"},
+	} {
+		p := PlanFor(Observation{Now: at("2026-03-01T00:00:00Z"), Spec: tc.spec, Secret: SecretGenuine, Current: current, LastKnown: current})
+		if p.Health == nil || p.Health.Reason != keywardv1alpha1.ReasonExpired || !strings.Contains(p.Health.Message(id("c")), tc.says) {
+			t.Errorf("%s: %+v says %q, want %q", tc.name, p.Health, p.Health.Message(id("c")), tc.says)
+		}
 	}
 }
