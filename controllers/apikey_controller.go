@@ -294,7 +294,10 @@ func (r *APIKeyReconciler) report(ctx context.Context, ak *keywardv1alpha1.APIKe
 	r.queueWebhookEvents(ctx, ak, out.Transitions, done, o.Now)
 	// A new key is announced before the write that shows it, under a name of its own, so that whoever
 	// writes that status (a retry, a new leader) announces it once.
-	f := facts(ak, o, plan, done.Record)
+	var f announce.Facts
+	if len(out.Transitions) > 0 { // most reconciles change nothing, and announce nothing
+		f = facts(ak, o, plan, done.Record)
+	}
 	r.announceMints(ctx, ak, f, out.Transitions)
 	if !equality.Semantic.DeepEqual(before.Status, ak.Status) {
 		if err := r.status.Patch(ctx, ak, before); err != nil {
@@ -363,7 +366,7 @@ func (r *APIKeyReconciler) queueWebhookEvents(ctx context.Context, ak *keywardv1
 // facts are what the announcements of this status write name beyond their transitions (announce.Facts).
 func facts(ak *keywardv1alpha1.APIKey, o observed, plan policy.Plan, rec keyrecord.Record) announce.Facts {
 	f := announce.Facts{Secret: o.subject.Secret, KeyID: ak.Status.KeyID, Revision: ak.Status.Revision, Ready: readyMessage(ak),
-		Tampered: changedParts(o.tamper), DroppedByZeroGrace: plan.DroppedByZeroGrace, MaxPreviousKeys: policy.MaxPreviousKeys}
+		Tampered: changedParts(o.tamper), DroppedByZeroGrace: plan.DroppedByZeroGrace}
 	if o.tamper != nil {
 		f.TamperError = o.tamper.Error()
 	}

@@ -312,11 +312,7 @@ func (o options) addListeners(ctx context.Context, mgr manager.Manager, ix *veri
 	}
 	httpSrv := (&serve.HTTPServer{Index: ix, Clock: clock.RealClock{}, Answerer: answerer, Metrics: m, Decisions: decisions}).Server(o.httpAddr)
 	httpSrv.TLSConfig = tlsConfig
-	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		ln, err := net.Listen("tcp", o.httpAddr)
-		if err != nil {
-			return fmt.Errorf("listening for HTTP on %s: %w", o.httpAddr, err)
-		}
+	if err := mgr.Add(listening("HTTP", o.httpAddr, func(ctx context.Context, ln net.Listener) error {
 		return serveHTTP(ctx, httpSrv, ln, stopping)
 	})); err != nil {
 		return fmt.Errorf("adding the HTTP listener: %w", err)
@@ -327,11 +323,7 @@ func (o options) addListeners(ctx context.Context, mgr manager.Manager, ix *veri
 			creds = append(creds, grpc.Creds(credentials.NewTLS(tlsConfig)))
 		}
 		g := serve.NewGRPCServer(&serve.ExtAuthzServer{Index: ix, Clock: clock.RealClock{}, Answerer: answerer, Metrics: m, Decisions: decisions}, creds...)
-		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-			ln, err := net.Listen("tcp", o.grpcAddr)
-			if err != nil {
-				return fmt.Errorf("listening for gRPC on %s: %w", o.grpcAddr, err)
-			}
+		if err := mgr.Add(listening("gRPC", o.grpcAddr, func(ctx context.Context, ln net.Listener) error {
 			return serveGRPC(ctx, g, ln, stopping)
 		})); err != nil {
 			return fmt.Errorf("adding the gRPC listener: %w", err)
@@ -342,6 +334,17 @@ func (o options) addListeners(ctx context.Context, mgr manager.Manager, ix *veri
 		return fmt.Errorf("adding the usage reporter: %w", err)
 	}
 	return nil
+}
+
+// listening is a runnable that listens on addr when the manager starts and serves on it.
+func listening(what, addr string, serve func(context.Context, net.Listener) error) manager.Runnable {
+	return manager.RunnableFunc(func(ctx context.Context) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listening for %s on %s: %w", what, addr, err)
+		}
+		return serve(ctx, ln)
+	})
 }
 
 // openDecisionLog starts the decision log that --decision-log names; nil when it is off.

@@ -31,8 +31,6 @@ type Facts struct {
 	ReplacedFate string
 	// DroppedByZeroGrace are the earlier keys a zero-grace rotation revoked with the current one.
 	DroppedByZeroGrace []string
-	// MaxPreviousKeys is policy.MaxPreviousKeys.
-	MaxPreviousKeys int
 }
 
 // Event is the Kubernetes event of a transition.
@@ -95,7 +93,7 @@ var table = map[policy.TransitionKind]Announcement{
 	policy.TransitionPreviousKeysDropped: {Event: &Event{Type: corev1.EventTypeWarning, Reason: keywardv1alpha1.EventPreviousKeysDropped, Action: "Rotate",
 		Note: note("At most %d previous keys stay accepted; the oldest, %s, no longer are",
 			func(t policy.Transition, f Facts) []any {
-				return []any{f.MaxPreviousKeys, strings.Join(t.Dropped, ", ")}
+				return []any{policy.MaxPreviousKeys, strings.Join(t.Dropped, ", ")}
 			}),
 		Log: fixed("Dropped the oldest previous keys to keep the record bounded")}},
 

@@ -122,7 +122,7 @@ func TestAnnouncementNotesNameTheKeysAndTheSecret(t *testing.T) {
 	until := metav1.NewTime(time.Date(2026, 12, 1, 11, 0, 0, 0, time.UTC))
 	f := Facts{Secret: "orders", KeyID: "kid_new", Revision: 4, Ready: "Secret orders is immutable", Tampered: "data api-key",
 		TamperError: "the Secret was changed", ReplacedFate: "the last genuine key kid_old stays valid until then",
-		DroppedByZeroGrace: []string{"kid_older"}, MaxPreviousKeys: 10}
+		DroppedByZeroGrace: []string{"kid_older"}}
 	cases := []struct {
 		t    policy.Transition
 		want []string

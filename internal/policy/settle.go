@@ -54,8 +54,6 @@ type Outcome struct {
 	Health      *Health
 	Message     string
 	Progressing string
-	// Judged is set when the reconcile judged the key: observedGeneration moves to the generation observed.
-	Judged bool
 	// Requeue is how soon to look again; zero when nothing is pending.
 	Requeue time.Duration
 	// Transitions is what happened to the key in this status write (Transitions).
@@ -117,8 +115,7 @@ func Settle(o Observation, plan Plan, w WriteResult) Outcome {
 		out.Message = out.Health.Message(st.KeyID)
 	}
 	setConditions(st, o.Generation, out.Health, out.Message, out.Progressing, now)
-	if out.Health != nil {
-		out.Judged = true
+	if out.Judged() {
 		st.ObservedGeneration = o.Generation
 	}
 	setPreviousKeysInUse(st, o.Generation, plan.PreviousInUse, now)
@@ -138,6 +135,10 @@ func Settle(o Observation, plan Plan, w WriteResult) Outcome {
 	out.Transitions = append(out.Transitions, Transitions(change)...)
 	return out
 }
+
+// Judged reports whether the reconcile judged the key (Health is set): observedGeneration then moves to the
+// generation observed.
+func (o Outcome) Judged() bool { return o.Health != nil }
 
 // setConditions applies kstatus: Ready always; Reconciling and Stalled only while true. Without a judgement
 // (health nil) Ready keeps what it said, with the generation it said it for.

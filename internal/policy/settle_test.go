@@ -171,8 +171,8 @@ func TestSettleReportsEachOutcomeOfTheSecretWrite(t *testing.T) {
 			if tc.want.judged {
 				wantGeneration = o.Generation
 			}
-			if got.Judged != tc.want.judged || st.ObservedGeneration != wantGeneration {
-				t.Errorf("judged %v, observedGeneration %d; want %v, %d", got.Judged, st.ObservedGeneration, tc.want.judged, wantGeneration)
+			if got.Judged() != tc.want.judged || st.ObservedGeneration != wantGeneration {
+				t.Errorf("judged %v, observedGeneration %d; want %v, %d", got.Judged(), st.ObservedGeneration, tc.want.judged, wantGeneration)
 			}
 			if !tc.want.judged && ready.ObservedGeneration != before.ObservedGeneration {
 				t.Errorf("an unjudged Ready moved to generation %d", ready.ObservedGeneration)
@@ -254,7 +254,7 @@ func TestSettleLandsARevocationInStatusWhateverStateTheSecretIsIn(t *testing.T) 
 				if ready.Status != metav1.ConditionFalse || ready.Reason != string(b.reason) || !strings.Contains(ready.Message, b.names) {
 					t.Errorf("Ready %+v does not say that the Secret is %s", ready, b.names)
 				}
-				if !got.Judged || st.ObservedGeneration != o.Generation {
+				if !got.Judged() || st.ObservedGeneration != o.Generation {
 					t.Errorf("the stalled key was not judged: observedGeneration %d", st.ObservedGeneration)
 				}
 				accepts := st.KeyHash == hash("c") || slices.ContainsFunc(st.PreviousKeys, func(p keywardv1alpha1.PreviousKey) bool { return p.KeyHash == hash("c") })
