@@ -192,7 +192,7 @@ func TestManualRotationKeepsThePreviousKeyForTheGracePeriodOnly(t *testing.T) {
 func TestKeysThatAreNotRenewedExpireWithoutANewKey(t *testing.T) {
 	testenv.Need(t)
 	for _, tc := range []struct{ name, spec string }{
-		{"fixed expiresAt", `expiresAt: "2026-11-24T12:00:00Z"`},
+		{"fixed expiresAt", expiresAt(2 * time.Hour)},
 		{"rotation policy Disabled", "validity: 2h\nrotation: {policy: Disabled}"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -49,8 +49,13 @@ var env *testenv.Env
 
 func TestMain(m *testing.M) { testenv.Run(m, &env) }
 
-// t0 is where every test's fake clock starts.
-var t0 = time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+// t0 is where every test's fake clock starts: 10:00 UTC a year after today. It lies ahead of the real clock
+// because the shipped admission policy refuses, at creation, a fixed expiresAt before the APIKey's real
+// creation time; a fixed expiry shortly after t0 (expiresAt(...)) is therefore accepted as users' are.
+var t0 = time.Now().UTC().Truncate(24*time.Hour).AddDate(1, 0, 0).Add(10 * time.Hour)
+
+// expiresAt is an APIKey spec line with the fixed expiry t0+d.
+func expiresAt(d time.Duration) string { return "expiresAt: " + t0.Add(d).Format(time.RFC3339) }
 
 // harness runs managers against the shared control plane for one test, in the test's own namespace, on a
 // fake clock, capturing their logs; at the end it scans logs, events and status for every key it saw.

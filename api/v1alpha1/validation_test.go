@@ -245,6 +245,31 @@ func TestAdmissionRejectsAFixedExpiryMoreThanTenYearsAhead(t *testing.T) {
 	}
 }
 
+func TestAdmissionRefusesAFixedExpiryThatHasPassedAtCreation(t *testing.T) {
+	testenv.Need(t)
+	ns := env.Namespace(t)
+	past := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339)
+	err := env.Client.Create(context.Background(), apiKey(t, ns, "past", "expiresAt: \""+past+"\""))
+	if err == nil {
+		t.Fatalf("the API server accepted expiresAt %s, which has passed", past)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "spec.expiresAt: "+past+" has already passed") || !strings.Contains(msg, "validity") {
+		t.Errorf("the error does not name the field, the date and the fix: %v", err)
+	}
+	// Admission knows the time only at creation; an update to a passed date is the controller's to judge
+	// (InvalidSpec, no key minted: TestPlanStalls), so it is not refused here.
+	ok := apiKey(t, ns, "later", "expiresAt: \""+time.Now().UTC().Add(time.Hour).Format(time.RFC3339)+"\"")
+	if err := env.Client.Create(context.Background(), ok); err != nil {
+		t.Fatal(err)
+	}
+	if err := unstructured.SetNestedField(ok.Object, past, "spec", "expiresAt"); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Update(context.Background(), ok); err != nil {
+		t.Errorf("an update to a passed expiresAt was refused by admission: %v", err)
+	}
+}
+
 func TestAdmissionBoundsTheTokensAnAPIKeyAsksWith(t *testing.T) {
 	testenv.Need(t)
 	ns := env.Namespace(t)
