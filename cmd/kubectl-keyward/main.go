@@ -1,5 +1,5 @@
 // Command kubectl-keyward is a kubectl plugin for the everyday actions on API keys: list, create, rotate,
-// revoke, disable and enable, reveal once, verify, test the webhook and show status. Install it on your PATH
+// revoke, disable and enable, reveal, verify, test the webhook and show status. Install it on your PATH
 // as kubectl-keyward and run `kubectl keyward --help`.
 package main
 
@@ -84,20 +84,30 @@ func newRoot() *cobra.Command {
 			}
 			return p.Create(ctx, ns, args[0], co)
 		})}
-	create.Flags().StringSliceVar(&co.Scopes, "scopes", nil, "Scopes, comma-separated (\"*\" for unrestricted).")
+	create.Flags().StringSliceVar(&co.Scopes, "scopes", nil, "Scopes, comma-separated; spaces around them are dropped (\"*\" for unrestricted).")
 	create.Flags().StringVar(&co.Validity, "validity", "", "Validity: 30d, 60d, 90d, 6mo, 1y, ... (default 90d).")
 	create.Flags().StringVar(&co.Description, "description", "", "What the key is for.")
+	create.Flags().StringVar(&co.DisplayName, "display-name", "", "A human-readable name, shown in dashboards and webhook payloads.")
+	create.Flags().StringVar(&co.Prefix, "prefix", "", "The key's public prefix before the underscore (ord gives ord_...; default kw).")
+	create.Flags().StringVar(&co.ExpiresAt, "expires-at", "", "A fixed expiry in RFC 3339 (2027-03-31T00:00:00Z) instead of --validity; never rotated.")
+	create.Flags().StringVar(&co.RateLimit, "rate-limit", "", "REQUESTS/PERIOD the verifier allows, for example 100/1m.")
 	create.Flags().StringVar(&co.WebhookURL, "webhook-url", "", "HTTPS endpoint for lifecycle webhooks.")
 	create.Flags().StringVar(&co.WebhookSecret, "webhook-secret-ref", "", "Secret holding the whsec_ signing secret (key \"secret\").")
 	create.Flags().StringVar(&dryRun, "dry-run", "none", "client: print the APIKey instead of creating it.")
 	create.Flags().StringVarP(&output, "output", "o", "", "yaml, with --dry-run=client.")
 
-	var grace string
-	rotate := &cobra.Command{Use: "rotate NAME", Short: "Mint a new key now (--grace 0s for a leaked key: every earlier key stops)", Args: cobra.ExactArgs(1),
+	var ro plugin.RotateOptions
+	var noWait bool
+	rotate := &cobra.Command{Use: "rotate NAME", Short: "Mint a new key now and print its ID (--grace 0s for a leaked key: every earlier key stops)", Args: cobra.ExactArgs(1),
 		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, args []string) error {
-			return p.Rotate(ctx, ns, args[0], grace)
+			if noWait {
+				ro.Wait = 0
+			}
+			return p.Rotate(ctx, ns, args[0], ro)
 		})}
-	rotate.Flags().StringVar(&grace, "grace", "", "How long the replaced key keeps working (sets spec.rotation.gracePeriod).")
+	rotate.Flags().StringVar(&ro.Grace, "grace", "", "How long the replaced key keeps working (sets spec.rotation.gracePeriod).")
+	rotate.Flags().DurationVar(&ro.Wait, "timeout", time.Minute, "How long to wait for the new key.")
+	rotate.Flags().BoolVar(&noWait, "no-wait", false, "Return once the rotation is asked for, without waiting for the new key.")
 
 	var keyID string
 	revoke := &cobra.Command{Use: "revoke NAME --key-id kid_...", Short: "Stop one key by ID at once", Args: cobra.ExactArgs(1),
@@ -117,7 +127,7 @@ func newRoot() *cobra.Command {
 		})}
 
 	var force bool
-	reveal := &cobra.Command{Use: "reveal NAME", Short: "Print the key, to a terminal only unless --force", Args: cobra.ExactArgs(1),
+	reveal := &cobra.Command{Use: "reveal NAME", Short: "Print the current key from its Secret (each time; to a terminal only unless --force)", Args: cobra.ExactArgs(1),
 		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, args []string) error {
 			return p.Reveal(ctx, ns, args[0], term.IsTerminal(int(os.Stdout.Fd())), force)
 		})}
@@ -151,7 +161,7 @@ func newRoot() *cobra.Command {
 			return p.Verify(cmd.Context(), key, scopes, verifierURL)
 		}}
 	verify.Flags().StringVarP(&keyFile, "file", "f", "-", "Read the key from this file (- for standard input).")
-	verify.Flags().StringSliceVar(&scopes, "scopes", nil, "Scopes the key must grant.")
+	verify.Flags().StringSliceVar(&scopes, "scopes", nil, "Scopes the key must grant, comma-separated (needs --verifier-url).")
 	verify.Flags().StringVar(&verifierURL, "verifier-url", "", "The verifier's base URL, for POST /v1/verify.")
 
 	webhook := &cobra.Command{Use: "webhook", Short: "Webhook actions"}

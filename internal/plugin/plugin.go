@@ -1,6 +1,6 @@
 // Package plugin is the logic of the kubectl-keyward plugin: the everyday actions of the dashboards our users
 // come from (list keys with ID, masked hint, creation and scopes; create; rotate; revoke; disable and enable;
-// reveal once; verify; test the webhook; status), as calls on a controller-runtime client that
+// reveal; verify; test the webhook; status), as calls on a controller-runtime client that
 // cmd/kubectl-keyward wires to kubectl's flags.
 package plugin
 
@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -127,17 +129,61 @@ func scopesOf(ak keywardv1alpha1.APIKey) string {
 type CreateOptions struct {
 	Scopes                    []string
 	Validity, Description     string
+	DisplayName, Prefix       string
+	// ExpiresAt is a fixed expiry in RFC 3339 (instead of Validity).
+	ExpiresAt string
+	// RateLimit is REQUESTS/PERIOD, for example 100/1m.
+	RateLimit                 string
 	WebhookURL, WebhookSecret string
 	DryRun                    bool
+}
+
+// SplitScopes is the scopes of a comma-separated flag, each without surrounding space, empty ones dropped:
+// "orders:read, orders:write" is two scopes.
+func SplitScopes(values []string) []string {
+	var out []string
+	for _, v := range values {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// parseRateLimit reads REQUESTS/PERIOD (100/1m) into a RateLimit; the API server judges the bounds.
+func parseRateLimit(v string) (*keywardv1alpha1.RateLimit, error) {
+	n, period, ok := strings.Cut(strings.ReplaceAll(v, " ", ""), "/")
+	requests, err := strconv.ParseInt(n, 10, 32)
+	if !ok || err != nil || period == "" {
+		return nil, fmt.Errorf("--rate-limit %q: write REQUESTS/PERIOD, for example 100/1m or 10/1s", v)
+	}
+	return &keywardv1alpha1.RateLimit{Requests: int32(requests), Period: keywardv1alpha1.Duration(period)}, nil
 }
 
 // Create builds an APIKey and creates it, or with DryRun prints it as YAML (to commit to a GitOps repository).
 func (p *Plugin) Create(ctx context.Context, namespace, name string, o CreateOptions) error {
 	ak := &keywardv1alpha1.APIKey{TypeMeta: metav1.TypeMeta{APIVersion: keywardv1alpha1.GroupVersion.String(), Kind: "APIKey"},
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
-		Spec:       keywardv1alpha1.APIKeySpec{Description: o.Description, Validity: keywardv1alpha1.Duration(o.Validity)}}
-	for _, s := range o.Scopes {
+		Spec: keywardv1alpha1.APIKeySpec{Description: o.Description, DisplayName: o.DisplayName, Prefix: o.Prefix,
+			Validity: keywardv1alpha1.Duration(o.Validity)}}
+	for _, s := range SplitScopes(o.Scopes) {
 		ak.Spec.Scopes = append(ak.Spec.Scopes, keywardv1alpha1.Scope(s))
+	}
+	if o.ExpiresAt != "" {
+		t, err := time.Parse(time.RFC3339, o.ExpiresAt)
+		if err != nil {
+			return fmt.Errorf("--expires-at %q: write a time in RFC 3339, for example 2027-03-31T00:00:00Z", o.ExpiresAt)
+		}
+		ak.Spec.ExpiresAt = &metav1.Time{Time: t}
+	}
+	if o.RateLimit != "" {
+		rl, err := parseRateLimit(o.RateLimit)
+		if err != nil {
+			return err
+		}
+		ak.Spec.RateLimit = rl
 	}
 	if o.WebhookURL != "" {
 		ak.Spec.Webhook = &keywardv1alpha1.WebhookSpec{URL: o.WebhookURL, SigningSecretRef: keywardv1alpha1.SecretKeyRef{Name: o.WebhookSecret}}
@@ -158,27 +204,88 @@ func (p *Plugin) Create(ctx context.Context, namespace, name string, o CreateOpt
 	if err := p.Client.Create(ctx, ak); err != nil {
 		return err
 	}
-	printf(p.out(), "apikey.keyward.dev/%s created; `kubectl keyward reveal %s` shows the key once it is minted\n", name, name)
+	printf(p.out(), "apikey.keyward.dev/%s created; `kubectl keyward reveal %s` prints the key once it is minted\n", name, name)
 	return nil
 }
 
-// Rotate asks for a new key now; grace, when set, is the previous key's grace period ("0s" for a leaked key).
-func (p *Plugin) Rotate(ctx context.Context, namespace, name, grace string) error {
-	return p.patch(ctx, namespace, name, func(ak *keywardv1alpha1.APIKey) {
-		if grace != "" {
+// RotateOptions are what `rotate` sets.
+type RotateOptions struct {
+	// Grace, when set, is the previous key's grace period ("0s" for a leaked key).
+	Grace string
+	// Wait is how long to wait for the manager to mint the new key and print its ID; 0 returns at once.
+	Wait time.Duration
+}
+
+// Rotate asks for a new key now and, unless o.Wait is 0, waits for it and prints its key ID.
+func (p *Plugin) Rotate(ctx context.Context, namespace, name string, o RotateOptions) error {
+	token := p.Now().UTC().Format("2006-01-02T15:04:05.000Z")
+	var before keywardv1alpha1.APIKey
+	if err := p.patch(ctx, namespace, name, func(ak *keywardv1alpha1.APIKey) {
+		before = *ak.DeepCopy()
+		if o.Grace != "" {
 			if ak.Spec.Rotation == nil {
 				ak.Spec.Rotation = &keywardv1alpha1.RotationSpec{}
 			}
-			ak.Spec.Rotation.GracePeriod = keywardv1alpha1.Duration(grace)
+			ak.Spec.Rotation.GracePeriod = keywardv1alpha1.Duration(o.Grace)
 		}
-		setAnnotation(ak, keywardv1alpha1.RotateAnnotation, p.Now().UTC().Format("2006-01-02T15:04:05Z"))
-	}, "rotation requested")
+		setAnnotation(ak, keywardv1alpha1.RotateAnnotation, token)
+	}, "rotation requested"); err != nil || o.Wait == 0 {
+		return err
+	}
+	var ak *keywardv1alpha1.APIKey
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, o.Wait, true, func(ctx context.Context) (bool, error) {
+		ak = &keywardv1alpha1.APIKey{}
+		if err := p.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, ak); err != nil {
+			return false, err
+		}
+		if ak.Status.LastHandledRotateToken == token && ak.Status.KeyID != before.Status.KeyID {
+			return true, nil
+		}
+		// A spec the manager judged and refused will not mint whatever we wait for.
+		if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionStalled); c != nil &&
+			c.Status == metav1.ConditionTrue && ak.Status.ObservedGeneration >= ak.Generation {
+			return false, fmt.Errorf("no new key: %s: %s", c.Reason, c.Message)
+		}
+		return false, nil
+	})
+	if wait.Interrupted(err) {
+		return fmt.Errorf("no new key after %s (the manager has not answered; see `kubectl keyward status %s`)", o.Wait, name)
+	}
+	if err != nil {
+		return err
+	}
+	printf(p.out(), "apikey.keyward.dev/%s: new key %s", name, ak.Status.KeyID)
+	for _, pk := range ak.Status.PreviousKeys {
+		if pk.KeyID == before.Status.KeyID {
+			printf(p.out(), "; %s keeps working until %s", pk.KeyID, pk.ValidUntil.UTC().Format(time.RFC3339))
+		}
+	}
+	if before.Status.KeyID != "" && !slices.ContainsFunc(ak.Status.PreviousKeys, func(pk keywardv1alpha1.PreviousKey) bool { return pk.KeyID == before.Status.KeyID }) {
+		printf(p.out(), "; %s stopped", before.Status.KeyID)
+	}
+	printf(p.out(), "\n")
+	return nil
 }
 
-// Revoke stops one key by ID at once, adding it to the keyward.dev/revoke annotation.
+// Revoke stops one key by ID at once, adding it to the keyward.dev/revoke annotation. A key ID that is neither
+// the APIKey's current key nor one of its previous keys is refused, naming those that are.
 func (p *Plugin) Revoke(ctx context.Context, namespace, name, keyID string) error {
 	if !strings.HasPrefix(keyID, keys.IDPrefix) {
 		return fmt.Errorf("%q is not a key ID (kid_…)", keyID)
+	}
+	ak := &keywardv1alpha1.APIKey{}
+	if err := p.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, ak); err != nil {
+		return err
+	}
+	var known []string
+	if ak.Status.KeyID != "" {
+		known = append(known, ak.Status.KeyID+" (current)")
+	}
+	for _, pk := range ak.Status.PreviousKeys {
+		known = append(known, pk.KeyID+" (previous, valid until "+pk.ValidUntil.UTC().Format(time.RFC3339)+")")
+	}
+	if !slices.ContainsFunc(known, func(k string) bool { return strings.HasPrefix(k, keyID+" ") }) {
+		return fmt.Errorf("APIKey %s has no key %s; its keys are: %s", name, keyID, dash(strings.Join(known, ", ")))
 	}
 	return p.patch(ctx, namespace, name, func(ak *keywardv1alpha1.APIKey) {
 		ids := strings.Split(ak.Annotations[keywardv1alpha1.RevokeAnnotation], ",")
@@ -213,7 +320,8 @@ func (p *Plugin) TestWebhook(ctx context.Context, namespace, name string) error 
 // ErrNotATerminal is returned by Reveal when the output is not a terminal and force is not set.
 var ErrNotATerminal = errors.New("refusing to print a key to something that is not a terminal; pass --force to do it anyway")
 
-// Reveal prints the current key, once, to a terminal (isTerminal) unless force.
+// Reveal prints the current key (every time it is run: the key stays in its Secret) to a terminal
+// (isTerminal), or anywhere with force.
 func (p *Plugin) Reveal(ctx context.Context, namespace, name string, isTerminal, force bool) error {
 	if !isTerminal && !force {
 		return ErrNotATerminal
@@ -261,8 +369,16 @@ func ReadKey(r io.Reader) (string, error) {
 	return line, nil
 }
 
+// ErrScopesNeedVerifier is returned by Verify when scopes are asked for without a verifier: the offline check
+// knows the key's shape, not what it grants.
+var ErrScopesNeedVerifier = errors.New("--scopes needs --verifier-url: only the verifier knows what a key grants (the offline check reads its shape and checksum)")
+
 // Verify checks a key offline (shape and checksum) and, with verifierURL, asks the verifier's JSON API.
 func (p *Plugin) Verify(ctx context.Context, key string, scopes []string, verifierURL string) error {
+	scopes = SplitScopes(scopes)
+	if len(scopes) > 0 && verifierURL == "" {
+		return ErrScopesNeedVerifier
+	}
 	if _, err := keys.Parse(key); err != nil {
 		printf(p.out(), "MALFORMED: %v (checked offline)\n", err)
 		return errors.New("the key is malformed")
@@ -366,7 +482,7 @@ func (p *Plugin) Usage(ctx context.Context, namespace, name string) error {
 	if st.Usage != nil {
 		total, last = st.Usage.Requests, st.Usage.LastUsedAt
 	}
-	printf(w, "APIKey %s/%s: %d valid requests, last %s\n", namespace, name, total, timeOrDash(last))
+	printf(w, "APIKey %s/%s: %d valid requests in all, last %s\n", namespace, name, total, timeOrDash(last))
 	printf(w, "KEY ID\tKEY\tLAST USED\tVALID\tRATE LIMITED\tREJECTED\n")
 	row := func(keyID, role string) {
 		u := keyUsageOf(st, keyID)
@@ -379,10 +495,27 @@ func (p *Plugin) Usage(ctx context.Context, namespace, name string) error {
 	if st.KeyID != "" {
 		row(st.KeyID, "current")
 	}
+	listed := int64(0)
 	for _, pk := range st.PreviousKeys {
 		row(pk.KeyID, "previous, valid until "+pk.ValidUntil.UTC().Format(time.RFC3339))
 	}
+	for _, id := range append([]string{st.KeyID}, previousKeyIDs(st)...) {
+		listed += keyUsageOf(st, id).Valid
+	}
+	// Requests counts every key the APIKey ever had; status keeps per-key use only of keys still accepted,
+	// so the rest is one row and the VALID column adds up to the header.
+	if earlier := total - listed; earlier > 0 {
+		printf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", "-", "earlier keys, no longer accepted", "-", earlier, "-", "-")
+	}
 	return w.Flush()
+}
+
+func previousKeyIDs(st keywardv1alpha1.APIKeyStatus) []string {
+	ids := make([]string, 0, len(st.PreviousKeys))
+	for _, pk := range st.PreviousKeys {
+		ids = append(ids, pk.KeyID)
+	}
+	return ids
 }
 
 // keyUsageOf is what status.usage says of one key; empty when nothing.

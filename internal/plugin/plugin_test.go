@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -107,14 +109,17 @@ func TestCreateCreatesOrPrintsYAMLForGitOps(t *testing.T) {
 	testenv.Need(t)
 	ns := env.Namespace(t)
 	p, out := newPlugin(env.Client)
-	o := CreateOptions{Scopes: []string{"orders:read"}, Validity: "30d", Description: "billing worker",
+	o := CreateOptions{Scopes: []string{"orders:read, orders:write "}, Validity: "30d", Description: "billing worker",
+		DisplayName: "Billing → Orders", Prefix: "ord", RateLimit: "100/1m",
 		WebhookURL: "https://hooks.example.com/k", WebhookSecret: "hooks", DryRun: true}
 	if err := p.Create(context.Background(), ns, "orders", o); err != nil {
 		t.Fatal(err)
 	}
 	var printed keywardv1alpha1.APIKey
 	if err := yaml.Unmarshal(out.Bytes(), &printed); err != nil || printed.Kind != "APIKey" || printed.Spec.Validity != "30d" ||
-		printed.Spec.Webhook == nil || printed.Spec.Scopes[0] != "orders:read" {
+		printed.Spec.Webhook == nil || !slices.Equal(printed.Spec.Scopes, []keywardv1alpha1.Scope{"orders:read", "orders:write"}) ||
+		printed.Spec.DisplayName != "Billing → Orders" || printed.Spec.Prefix != "ord" ||
+		printed.Spec.RateLimit == nil || printed.Spec.RateLimit.Requests != 100 || printed.Spec.RateLimit.Period != "1m" {
 		t.Errorf("--dry-run=client -o yaml printed %s (%v)", out, err)
 	}
 	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "orders"}, &keywardv1alpha1.APIKey{}); err == nil {
@@ -124,8 +129,21 @@ func TestCreateCreatesOrPrintsYAMLForGitOps(t *testing.T) {
 	if err := p.Create(context.Background(), ns, "orders", o); err != nil {
 		t.Fatal(err)
 	}
-	if ak := get(t, ns, "orders"); ak.Spec.Description != "billing worker" || ak.Spec.Webhook.SigningSecretRef.Name != "hooks" {
+	if ak := get(t, ns, "orders"); ak.Spec.Description != "billing worker" || ak.Spec.Webhook.SigningSecretRef.Name != "hooks" ||
+		len(ak.Spec.Scopes) != 2 || ak.Spec.RateLimit == nil {
 		t.Errorf("created %+v", ak.Spec)
+	}
+	fixed := CreateOptions{ExpiresAt: now.AddDate(1, 0, 0).Format(time.RFC3339)}
+	if err := p.Create(context.Background(), ns, "trial", fixed); err != nil {
+		t.Fatal(err)
+	}
+	if ak := get(t, ns, "trial"); ak.Spec.ExpiresAt == nil || !ak.Spec.ExpiresAt.Time.Equal(now.AddDate(1, 0, 0)) {
+		t.Errorf("--expires-at: created %+v", ak.Spec)
+	}
+	for _, bad := range []CreateOptions{{ExpiresAt: "next year"}, {RateLimit: "100 per minute"}, {RateLimit: "x/1m"}} {
+		if err := p.Create(context.Background(), ns, "bad", bad); err == nil || !strings.Contains(err.Error(), "for example") {
+			t.Errorf("%+v: %v; want an error with an example", bad, err)
+		}
 	}
 }
 
@@ -135,20 +153,20 @@ func TestRotateRevokeDisableEnableAndWebhookTestExpressIntentOnTheAPIKey(t *test
 	withKey(t, ns, "orders")
 	p, _ := newPlugin(env.Client)
 	ctx := context.Background()
-	if err := p.Rotate(ctx, ns, "orders", "0s"); err != nil {
+	if err := p.Rotate(ctx, ns, "orders", RotateOptions{Grace: "0s"}); err != nil {
 		t.Fatal(err)
 	}
 	ak := get(t, ns, "orders")
-	if ak.Annotations[keywardv1alpha1.RotateAnnotation] != "2026-11-24T10:00:00Z" || ak.Spec.Rotation.GracePeriod != "0s" {
+	if ak.Annotations[keywardv1alpha1.RotateAnnotation] != "2026-11-24T10:00:00.000Z" || ak.Spec.Rotation.GracePeriod != "0s" {
 		t.Errorf("rotate --grace 0s: annotations %v rotation %+v", ak.Annotations, ak.Spec.Rotation)
 	}
 	if err := p.Revoke(ctx, ns, "orders", "kid_0123456789ab"); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Revoke(ctx, ns, "orders", "kid_ba9876543210"); err != nil {
+	if err := p.Revoke(ctx, ns, "orders", ak.Status.KeyID); err != nil {
 		t.Fatal(err)
 	}
-	if got := get(t, ns, "orders").Annotations[keywardv1alpha1.RevokeAnnotation]; got != "kid_0123456789ab,kid_ba9876543210" {
+	if got := get(t, ns, "orders").Annotations[keywardv1alpha1.RevokeAnnotation]; got != "kid_0123456789ab,"+ak.Status.KeyID {
 		t.Errorf("revoke twice: %q", got)
 	}
 	if err := p.Revoke(ctx, ns, "orders", "sha256:nope"); err == nil {
@@ -165,7 +183,77 @@ func TestRotateRevokeDisableEnableAndWebhookTestExpressIntentOnTheAPIKey(t *test
 	}
 }
 
-func TestRevealPrintsTheKeyOnceToATerminalAndSaysWhatIsMissing(t *testing.T) {
+func TestRevokeRefusesAKeyIDTheAPIKeyDoesNotHaveAndNamesThoseItHas(t *testing.T) {
+	testenv.Need(t)
+	ns := env.Namespace(t)
+	ak, _ := withKey(t, ns, "orders")
+	p, out := newPlugin(env.Client)
+	err := p.Revoke(context.Background(), ns, "orders", "kid_000000000000")
+	if err == nil {
+		t.Fatalf("revoking a key the APIKey never had succeeded: %s", out)
+	}
+	for _, want := range []string{"has no key kid_000000000000", ak.Status.KeyID + " (current)", "kid_0123456789ab (previous, valid until"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error lacks %q: %v", want, err)
+		}
+	}
+	if got, ok := get(t, ns, "orders").Annotations[keywardv1alpha1.RevokeAnnotation]; ok || out.Len() != 0 {
+		t.Errorf("the refused revoke wrote the annotation %q or printed %q", got, out)
+	}
+}
+
+func TestRotateWaitsForTheNewKeyAndPrintsItsID(t *testing.T) {
+	testenv.Need(t)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	ak, _ := withKey(t, ns, "orders")
+	oldID := ak.Status.KeyID
+	// The manager's part, played by the test: once the rotation is asked for, a new key in status and the
+	// replaced one among the previous keys.
+	manager := make(chan error, 1)
+	go func() {
+		manager <- wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			cur := &keywardv1alpha1.APIKey{}
+			if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "orders"}, cur); err != nil {
+				return false, err
+			}
+			token := cur.Annotations[keywardv1alpha1.RotateAnnotation]
+			if token == "" {
+				return false, nil
+			}
+			base := cur.DeepCopy()
+			cur.Status.LastHandledRotateToken, cur.Status.KeyID, cur.Status.Revision = token, "kid_feedfacecafe", 2
+			cur.Status.PreviousKeys = []keywardv1alpha1.PreviousKey{{KeyID: oldID, KeyHash: cur.Status.KeyHash, ValidUntil: metav1.NewTime(now.Add(time.Hour))}}
+			return true, testenv.Impersonating(env.Config, testenv.ManagerUser).Status().Patch(ctx, cur, client.MergeFrom(base))
+		})
+	}()
+	p, out := newPlugin(env.Client)
+	if err := p.Rotate(ctx, ns, "orders", RotateOptions{Wait: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-manager; err != nil {
+		t.Fatal(err)
+	}
+	want := "apikey.keyward.dev/orders: new key kid_feedfacecafe; " + oldID + " keeps working until " + now.Add(time.Hour).Format(time.RFC3339) + "\n"
+	if !strings.HasSuffix(out.String(), want) {
+		t.Errorf("rotate printed %q; want it to end with %q", out, want)
+	}
+	// A manager that judged the spec and refused it: rotate says why instead of waiting out its time.
+	cur := get(t, ns, "orders")
+	base := cur.DeepCopy()
+	cur.Status.ObservedGeneration = cur.Generation
+	cur.Status.Conditions = []metav1.Condition{{Type: keywardv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: "InvalidSpec",
+		Message: "spec.expiresAt has passed", LastTransitionTime: metav1.NewTime(now)}}
+	if err := testenv.Impersonating(env.Config, testenv.ManagerUser).Status().Patch(ctx, cur, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	p.Now = func() time.Time { return now.Add(time.Second) }
+	if err := p.Rotate(ctx, ns, "orders", RotateOptions{Wait: time.Hour}); err == nil || !strings.Contains(err.Error(), "InvalidSpec: spec.expiresAt has passed") {
+		t.Errorf("rotate of a stalled APIKey: %v", err)
+	}
+}
+
+func TestRevealPrintsTheKeyToATerminalAndSaysWhatIsMissing(t *testing.T) {
 	testenv.Need(t)
 	ns := env.Namespace(t)
 	_, key := withKey(t, ns, "orders")
@@ -205,7 +293,10 @@ func TestVerifyChecksOfflineThenAsksTheVerifier(t *testing.T) {
 		t.Errorf("a malformed key: %v %s", err, out)
 	}
 	out.Reset()
-	if err := p.Verify(ctx, key, []string{"orders:read"}, srv.URL); err != nil || !strings.Contains(out.String(), `"VALID"`) {
+	if err := p.Verify(ctx, key, []string{"orders:read"}, ""); !errors.Is(err, ErrScopesNeedVerifier) || out.Len() != 0 {
+		t.Errorf("--scopes without a verifier: %v, printed %q; want it refused, not ignored", err, out)
+	}
+	if err := p.Verify(ctx, key, []string{" orders:read, orders:write "}, srv.URL); err != nil || !strings.Contains(out.String(), `"VALID"`) {
 		t.Errorf("a valid key with the verifier: %v %s", err, out)
 	}
 	if err := p.Verify(ctx, key, []string{"invoices:read"}, srv.URL); err == nil {
@@ -338,7 +429,8 @@ func TestUsagePrintsCountsAndLastUsePerKeyID(t *testing.T) {
 	// status.usage as the verifier reports it, written as the verifier's identity.
 	base := ak.DeepCopy()
 	used, earlier := metav1.NewTime(now.Add(-time.Minute)), metav1.NewTime(now.Add(-time.Hour))
-	ak.Status.Usage = &keywardv1alpha1.UsageStatus{Requests: 8, LastUsedAt: &used, Keys: []keywardv1alpha1.KeyUsage{
+	// 10 in all: 2 by a key that is no longer accepted, whose per-key use status no longer keeps.
+	ak.Status.Usage = &keywardv1alpha1.UsageStatus{Requests: 10, LastUsedAt: &used, Keys: []keywardv1alpha1.KeyUsage{
 		{KeyID: ak.Status.KeyID, Valid: 5, RateLimited: 1, LastUsedAt: &used},
 		{KeyID: "kid_0123456789ab", Valid: 3, LastUsedAt: &earlier, Rejected: map[string]int64{"INSUFFICIENT_SCOPE": 2, "EXPIRED": 1}},
 	}}
@@ -351,7 +443,8 @@ func TestUsagePrintsCountsAndLastUsePerKeyID(t *testing.T) {
 	}
 	text := out.String()
 	for _, want := range []string{
-		"8 valid requests, last " + used.UTC().Format(time.RFC3339),
+		"10 valid requests in all, last " + used.UTC().Format(time.RFC3339),
+		"-                 earlier keys, no longer accepted",
 		ak.Status.KeyID + "  current",
 		used.UTC().Format(time.RFC3339) + "  5      1             -",
 		"kid_0123456789ab  previous, valid until",
