@@ -123,7 +123,10 @@ func (r *WebhookReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.O
 			}
 			return before.Generation != after.Generation || !before.DeletionTimestamp.Equal(after.DeletionTimestamp) ||
 				before.Annotations[keywardv1alpha1.WebhookTestAnnotation] != after.Annotations[keywardv1alpha1.WebhookTestAnnotation] ||
-				!equality.Semantic.DeepEqual(outboxOf(before), outboxOf(after))
+				!equality.Semantic.DeepEqual(outboxOf(before), outboxOf(after)) ||
+				// The key controller marks a deletion queued even when key.deleted is not subscribed to (so
+				// the outbox stays as it was): that mark alone is what lets the finalizer go.
+				!deletionQueuedAt(before).Equal(deletionQueuedAt(after))
 		},
 	}
 	err := ctrl.NewControllerManagedBy(mgr).
@@ -143,6 +146,13 @@ func outboxOf(ak *keywardv1alpha1.APIKey) []keywardv1alpha1.WebhookMessage {
 		return nil
 	}
 	return ak.Status.Webhook.Outbox
+}
+
+func deletionQueuedAt(ak *keywardv1alpha1.APIKey) *metav1.Time {
+	if ak.Status.Webhook == nil {
+		return nil
+	}
+	return ak.Status.Webhook.DeletionQueuedAt
 }
 
 // Reconcile takes one step of the APIKey's delivery.

@@ -370,6 +370,27 @@ func TestDeletingAnAPIKeyAnnouncesItBeforeItGoes(t *testing.T) {
 	h.waitForDeletion("orders")
 }
 
+func TestADeletedAPIKeyWhoseWebhookDoesNotSubscribeToKeyDeletedGoesAtOnce(t *testing.T) {
+	testenv.Need(t)
+	h := newHarness(t)
+	rcv := newReceiver(t)
+	h.startManager(managerOptions{webhookCIDRs: []string{"127.0.0.0/8"}})
+	// The events of the billing-orders sample: key.deleted is not among them, so nothing is queued on
+	// deletion and nothing should hold the APIKey (it was held forever: the queued-at mark alone did not wake
+	// the delivery controller).
+	h.create("orders", "", h.webhookSpec(rcv, func(w *keywardv1alpha1.WebhookSpec) {
+		w.Events = []keywardv1alpha1.WebhookEvent{keywardv1alpha1.WebhookEventKeyCreated, keywardv1alpha1.WebhookEventKeyRotated}
+	}))
+	rcv.waitFor("key.created")
+	ak := h.waitFor("orders", "held", func(ak *keywardv1alpha1.APIKey) bool {
+		return slices.Contains(ak.Finalizers, keywardv1alpha1.WebhookFinalizer)
+	})
+	if err := env.Client.Delete(context.Background(), ak); err != nil {
+		t.Fatal(err)
+	}
+	h.waitForDeletion("orders")
+}
+
 func TestADeletionIsHeldNoLongerThanTheTimeoutWhenTheReceiverIsDown(t *testing.T) {
 	testenv.Need(t)
 	h := newHarness(t)
