@@ -126,8 +126,14 @@ run-cluster: e2e-prepare ## Start the e2e's real node, install the chart with th
 	PATH="$(CURDIR)/bin:$$PATH" exec bin/node --serve --assets "$$($(CONTROLPLANE) path)" --pause $(E2E_DIR)/pause.oci.tar \
 		--images $(E2E_DIR)/workload.oci.tar --images $(E2E_DIR)/keyward.oci.tar -- hack/run-cluster.sh $(E2E_DIR)/values.yaml
 
+# Extra flags for the manager and the verifier of make run-local, for example
+#   make run-local MANAGER_FLAGS="--webhook-workers=2" VERIFIER_FLAGS="--usage-flush-interval=2s"
+MANAGER_FLAGS ?=
+VERIFIER_FLAGS ?=
+
 .PHONY: run-local
-run-local: build ## Start etcd + kube-apiserver, install the CRDs, run the manager and the verifier in the foreground.
+run-local: build ## Start etcd, kube-apiserver and kube-controller-manager, install the bundle, run the manager, the verifier and a webhook receiver; prints a ready line.
 	go build -o bin/runlocal ./hack/runlocal
-	assets=$$($(CONTROLPLANE) ensure); \
-	KUBEBUILDER_ASSETS="$$assets" exec bin/runlocal --dir "$(LOCAL_DIR)" --manager bin/manager --verifier bin/verifier
+	assets=$$($(CONTROLPLANE) local); \
+	KUBEBUILDER_ASSETS="$$assets" exec bin/runlocal --dir "$(LOCAL_DIR)" --manager bin/manager --verifier bin/verifier \
+		--manager-flags "$(MANAGER_FLAGS)" --verifier-flags "$(VERIFIER_FLAGS)"

@@ -8,6 +8,8 @@
 # Usage:
 #   hack/controlplane.sh ensure   build whatever is missing (progress on stderr), print the assets dir
 #   hack/controlplane.sh path     print the assets dir without building
+#   hack/controlplane.sh local    also build kube-controller-manager (make run-local: garbage collection and
+#                                 ClusterRole aggregation, as in a cluster); print the dir
 #   hack/controlplane.sh node     also build what a real node needs (kubelet, kube-proxy, kube-scheduler,
 #                                 kube-controller-manager, and the helm CLI at go.mod's version); print the dir
 #
@@ -32,10 +34,18 @@ complete_in() {
 	for bin in "${BINARIES[@]}"; do [[ -x "$dir/$bin" ]] || return 1; done
 }
 
-node_complete_in() {
-	local dir=$1 bin
+# extra_binaries prints what a mode needs beyond the control plane.
+extra_binaries() {
+	case $1 in
+	node) echo "${NODE_BINARIES[@]}" ;;
+	local) echo kube-controller-manager ;;
+	esac
+}
+
+extras_complete_in() {
+	local dir=$1 want=$2 bin
 	complete_in "$dir" || return 1
-	for bin in "${NODE_BINARIES[@]}"; do [[ -x "$dir/$bin" ]] || return 1; done
+	for bin in $(extra_binaries "$want"); do [[ -x "$dir/$bin" ]] || return 1; done
 }
 
 assets_dir() {
@@ -104,12 +114,12 @@ ensure() {
 	local want=${1:-controlplane}
 	local dir
 	dir=$(assets_dir)
-	if complete_in "$dir" && { [[ $want != node ]] || node_complete_in "$dir"; }; then
+	if extras_complete_in "$dir" "$want"; then
 		echo "$dir"
 		return
 	fi
-	# A node is built beside the cached control plane, never into a KUBEBUILDER_ASSETS given from outside.
-	[[ $want != node ]] || dir=$ASSETS_DIR
+	# Extras are built beside the cached control plane, never into a KUBEBUILDER_ASSETS given from outside.
+	[[ $want == controlplane ]] || dir=$ASSETS_DIR
 	mkdir -p "$ASSETS_DIR"
 	local work
 	work=$(mktemp -d)
@@ -122,11 +132,11 @@ ensure() {
 	[[ -x "$ASSETS_DIR/etcd" ]] || build etcd go.etcd.io/etcd/server/v3 "${ETCD_VERSION}" "-s -w" "$work"
 	[[ -x "$ASSETS_DIR/kube-apiserver" ]] || build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "${KUBE_VERSION}" "$kflags" "$work"
 	[[ -x "$ASSETS_DIR/kubectl" ]] || build kubectl k8s.io/kubernetes/cmd/kubectl "${KUBE_VERSION}" "$kflags" "$work"
+	local bin
+	for bin in $(extra_binaries "$want"); do
+		[[ $bin == helm || -x "$ASSETS_DIR/$bin" ]] || build "$bin" "k8s.io/kubernetes/cmd/$bin" "${KUBE_VERSION}" "$kflags" "$work"
+	done
 	if [[ $want == node ]]; then
-		local bin
-		for bin in kubelet kube-proxy kube-scheduler kube-controller-manager; do
-			[[ -x "$ASSETS_DIR/$bin" ]] || build "$bin" "k8s.io/kubernetes/cmd/$bin" "${KUBE_VERSION}" "$kflags" "$work"
-		done
 		# The helm CLI at the version of the Helm SDK that Keyward's chart test already uses.
 		if [[ ! -x "$ASSETS_DIR/helm" ]]; then
 			local helmv
@@ -140,7 +150,8 @@ ensure() {
 
 case "${1:-ensure}" in
 ensure) ensure ;;
+local) ensure local ;;
 node) ensure node ;;
 path) assets_dir ;;
-*) echo "usage: $0 [ensure|path|node]" >&2; exit 2 ;;
+*) echo "usage: $0 [ensure|path|local|node]" >&2; exit 2 ;;
 esac

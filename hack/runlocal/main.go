@@ -1,14 +1,17 @@
-// Command runlocal starts a local control plane (etcd and kube-apiserver from the cache that
-// hack/controlplane.sh fills), installs Keyward's CRDs, writes an admin kubeconfig and runs the manager in
-// the foreground. Ctrl-C stops the manager, then the control plane. The control plane's data lives in a
-// temporary directory and is gone when it stops.
+// Command runlocal starts a local control plane (etcd, kube-apiserver and kube-controller-manager from the
+// cache that hack/controlplane.sh fills), installs Keyward's CRDs, RBAC and admission policies, writes an
+// admin kubeconfig, serves a local webhook receiver and runs the manager and the verifier in the foreground;
+// it prints a ready line once they answer. Ctrl-C stops them, then the control plane. The control plane's
+// data lives in a temporary directory and is gone when it stops.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -16,14 +19,18 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/testenv"
 )
 
@@ -35,9 +42,12 @@ func main() {
 }
 
 func run() error {
-	dir := flag.String("dir", ".local", "Directory for the kubeconfig and the kubectl link.")
+	dir := flag.String("dir", ".local", "Directory for the kubeconfig, the kubectl link, logs and the receiver's record.")
 	manager := flag.String("manager", "bin/manager", "Manager binary to run.")
 	verifierBin := flag.String("verifier", "bin/verifier", "Verifier binary to run; empty to skip it.")
+	managerFlags := flag.String("manager-flags", "", "Extra flags for the manager, space-separated (make run-local MANAGER_FLAGS=...).")
+	verifierFlags := flag.String("verifier-flags", "", "Extra flags for the verifier, space-separated (make run-local VERIFIER_FLAGS=...).")
+	receiverAddr := flag.String("receiver-address", "127.0.0.1:8093", "Where the local webhook receiver listens (https); empty to skip it.")
 	flag.Parse()
 
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
@@ -99,19 +109,6 @@ func run() error {
 		return err
 	}
 
-	fmt.Fprintf(os.Stderr, `run-local: the control plane is up and the APIKey CRD is installed. In another shell:
-
-    export KUBECONFIG=%s PATH=%s:$PATH
-    kubectl apply -f config/samples/
-    kubectl get apikeys
-    key=$(kubectl get secret example -o jsonpath='{.data.api-key}' | base64 -d)
-    curl -i -H "Authorization: Bearer $key" http://127.0.0.1:8090/v1/auth
-
-run-local: starting the manager (metrics on http://127.0.0.1:8080/metrics) and the verifier (forward auth and
-JSON on http://127.0.0.1:8090, ext_authz on 127.0.0.1:9001, metrics on http://127.0.0.1:8091/metrics);
-Ctrl-C stops everything
-`, kubeconfigPath, filepath.Dir(kubectlLink))
-
 	// The manager and the verifier run as their service accounts, with the bundle's RBAC and admission
 	// policies, as in a cluster.
 	managerKubeconfig, err := impersonating(kubeconfig, absDir, "manager", testenv.ManagerUser)
@@ -122,8 +119,47 @@ Ctrl-C stops everything
 	if err != nil {
 		return err
 	}
-	procs := []*exec.Cmd{exec.Command(*manager, "--metrics-bind-address=127.0.0.1:8080", "--metrics-secure=false",
-		"--health-probe-bind-address=127.0.0.1:8081", "--signing-key-secret=keyward-system/keyward-record-signing-key")}
+	var procs []*process
+	// kube-controller-manager, for what a cluster does around Keyward: the garbage collector deletes a
+	// deleted APIKey's Secret (its owner), ClusterRole aggregation puts keyward-view into view, the namespace
+	// controller empties a deleted namespace. Its many lines go to a log file.
+	if kcm := filepath.Join(assets, "kube-controller-manager"); fileExists(kcm) {
+		procs = append(procs, &process{name: "kube-controller-manager", log: filepath.Join(absDir, "kube-controller-manager.log"),
+			cmd: exec.Command(kcm, "--kubeconfig", kubeconfigPath, "--leader-elect=false", "--secure-port=0",
+				"--controllers=garbagecollector,clusterrole-aggregation,namespace")})
+	} else {
+		fmt.Fprintln(os.Stderr, "run-local: no kube-controller-manager in", assets, "(hack/controlplane.sh local builds it): nothing is garbage-collected")
+	}
+	managerArgs := []string{"--metrics-bind-address=127.0.0.1:8080", "--metrics-secure=false",
+		"--health-probe-bind-address=127.0.0.1:8081", "--signing-key-secret=keyward-system/keyward-record-signing-key"}
+	managerEnv := []string{"KUBECONFIG=" + managerKubeconfig}
+	var receiverLine string
+	if *receiverAddr != "" {
+		// The receiver listens on loopback, which the manager's webhook guard refuses unless allowed; and it
+		// serves a certificate of its own, which the manager trusts beside the system's roots.
+		tlsCfg, err := selfSignedTLS(filepath.Join(absDir, "receiver"))
+		if err != nil {
+			return fmt.Errorf("the webhook receiver's certificate: %w", err)
+		}
+		record, err := os.Create(filepath.Join(absDir, "webhooks.jsonl"))
+		if err != nil {
+			return err
+		}
+		defer record.Close()
+		ln, err := tls.Listen("tcp", *receiverAddr, tlsCfg)
+		if err != nil {
+			return fmt.Errorf("the webhook receiver: %w", err)
+		}
+		srv := &http.Server{Handler: &receiver{client: c, lines: os.Stderr, record: record}, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+		managerArgs = append(managerArgs, "--webhook-allowed-cidrs=127.0.0.1/32")
+		managerEnv = append(managerEnv, "SSL_CERT_DIR="+trustingAlso(filepath.Join(absDir, "receiver")))
+		receiverLine = fmt.Sprintf("\n  webhooks:  https://%s/ (signatures checked; each delivery printed here and kept in %s)",
+			*receiverAddr, record.Name())
+	}
+	procs = append(procs, &process{name: "manager", env: managerEnv,
+		cmd: exec.Command(*manager, append(managerArgs, strings.Fields(*managerFlags)...)...)})
 	if *verifierBin != "" {
 		args := []string{"--http-bind-address=127.0.0.1:8090",
 			"--grpc-bind-address=127.0.0.1:9001", "--metrics-bind-address=127.0.0.1:8091", "--metrics-secure=false",
@@ -131,19 +167,87 @@ Ctrl-C stops everything
 		// A Redis on loopback, when one is installed, so that rate limits are enforced the way they are
 		// with several replicas.
 		if redisServer, err := exec.LookPath("redis-server"); err == nil {
-			procs = append(procs, exec.Command(redisServer, "--port", "6390", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"))
+			procs = append(procs, &process{name: "redis-server", log: filepath.Join(absDir, "redis.log"),
+				cmd: exec.Command(redisServer, "--port", "6390", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")})
 			args = append(args, "--rate-limit-redis=redis://127.0.0.1:6390/0")
 			fmt.Fprintln(os.Stderr, "run-local: redis-server on 127.0.0.1:6390 holds the verifier's rate limits (--rate-limit-redis)")
 		} else {
 			fmt.Fprintln(os.Stderr, "run-local: no redis-server installed (apt-get install redis-server); rate limits are kept per verifier")
 		}
-		procs = append(procs, exec.Command(*verifierBin, args...))
+		procs = append(procs, &process{name: "verifier", env: []string{"KUBECONFIG=" + verifierKubeconfig},
+			cmd: exec.Command(*verifierBin, append(args, strings.Fields(*verifierFlags)...)...)})
 	}
-	kubeconfigs := map[string]string{*manager: managerKubeconfig, *verifierBin: verifierKubeconfig}
-	for _, p := range procs {
-		p.Env = append(os.Environ(), "KUBECONFIG="+kubeconfigs[p.Path], "POD_NAMESPACE="+testenv.SystemNamespace)
+	ready := func(ctx context.Context) error {
+		probes := []string{"http://127.0.0.1:8081/readyz"}
+		if *verifierBin != "" {
+			probes = append(probes, "http://127.0.0.1:8092/readyz")
+		}
+		for _, u := range probes {
+			if err := waitFor(ctx, func(ctx context.Context) error { return httpOK(ctx, u) }); err != nil {
+				return err
+			}
+		}
+		// ClusterRole aggregation is kube-controller-manager's first visible work.
+		return waitFor(ctx, func(ctx context.Context) error { return aggregated(ctx, c) })
 	}
-	return runUntilSignal(procs)
+	banner := fmt.Sprintf(`run-local: ready. In another shell:
+
+    export KUBECONFIG=%s PATH=%s:$PATH
+    kubectl apply -f config/samples/
+
+  manager:   metrics on http://127.0.0.1:8080/metrics
+  verifier:  forward auth and JSON on http://127.0.0.1:8090, ext_authz on 127.0.0.1:9001, metrics on http://127.0.0.1:8091/metrics%s
+  logs:      %s (kube-controller-manager); Ctrl-C stops everything
+`, kubeconfigPath, filepath.Dir(kubectlLink), receiverLine, absDir)
+	return runUntilSignal(procs, ready, banner)
+}
+
+// process is one program run-local runs: its command, extra environment and, for the noisy ones, a log file
+// instead of the terminal.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	env  []string
+	log  string
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// waitFor polls check until it passes or ctx ends.
+func waitFor(ctx context.Context, check func(context.Context) error) error {
+	return wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		return check(ctx) == nil, nil
+	})
+}
+
+func httpOK(ctx context.Context, u string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", u, resp.Status)
+	}
+	return nil
+}
+
+// aggregated passes once the built-in view ClusterRole holds keyward-view's rules.
+func aggregated(ctx context.Context, c client.Client) error {
+	view := &rbacv1.ClusterRole{}
+	if err := c.Get(ctx, client.ObjectKey{Name: "view"}, view); err != nil {
+		return err
+	}
+	for _, r := range view.Rules {
+		if slices.Contains(r.APIGroups, keywardv1alpha1.GroupVersion.Group) {
+			return nil
+		}
+	}
+	return errors.New("view does not aggregate keyward-view yet")
 }
 
 // impersonating writes a kubeconfig that acts as the service account user (with its groups) and returns its path.
@@ -161,34 +265,55 @@ func impersonating(adminKubeconfig []byte, dir, name, user string) (string, erro
 	return path, clientcmd.WriteToFile(*cfg, path)
 }
 
-// runUntilSignal runs the processes until Ctrl-C or until one of them exits, then stops the others.
-func runUntilSignal(procs []*exec.Cmd) error {
+// runUntilSignal runs the processes until Ctrl-C or until one of them exits, then stops the others; once
+// ready passes it prints banner.
+func runUntilSignal(procs []*process, ready func(context.Context) error, banner string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	exited := make(chan error, len(procs))
-	var started []*exec.Cmd
+	var started []*process
 	defer func() {
 		for _, p := range started {
-			_ = p.Process.Signal(syscall.SIGTERM)
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		}
 		for range started {
 			fmt.Fprintln(os.Stderr, "run-local:", <-exited)
 		}
 	}()
 	for _, p := range procs {
-		p.Stdout, p.Stderr = os.Stdout, os.Stderr
+		p.cmd.Env = append(os.Environ(), append(p.env, "POD_NAMESPACE="+testenv.SystemNamespace)...)
+		p.cmd.Stdout, p.cmd.Stderr = os.Stdout, os.Stderr
+		if p.log != "" {
+			f, err := os.Create(p.log)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			p.cmd.Stdout, p.cmd.Stderr = f, f
+		}
 		// Each child gets its own process group so that Ctrl-C reaches it once, through us, after which we
 		// stop the control plane it depends on.
-		p.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := p.Start(); err != nil {
-			return fmt.Errorf("starting %s: %w", p.Path, err)
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := p.cmd.Start(); err != nil {
+			return fmt.Errorf("starting %s: %w", p.name, err)
 		}
 		started = append(started, p)
-		go func() { exited <- fmt.Errorf("%s exited: %w", p.Path, p.Wait()) }()
+		go func() {
+			err := p.cmd.Wait()
+			if err == nil {
+				err = errors.New("status 0")
+			}
+			exited <- fmt.Errorf("%s (pid %d) exited: %w", p.name, p.cmd.Process.Pid, err)
+		}()
 	}
+	go func() {
+		if ready(ctx) == nil {
+			fmt.Fprint(os.Stderr, banner)
+		}
+	}()
 	select {
 	case err := <-exited:
-		started = slices.DeleteFunc(started, func(p *exec.Cmd) bool { return p.ProcessState != nil })
+		started = slices.DeleteFunc(started, func(p *process) bool { return p.cmd.ProcessState != nil })
 		return err
 	case <-ctx.Done():
 		return nil
