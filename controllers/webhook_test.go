@@ -200,7 +200,7 @@ func TestEveryLifecycleEventIsDeliveredSignedInOrderAndWithoutKeyMaterial(t *tes
 	}
 
 	// A key that no renewal replaces: key.expiring an hour before its fixed expiry, then key.expired.
-	h.create("trial", expiresAt(2 * time.Hour), h.webhookSpec(rcv, func(w *keywardv1alpha1.WebhookSpec) { w.ExpiringBefore = "1h" }))
+	h.create("trial", expiresAt(2*time.Hour), h.webhookSpec(rcv, func(w *keywardv1alpha1.WebhookSpec) { w.ExpiringBefore = "1h" }))
 	rcv.waitFor("key.created")
 	h.stepToRequeue(time.Hour)
 	rcv.waitFor("key.expiring")

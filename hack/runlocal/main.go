@@ -280,6 +280,12 @@ func runUntilSignal(procs []*process, ready func(context.Context) error, banner 
 			fmt.Fprintln(os.Stderr, "run-local:", <-exited)
 		}
 	}()
+	var logs []*os.File
+	defer func() {
+		for _, f := range logs {
+			_ = f.Close()
+		}
+	}()
 	for _, p := range procs {
 		p.cmd.Env = append(os.Environ(), append(p.env, "POD_NAMESPACE="+testenv.SystemNamespace)...)
 		p.cmd.Stdout, p.cmd.Stderr = os.Stdout, os.Stderr
@@ -288,7 +294,7 @@ func runUntilSignal(procs []*process, ready func(context.Context) error, banner 
 			if err != nil {
 				return err
 			}
-			defer f.Close()
+			logs = append(logs, f)
 			p.cmd.Stdout, p.cmd.Stderr = f, f
 		}
 		// Each child gets its own process group so that Ctrl-C reaches it once, through us, after which we

@@ -127,9 +127,9 @@ func scopesOf(ak keywardv1alpha1.APIKey) string {
 
 // CreateOptions are what `create` sets.
 type CreateOptions struct {
-	Scopes                    []string
-	Validity, Description     string
-	DisplayName, Prefix       string
+	Scopes                []string
+	Validity, Description string
+	DisplayName, Prefix   string
 	// ExpiresAt is a fixed expiry in RFC 3339 (instead of Validity).
 	ExpiresAt string
 	// RateLimit is REQUESTS/PERIOD, for example 100/1m.
