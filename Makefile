@@ -22,10 +22,11 @@ generate: ## Regenerate deepcopy code from the API types.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: manifests
-manifests: ## Regenerate the CRD and RBAC YAML from markers.
+manifests: ## Regenerate the CRD and RBAC YAML from markers, and docs/reference/api.md from the CRD.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths=./api/... paths=./controllers/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	$(CONTROLLER_GEN) rbac:roleName=verifier-role paths=./pkg/verifier/... output:rbac:artifacts:config=config/verifier
+	go run ./hack/apidocs
 
 .PHONY: chart-files
 chart-files: controlplane ## Copy the bundle's CRDs, RBAC and policies into charts/keyward/files (the chart test fails when stale).
@@ -51,8 +52,9 @@ build: ## Build the manager, the verifier and the kubectl plugin into bin/.
 # The packaging packages (the Helm SDK test, image builds, the bundle, the plugin's CLI, config, hack) run
 # without it: their code is sequential, and race-compiling their large dependency trees (Helm, cli-runtime,
 # go-containerregistry: about 440 packages) again would cost a cold CI run minutes for nothing.
-NORACE_PKGS := ./internal/chart ./internal/images ./internal/release ./internal/plugin ./config/... ./hack/... ./cmd/kubectl-keyward
-RACE_PKGS = $(shell go list ./... | grep -v -E '/(internal/(chart|images|release|plugin)|config|hack|cmd/kubectl-keyward)(/|$$)')
+# test/docs runs the docs' examples against make run-local's binaries, which it builds itself.
+NORACE_PKGS := ./internal/chart ./internal/images ./internal/release ./internal/plugin ./config/... ./hack/... ./cmd/kubectl-keyward ./test/docs
+RACE_PKGS = $(shell go list ./... | grep -v -E '/(internal/(chart|images|release|plugin)|config|hack|cmd/kubectl-keyward|test/docs)(/|$$)')
 
 .PHONY: test
 test: test-envtest ## Everything CI runs: verify, unit and envtest tests, then the e2e on a real node (make e2e).
@@ -64,7 +66,7 @@ lint: ## Run golangci-lint (.golangci.yml; the version hack/tools.sh pins, built
 
 .PHONY: test-envtest
 test-envtest: verify lint ## Run verify, lint, unit and envtest tests against a real kube-apiserver and etcd (make test without the node).
-	assets=$$($(CONTROLPLANE) ensure); export KUBEBUILDER_ASSETS="$$assets"; \
+	assets=$$($(CONTROLPLANE) local); export KUBEBUILDER_ASSETS="$$assets"; \
 	go test $(GO_TEST_FLAGS) -race $(RACE_PKGS) && \
 	go test $(GO_TEST_FLAGS) $(NORACE_PKGS)
 

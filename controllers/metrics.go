@@ -17,7 +17,7 @@ import (
 // registry, which the manager serves on /metrics.
 var rotationsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "keyward_apikey_rotations_total",
-	Help: "Keys minted, by reason (Initial, Expiring, Manual, SecretMissing, SecretTampered).",
+	Help: "Keys minted, by reason (Initial, Expiring, Manual, Revoked, SecretMissing, SecretTampered).",
 }, []string{"reason"})
 
 func init() { crmetrics.Registry.MustRegister(rotationsTotal) }

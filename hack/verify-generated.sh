@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Fails when `make generate manifests` would change the generated files: deepcopy code, CRDs and RBAC.
+# Fails when `make generate manifests` would change the generated files: deepcopy code, CRDs, RBAC and the
+# generated reference pages (hack/apidocs).
 # It compares snapshots taken before and after generating, so it works on a dirty tree as well as in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-generated=(api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/role.yaml config/verifier/role.yaml)
+generated=(api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/role.yaml config/verifier/role.yaml docs/reference/api.md
+	docs/reference/annotations.md docs/reference/events.md docs/reference/conditions.md)
 before=$(mktemp -d)
 trap 'rm -rf "$before"' EXIT
 for path in "${generated[@]}"; do

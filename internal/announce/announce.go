@@ -6,6 +6,7 @@ package announce
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -60,6 +61,9 @@ type Announcement struct {
 // Of is the announcement of kind k. A kind without an entry is announced by nothing; the package's test
 // makes sure there is none.
 func Of(k policy.TransitionKind) Announcement { return table[k] }
+
+// Table is a copy of the whole table, for those that document it (hack/apidocs writes the events reference).
+func Table() map[policy.TransitionKind]Announcement { return maps.Clone(table) }
 
 func note(format string, args func(t policy.Transition, f Facts) []any) func(policy.Transition, Facts) string {
 	return func(t policy.Transition, f Facts) string { return fmt.Sprintf(format, args(t, f)...) }

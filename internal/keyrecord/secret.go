@@ -27,18 +27,33 @@ const (
 // Annotations Keyward keeps on the Secret. The record annotations and the signature over them are the
 // record; the template annotations remember which template keys Keyward put there.
 const (
-	AnnotationKeyHash      = "keyward.dev/key-hash"
-	AnnotationRevision     = "keyward.dev/revision"
-	AnnotationIssuedAt     = "keyward.dev/issued-at"
-	AnnotationExpiresAt    = "keyward.dev/expires-at"
-	AnnotationReason       = "keyward.dev/rotation-reason"
-	AnnotationRotateToken  = "keyward.dev/rotate-token"
+	// AnnotationKeyHash is the sha256:<hex> hash of the key in data.api-key (part of the signed record).
+	AnnotationKeyHash = "keyward.dev/key-hash"
+	// AnnotationRevision counts the keys minted for the APIKey, 1 for the first (part of the signed record).
+	AnnotationRevision = "keyward.dev/revision"
+	// AnnotationIssuedAt is when the key was minted, RFC 3339 (part of the signed record).
+	AnnotationIssuedAt = "keyward.dev/issued-at"
+	// AnnotationExpiresAt is when the key expires, RFC 3339; it only ever moves earlier (part of the signed record).
+	AnnotationExpiresAt = "keyward.dev/expires-at"
+	// AnnotationReason is why the key was minted: Initial, Expiring, Manual, Revoked, SecretMissing or
+	// SecretTampered (part of the signed record).
+	AnnotationReason = "keyward.dev/rotation-reason"
+	// AnnotationRotateToken is the keyward.dev/rotate value the key answered (part of the signed record).
+	AnnotationRotateToken = "keyward.dev/rotate-token"
+	// AnnotationPreviousKeys is the JSON list of earlier keys still accepted, each a hash and the end of its
+	// grace period (part of the signed record).
 	AnnotationPreviousKeys = "keyward.dev/previous-keys"
-	AnnotationSignature    = "keyward.dev/record-signature"
+	// AnnotationSignature is the HMAC-SHA256 signature over the record, the namespace, the APIKey's name and
+	// UID and the Secret's name, under the manager's signing key.
+	AnnotationSignature = "keyward.dev/record-signature"
 	// AnnotationAPIKeyUID is the UID of the APIKey the record was signed for. Only the adoption of an orphaned
 	// Secret reads it: the signature, not this annotation, is what binds a record to its APIKey.
-	AnnotationAPIKeyUID      = "keyward.dev/apikey-uid"
+	AnnotationAPIKeyUID = "keyward.dev/apikey-uid"
+	// AnnotationTemplateLabels lists the label keys spec.secretTemplate put on the Secret, so that Keyward
+	// removes those it put there, and only those, when the template drops them.
 	AnnotationTemplateLabels = "keyward.dev/template-labels"
+	// AnnotationTemplateAnnots lists the annotation keys spec.secretTemplate put on the Secret, for the same
+	// reason.
 	AnnotationTemplateAnnots = "keyward.dev/template-annotations"
 )
 
