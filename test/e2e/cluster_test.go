@@ -242,7 +242,7 @@ func (s *suite) serveUpstream() *http.Server {
 	return srv
 }
 
-// gateway is nginx from Debian, configured as the README shows: auth_request to the verifier's Service.
+// gateway is nginx from Debian, configured as docs/guides/gateways/forward-auth.md shows: auth_request to the verifier's Service.
 type gateway struct {
 	url  string
 	cmd  *exec.Cmd
