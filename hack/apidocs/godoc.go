@@ -104,18 +104,10 @@ func writeAnnotations(out string) error {
 	b.WriteString("Everything under `keyward.dev/` is reserved: a `secretTemplate` may not use it, and Keyward ignores\n" +
 		"what it does not define. Keyward never removes an annotation you set on an APIKey, so GitOps tools see no drift.\n\n")
 	b.WriteString("## On APIKeys and Keyward's Secrets\n\n")
-	var rows [][]string
-	for _, c := range onAPIKey {
-		rows = append(rows, []string{"`" + c.value + "`", c.doc})
-	}
-	table(&b, "| Key | Meaning |", rows)
+	table(&b, "| Key | Meaning |", valueAndDoc(onAPIKey))
 	b.WriteString("\n## Keyward's record on the Secret\n\nWritten by the manager only; any other change to a signed one is tampering " +
 		"([the signed record](../concepts/signed-record.md)).\n\n")
-	rows = nil
-	for _, c := range onSecret {
-		rows = append(rows, []string{"`" + c.value + "`", c.doc})
-	}
-	table(&b, "| Annotation | Meaning |", rows)
+	table(&b, "| Annotation | Meaning |", valueAndDoc(onSecret))
 	return os.WriteFile(out, b.Bytes(), 0o644)
 }
 
@@ -198,24 +190,12 @@ func writeConditions(out string) error {
 	b.WriteString("# Conditions and reasons\n\n" + generatedBy)
 	b.WriteString("Conditions follow kstatus, so Argo CD, Flux and `kubectl wait --for=condition=Ready` read them as they\n" +
 		"read built-in kinds ([concepts/conditions.md](../concepts/conditions.md)).\n\n## Condition types\n\n")
-	var rows [][]string
-	for _, c := range types {
-		rows = append(rows, []string{"`" + c.value + "`", c.doc})
-	}
-	table(&b, "| Type | Meaning |", rows)
+	table(&b, "| Type | Meaning |", valueAndDoc(types))
 	b.WriteString("\n## Reasons\n\n")
-	rows = nil
-	for _, c := range reasons {
-		rows = append(rows, []string{"`" + c.value + "`", c.doc})
-	}
-	table(&b, "| Reason | Meaning |", rows)
+	table(&b, "| Reason | Meaning |", valueAndDoc(reasons))
 	b.WriteString("\n## Why a key was minted\n\n`status.lastRotationReason`, the Secret's `keyward.dev/rotation-reason` and the\n" +
 		"`reason` label of `keyward_apikey_rotations_total`.\n\n")
-	rows = nil
-	for _, c := range rotation {
-		rows = append(rows, []string{"`" + c.value + "`", c.doc})
-	}
-	table(&b, "| Reason | Meaning |", rows)
+	table(&b, "| Reason | Meaning |", valueAndDoc(rotation))
 	return os.WriteFile(out, b.Bytes(), 0o644)
 }
 
@@ -224,4 +204,13 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// valueAndDoc is a table's rows of constants: the value in code font, then its godoc.
+func valueAndDoc(cs []constant) [][]string {
+	rows := make([][]string, 0, len(cs))
+	for _, c := range cs {
+		rows = append(rows, []string{"`" + c.value + "`", c.doc})
+	}
+	return rows
 }
