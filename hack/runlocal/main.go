@@ -192,13 +192,13 @@ func run() error {
 	}
 	banner := fmt.Sprintf(`run-local: ready. In another shell:
 
-    export KUBECONFIG=%s PATH=%s:$PATH
+    export KUBECONFIG=%s PATH=%s:%s:$PATH
     kubectl apply -f config/samples/
 
   manager:   metrics on http://127.0.0.1:8080/metrics
   verifier:  forward auth and JSON on http://127.0.0.1:8090, ext_authz on 127.0.0.1:9001, metrics on http://127.0.0.1:8091/metrics%s
   logs:      %s (kube-controller-manager); Ctrl-C stops everything
-`, kubeconfigPath, filepath.Dir(kubectlLink), receiverLine, absDir)
+`, kubeconfigPath, filepath.Dir(kubectlLink), pluginDir(*manager), receiverLine, absDir)
 	return runUntilSignal(procs, ready, banner)
 }
 
@@ -209,6 +209,15 @@ type process struct {
 	cmd  *exec.Cmd
 	env  []string
 	log  string
+}
+
+// pluginDir is where make run-local built kubectl-keyward: beside the manager.
+func pluginDir(manager string) string {
+	abs, err := filepath.Abs(filepath.Dir(manager))
+	if err != nil {
+		return filepath.Dir(manager)
+	}
+	return abs
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
