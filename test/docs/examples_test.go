@@ -3,7 +3,6 @@ package docs
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -180,12 +179,9 @@ func localSetup(t *testing.T) (string, []string) {
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "runlocal"), "--dir", filepath.Join(work, ".local"),
+	cmd := exec.Command(filepath.Join(bin, "runlocal"), "--dir", filepath.Join(work, ".local"),
 		"--manager", filepath.Join(bin, "manager"), "--verifier", filepath.Join(bin, "verifier"))
 	cmd.Dir = work
-	// Stopped by its PID, as Ctrl-C stops make run-local: it then stops what it started, by theirs.
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
 	var log bytes.Buffer
 	ready := make(chan struct{})
 	pr, pw := io.Pipe()
@@ -209,7 +205,10 @@ func localSetup(t *testing.T) (string, []string) {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait(); _ = pw.Close() }()
 	t.Cleanup(func() {
-		cancel()
+		// Stopped by its PID, as Ctrl-C stops make run-local: it then stops what it started, by theirs.
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Errorf("stopping run-local: %v", err)
+		}
 		if err := <-exited; err != nil {
 			t.Errorf("run-local did not stop cleanly at Ctrl-C: %v", err)
 		}
