@@ -180,6 +180,11 @@ func newRoot() *cobra.Command {
 			return p.Usage(ctx, ns, args[0])
 		})}
 
-	root.AddCommand(list, create, rotate, revoke, disable, enable, reveal, verify, webhook, status, usage)
+	policy := &cobra.Command{Use: "policy", Short: "The APIKeyPolicies and whether each applies to the namespace (-n)", Args: cobra.NoArgs,
+		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, _ []string) error {
+			return p.Policies(ctx, ns)
+		})}
+
+	root.AddCommand(list, create, rotate, revoke, disable, enable, reveal, verify, webhook, status, usage, policy)
 	return root
 }

@@ -573,3 +573,84 @@ func timeOrDash(t *metav1.Time) string {
 	}
 	return t.UTC().Format(time.RFC3339)
 }
+
+// Policies prints the APIKeyPolicies and whether each applies to namespace: what an APIKey there must
+// keep to. Reading the namespace's labels needs "get" on namespaces, which namespace users seldom have;
+// without it, every policy is shown with its selector and "unknown".
+func (p *Plugin) Policies(ctx context.Context, namespace string) error {
+	var list keywardv1alpha1.APIKeyPolicyList
+	if err := p.Client.List(ctx, &list); err != nil {
+		return err
+	}
+	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
+	var nsLabels labels.Set
+	n := &corev1.Namespace{}
+	known := true
+	switch err := p.Client.Get(ctx, types.NamespacedName{Name: namespace}, n); {
+	case err == nil:
+		nsLabels = n.Labels
+	case apierrors.IsForbidden(err):
+		known = false
+	default:
+		return err
+	}
+	w := tabwriter.NewWriter(p.out(), 0, 4, 2, ' ', 0)
+	printf(w, "APIKeyPolicies for namespace %s:\n", Escape(namespace))
+	printf(w, "NAME\tAPPLIES\tMAX VALIDITY\tAUTO ROTATION\tMAX GRACE\tSCOPES\tRATE LIMIT\tPREFIXES\n")
+	for _, pol := range list.Items {
+		applies := "unknown (cannot read the namespace's labels)"
+		if known {
+			applies = "no"
+			if PolicySelects(pol.Spec.NamespaceSelector, nsLabels) {
+				applies = "yes"
+			}
+		}
+		s := pol.Spec
+		scopes := "any"
+		if s.AllowedScopes != nil {
+			var sc []string
+			for _, x := range s.AllowedScopes {
+				sc = append(sc, string(x))
+			}
+			scopes = dash(strings.Join(sc, ","))
+		}
+		rate := "any"
+		if r := s.MaxRateLimit; r != nil {
+			rate = ""
+			if r.Requests > 0 {
+				rate = fmt.Sprintf("at most %d/%s", r.Requests, r.Period)
+			}
+			if r.Required {
+				rate = strings.TrimPrefix(rate+", required", ", ")
+			}
+		}
+		prefixes := "any"
+		if s.AllowedPrefixes != nil {
+			prefixes = dash(strings.Join(s.AllowedPrefixes, ","))
+		}
+		row := []string{pol.Name, applies, dash(string(s.MaxValidity)), strconv.FormatBool(s.RequireAutoRotation),
+			dash(string(s.MaxGracePeriod)), scopes, dash(rate), prefixes}
+		for i := range row {
+			row[i] = Escape(row[i])
+		}
+		fmt.Fprintln(w, strings.Join(row, "\t"))
+	}
+	return w.Flush()
+}
+
+// PolicySelects is whether a policy's namespace selector selects a namespace with these labels, as the
+// admission policy keyward-apikey-policies decides it: unset or empty selects every namespace.
+func PolicySelects(sel *keywardv1alpha1.PolicyNamespaceSelector, nsLabels labels.Set) bool {
+	if sel == nil {
+		return true
+	}
+	ls := &metav1.LabelSelector{MatchLabels: sel.MatchLabels}
+	for _, e := range sel.MatchExpressions {
+		ls.MatchExpressions = append(ls.MatchExpressions, metav1.LabelSelectorRequirement{Key: e.Key, Operator: e.Operator, Values: e.Values})
+	}
+	s, err := metav1.LabelSelectorAsSelector(ls)
+	if err != nil {
+		return false // the CRD refuses what would not parse; a selector that still does not selects nothing here
+	}
+	return s.Matches(nsLabels)
+}

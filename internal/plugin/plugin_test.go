@@ -463,3 +463,58 @@ func TestUsagePrintsCountsAndLastUsePerKeyID(t *testing.T) {
 		t.Errorf("status does not show each key's last use:\n%s", out)
 	}
 }
+
+func TestPolicyShowsWhichAPIKeyPoliciesApplyToTheNamespace(t *testing.T) {
+	testenv.Need(t)
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	n := &corev1.Namespace{}
+	if err := env.Client.Get(ctx, types.NamespacedName{Name: ns}, n); err != nil {
+		t.Fatal(err)
+	}
+	n.Labels["tier"] = "prod"
+	if err := env.Client.Update(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	for _, pol := range []*keywardv1alpha1.APIKeyPolicy{
+		{ObjectMeta: metav1.ObjectMeta{Name: "plugin-prod"}, Spec: keywardv1alpha1.APIKeyPolicySpec{MaxValidity: "90d", RequireAutoRotation: true,
+			AllowedScopes: []keywardv1alpha1.Scope{"orders:*"}, MaxRateLimit: &keywardv1alpha1.PolicyRateLimit{Requests: 100, Period: "1m", Required: true},
+			NamespaceSelector: &keywardv1alpha1.PolicyNamespaceSelector{MatchExpressions: []keywardv1alpha1.PolicyNamespaceRequirement{
+				{Key: "tier", Operator: metav1.LabelSelectorOpIn, Values: []string{"prod"}}}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "plugin-staging"}, Spec: keywardv1alpha1.APIKeyPolicySpec{MaxGracePeriod: "10m",
+			NamespaceSelector: &keywardv1alpha1.PolicyNamespaceSelector{MatchLabels: map[string]string{"tier": "staging"}}}},
+	} {
+		if err := env.Client.Create(ctx, pol); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = env.Client.Delete(ctx, pol) })
+	}
+	p, out := newPlugin(env.Client)
+	if err := p.Policies(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	flat := strings.Join(strings.Fields(out.String()), " ")
+	for _, want := range []string{
+		"APIKeyPolicies for namespace " + ns + ":",
+		"plugin-prod yes 90d true - orders:* at most 100/1m, required any",
+		"plugin-staging no - false 10m any any any",
+	} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("policy lacks %q:\n%s", want, out)
+		}
+	}
+	// A namespace's user cannot read its labels, but may read the policies: each is shown, applying or not
+	// left open.
+	if err := env.Client.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "carol", Namespace: ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keyward-view"},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "carol"}}}); err != nil {
+		t.Fatal(err)
+	}
+	carol, carolOut := newPlugin(testenv.Impersonating(env.Config, "carol"))
+	if err := carol.Policies(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(strings.Fields(carolOut.String()), " "), "plugin-prod unknown (cannot read the namespace's labels) 90d") {
+		t.Errorf("policy as a namespace user:\n%s", carolOut)
+	}
+}

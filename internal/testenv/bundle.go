@@ -91,7 +91,16 @@ func WaitForPolicies(ctx context.Context, cfg *rest.Config, c client.Client) err
 	if err := c.Create(ctx, binding); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
+	// An APIKeyPolicy that selects only the probe namespace and allows only probe:* scopes (which the other
+	// probes keep to).
+	guardrail := &keywardv1alpha1.APIKeyPolicy{ObjectMeta: metav1.ObjectMeta{Name: "keyward-admission-probe"},
+		Spec: keywardv1alpha1.APIKeyPolicySpec{AllowedScopes: []keywardv1alpha1.Scope{"probe:*"},
+			NamespaceSelector: &keywardv1alpha1.PolicyNamespaceSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}}}
+	if err := c.Create(ctx, guardrail); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
 	defer func() {
+		_ = c.Delete(ctx, guardrail)
 		_ = c.Delete(ctx, binding)
 		_ = c.Delete(ctx, probe)
 	}()
@@ -121,6 +130,11 @@ func WaitForPolicies(ctx context.Context, cfg *rest.Config, c client.Client) err
 				Spec: keywardv1alpha1.APIKeySpec{Webhook: &keywardv1alpha1.WebhookSpec{URL: "https://hooks.example.com/keyward",
 					SigningSecretRef: keywardv1alpha1.SecretKeyRef{Name: "admission-probe"}}}}
 			return as("keyward-admission-probe").Create(ctx, hooked, client.DryRunAll)
+		},
+		"keyward-apikey-policies": func() error {
+			other := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "admission-probe-other", Namespace: ns},
+				Spec: keywardv1alpha1.APIKeySpec{Scopes: []keywardv1alpha1.Scope{"other:read"}}}
+			return c.Create(ctx, other, client.DryRunAll)
 		},
 		"keyward-status-writers": func() error {
 			forged := probe.DeepCopy()
