@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,11 +13,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/eventually"
+	"github.com/keyward-dev/keyward/internal/guardrail"
 	"github.com/keyward-dev/keyward/internal/testenv"
 )
 
@@ -148,9 +151,33 @@ requireAutoRotation: true`)
 		{"a prefix outside the list", "prefix: trial\n" + ok, bounds, `spec.prefix "trial" is not among the prefixes the policy allows (allowedPrefixes: kw, ord)`},
 		{"a prefix on the list", "prefix: ord\n" + ok, "", ""},
 	}
+	// The manager judges existing APIKeys with internal/guardrail: it must agree with admission on every case.
+	var all keywardv1alpha1.APIKeyPolicyList
+	if err := env.Client.List(context.Background(), &all); err != nil {
+		t.Fatal(err)
+	}
+	nsObj := &corev1.Namespace{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Name: ns}, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	applying := guardrail.Applying(all.Items, nsObj.Labels)
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := env.Client.Create(context.Background(), apiKey(t, ns, fmt.Sprintf("k-%d", i), tc.spec))
+			u := apiKey(t, ns, fmt.Sprintf("k-%d", i), tc.spec)
+			var typed keywardv1alpha1.APIKey
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &typed); err != nil {
+				t.Fatal(err)
+			}
+			violations := guardrail.Check(applying, typed.Spec, time.Now())
+			err := env.Client.Create(context.Background(), u)
+			if (err != nil) != (len(violations) > 0) {
+				t.Errorf("admission says %v; internal/guardrail says %v", err, violations)
+			}
+			if err != nil && len(violations) > 0 && !slices.ContainsFunc(violations, func(v guardrail.Violation) bool {
+				return strings.Contains(err.Error(), v.String())
+			}) {
+				t.Errorf("admission refused with %v; internal/guardrail words it %v", err, violations)
+			}
 			switch {
 			case tc.policy == "" && err != nil:
 				t.Errorf("refused: %v", err)

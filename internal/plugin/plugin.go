@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/guardrail"
 	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/notify"
 )
@@ -83,9 +84,14 @@ func (p *Plugin) List(ctx context.Context, namespace string, allNamespaces bool,
 		header = "NAMESPACE\t" + header
 	}
 	fmt.Fprintln(w, header)
+	judge := p.policyJudge(ctx)
 	for _, ak := range list.Items {
+		state := State(&ak)
+		if len(judge(&ak)) > 0 {
+			state += ",PolicyViolation"
+		}
 		row := []string{ak.Name, dash(ak.Status.KeyID), dash(ak.Status.KeyHint), ak.CreationTimestamp.UTC().Format("2006-01-02"),
-			timeOrDash(ak.Status.ExpiresAt), scopesOf(ak), State(&ak)}
+			timeOrDash(ak.Status.ExpiresAt), scopesOf(ak), state}
 		if allNamespaces {
 			row = append([]string{ak.Namespace}, row...)
 		}
@@ -95,6 +101,29 @@ func (p *Plugin) List(ctx context.Context, namespace string, allNamespaces bool,
 		fmt.Fprintln(w, strings.Join(row, "\t"))
 	}
 	return w.Flush()
+}
+
+// policyJudge returns what judges an APIKey against the APIKeyPolicies that apply to its namespace, as
+// admission would judge it now (internal/guardrail): an APIKey created before a policy it breaks is marked.
+// Which policies apply depends on the namespace's labels; where the plugin may not read them (or the
+// policies), it judges nothing rather than guess.
+func (p *Plugin) policyJudge(ctx context.Context) func(*keywardv1alpha1.APIKey) []guardrail.Violation {
+	var policies keywardv1alpha1.APIKeyPolicyList
+	if err := p.Client.List(ctx, &policies); err != nil || len(policies.Items) == 0 {
+		return func(*keywardv1alpha1.APIKey) []guardrail.Violation { return nil }
+	}
+	applying := map[string][]keywardv1alpha1.APIKeyPolicy{}
+	return func(ak *keywardv1alpha1.APIKey) []guardrail.Violation {
+		ps, ok := applying[ak.Namespace]
+		if !ok {
+			n := &corev1.Namespace{}
+			if err := p.Client.Get(ctx, types.NamespacedName{Name: ak.Namespace}, n); err == nil {
+				ps = guardrail.Applying(policies.Items, n.Labels)
+			}
+			applying[ak.Namespace] = ps
+		}
+		return guardrail.Check(ps, ak.Spec, ak.CreationTimestamp.Time)
+	}
 }
 
 // State is a one-word summary of an APIKey's conditions.
@@ -427,6 +456,9 @@ func (p *Plugin) Status(ctx context.Context, namespace, name string) error {
 		dash(string(st.LastRotationReason)), timeOrDash(keyUsageOf(st, st.KeyID).LastUsedAt))
 	printf(w, "Issued / expires / renews:\t%s / %s / %s\n", timeOrDash(st.IssuedAt), timeOrDash(st.ExpiresAt), timeOrDash(st.RenewalTime))
 	printf(w, "Scopes:\t%s\n", scopesOf(*ak))
+	for _, v := range p.policyJudge(ctx)(ak) {
+		printf(w, "Policy violation:\t%s\n", v.String())
+	}
 	for _, pk := range st.PreviousKeys {
 		printf(w, "Previous key:\t%s valid until %s, last used %s\n", pk.KeyID, pk.ValidUntil.UTC().Format(time.RFC3339),
 			timeOrDash(keyUsageOf(st, pk.KeyID).LastUsedAt))
@@ -601,7 +633,7 @@ func (p *Plugin) Policies(ctx context.Context, namespace string) error {
 		applies := "unknown (cannot read the namespace's labels)"
 		if known {
 			applies = "no"
-			if PolicySelects(pol.Spec.NamespaceSelector, nsLabels) {
+			if guardrail.Selects(pol.Spec.NamespaceSelector, nsLabels) {
 				applies = "yes"
 			}
 		}
@@ -636,21 +668,4 @@ func (p *Plugin) Policies(ctx context.Context, namespace string) error {
 		fmt.Fprintln(w, strings.Join(row, "\t"))
 	}
 	return w.Flush()
-}
-
-// PolicySelects is whether a policy's namespace selector selects a namespace with these labels, as the
-// admission policy keyward-apikey-policies decides it: unset or empty selects every namespace.
-func PolicySelects(sel *keywardv1alpha1.PolicyNamespaceSelector, nsLabels labels.Set) bool {
-	if sel == nil {
-		return true
-	}
-	ls := &metav1.LabelSelector{MatchLabels: sel.MatchLabels}
-	for _, e := range sel.MatchExpressions {
-		ls.MatchExpressions = append(ls.MatchExpressions, metav1.LabelSelectorRequirement{Key: e.Key, Operator: e.Operator, Values: e.Values})
-	}
-	s, err := metav1.LabelSelectorAsSelector(ls)
-	if err != nil {
-		return false // the CRD refuses what would not parse; a selector that still does not selects nothing here
-	}
-	return s.Matches(nsLabels)
 }

@@ -476,6 +476,8 @@ func TestPolicyShowsWhichAPIKeyPoliciesApplyToTheNamespace(t *testing.T) {
 	if err := env.Client.Update(ctx, n); err != nil {
 		t.Fatal(err)
 	}
+	// An APIKey created before the policies, without the rate limit plugin-prod requires.
+	withKey(t, ns, "legacy", "orders:read")
 	for _, pol := range []*keywardv1alpha1.APIKeyPolicy{
 		{ObjectMeta: metav1.ObjectMeta{Name: "plugin-prod"}, Spec: keywardv1alpha1.APIKeyPolicySpec{MaxValidity: "90d", RequireAutoRotation: true,
 			AllowedScopes: []keywardv1alpha1.Scope{"orders:*"}, MaxRateLimit: &keywardv1alpha1.PolicyRateLimit{Requests: 100, Period: "1m", Required: true},
@@ -510,11 +512,33 @@ func TestPolicyShowsWhichAPIKeyPoliciesApplyToTheNamespace(t *testing.T) {
 		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "carol"}}}); err != nil {
 		t.Fatal(err)
 	}
+	// list marks the APIKey that breaks a policy applying to its namespace; status says how.
+	out.Reset()
+	if err := p.List(ctx, ns, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "Ready,PolicyViolation") {
+		t.Errorf("list does not mark the APIKey that breaks plugin-prod:\n%s", out)
+	}
+	out.Reset()
+	if err := p.Status(ctx, ns, "legacy"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(strings.Fields(out.String()), " "), "Policy violation: APIKeyPolicy plugin-prod: spec.rateLimit is required (maxRateLimit.required)") {
+		t.Errorf("status does not say how the APIKey breaks plugin-prod:\n%s", out)
+	}
 	carol, carolOut := newPlugin(testenv.Impersonating(env.Config, "carol"))
 	if err := carol.Policies(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(strings.Join(strings.Fields(carolOut.String()), " "), "plugin-prod unknown (cannot read the namespace's labels) 90d") {
 		t.Errorf("policy as a namespace user:\n%s", carolOut)
+	}
+	carolOut.Reset()
+	if err := carol.List(ctx, ns, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(carolOut.String(), "PolicyViolation") || !strings.Contains(carolOut.String(), "legacy") {
+		t.Errorf("list as a user who cannot read the namespace's labels guessed:\n%s", carolOut)
 	}
 }
