@@ -17,6 +17,14 @@ import (
 // +kubebuilder:validation:MaxLength=8
 type Duration string
 
+// RatePeriod is the window of a rate limit: a Duration from 1s to 1d. One type for the APIKey's rate limit
+// and an APIKeyPolicy's bound on it, so that both are read and refused alike.
+// +kubebuilder:validation:XValidation:rule="self.matches('^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$')",message="must be a whole number and one unit (s, m, h, d, w, mo or y), for example 90d, 12h, 6mo or 1y"
+// +kubebuilder:validation:XValidation:rule="!self.matches('^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$') || (int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] >= 1)",message="period must be at least 1s"
+// +kubebuilder:validation:XValidation:rule="!self.matches('^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$') || (int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] <= 86400)",message="period must be at most 1d"
+// +kubebuilder:validation:MaxLength=8
+type RatePeriod string
+
 // RotationPolicy says whether Keyward replaces a key before it expires.
 // +kubebuilder:validation:Enum=Auto;Disabled
 type RotationPolicy string
@@ -174,10 +182,8 @@ type RateLimit struct {
 	Requests int32 `json:"requests"`
 
 	// Period is the window that requests refers to, from 1s to 1d, for example 1s, 1m or 1h.
-	// +kubebuilder:validation:XValidation:rule="!self.matches('^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$') || (int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] >= 1)",message="period must be at least 1s"
-	// +kubebuilder:validation:XValidation:rule="!self.matches('^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$') || (int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] <= 86400)",message="period must be at most 1d"
 	// +required
-	Period Duration `json:"period"`
+	Period RatePeriod `json:"period"`
 }
 
 // WebhookSpec is where and how Keyward notifies an endpoint about lifecycle events.

@@ -95,10 +95,8 @@ type PolicyRateLimit struct {
 	// +optional
 	Requests int32 `json:"requests,omitempty"`
 	// Period is the window of Requests, from 1s to 1d.
-	// +kubebuilder:validation:XValidation:rule="!self.matches('^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$') || (int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] >= 1)",message="period must be at least 1s"
-	// +kubebuilder:validation:XValidation:rule="!self.matches('^(0|[1-9][0-9]{0,5})(s|m|h|d|w|mo|y)$') || (int(self.find('^[0-9]+')) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800, 'mo': 2592000, 'y': 31536000}[self.find('[a-z]+$')] <= 86400)",message="period must be at most 1d"
 	// +optional
-	Period Duration `json:"period,omitempty"`
+	Period RatePeriod `json:"period,omitempty"`
 	// Required, when true, refuses APIKeys without spec.rateLimit.
 	// +optional
 	Required bool `json:"required,omitempty"`

@@ -188,7 +188,7 @@ func parseRateLimit(v string) (*keywardv1alpha1.RateLimit, error) {
 	if !ok || err != nil || period == "" {
 		return nil, fmt.Errorf("--rate-limit %q: write REQUESTS/PERIOD, for example 100/1m or 10/1s", v)
 	}
-	return &keywardv1alpha1.RateLimit{Requests: int32(requests), Period: keywardv1alpha1.Duration(period)}, nil
+	return &keywardv1alpha1.RateLimit{Requests: int32(requests), Period: keywardv1alpha1.RatePeriod(period)}, nil
 }
 
 // Create builds an APIKey and creates it, or with DryRun prints it as YAML (to commit to a GitOps repository).
