@@ -100,9 +100,18 @@ func WaitForPolicies(ctx context.Context, cfg *rest.Config, c client.Client) err
 		return err
 	}
 	defer func() {
-		_ = c.Delete(ctx, guardrail)
 		_ = c.Delete(ctx, binding)
 		_ = c.Delete(ctx, probe)
+	}()
+	// The probe's APIKeyPolicy must be gone from the admission plugin's cache, not only from the API server,
+	// before anyone uses the probe namespace (run-local's users apply the samples there at once).
+	defer func() {
+		_ = c.Delete(ctx, guardrail)
+		_ = eventually.Poll(func() error {
+			other := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "admission-probe-other", Namespace: ns},
+				Spec: keywardv1alpha1.APIKeySpec{Scopes: []keywardv1alpha1.Scope{"other:read"}}}
+			return c.Create(ctx, other, client.DryRunAll)
+		})
 	}()
 	as := func(user string) client.Client {
 		return Impersonating(cfg, user)
