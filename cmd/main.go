@@ -123,6 +123,8 @@ func main() {
 		Random:    rand.Reader,
 		Signer:    signer,
 		Events:    mgr.GetEventRecorder("keyward"),
+		// Judging policies reads namespaces cluster-wide, which namespaced mode's RBAC does not grant.
+		JudgePolicies: namespaces == "",
 	}
 	if err := reconciler.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		setupLog.Error(err, "Unable to set up the APIKey controller")

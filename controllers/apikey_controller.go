@@ -26,6 +26,7 @@ import (
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/announce"
+	"github.com/keyward-dev/keyward/internal/guardrail"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/notify"
@@ -58,6 +59,10 @@ type APIKeyReconciler struct {
 	Events events.EventRecorder
 	// ConflictRecheckInterval defaults to DefaultConflictRecheckInterval.
 	ConflictRecheckInterval time.Duration
+	// JudgePolicies judges each APIKey against the APIKeyPolicies that select its namespace and reports
+	// what it breaks (the PolicyViolation condition). It needs to read namespaces cluster-wide, so the
+	// manager turns it off in namespaced mode.
+	JudgePolicies bool
 
 	// secrets owns every Secret write, status every status write but the deletion's, and mints every new
 	// key's event; set up in SetupWithManager.
@@ -71,6 +76,8 @@ type APIKeyReconciler struct {
 // +kubebuilder:rbac:groups=keyward.dev,resources=apikeys/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=keyward.dev,resources=apikeypolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // Reconcile observes an APIKey and its Secret, plans with the policy, applies the plan to the Secret and
 // reports it in status (one patch at most), events and metrics.
@@ -156,6 +163,13 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 			}
 		}
 	}
+	if r.JudgePolicies {
+		violations, err := r.policyViolations(ctx, ak)
+		if err != nil {
+			return o, err
+		}
+		o.PolicyViolations = violations
+	}
 	var genuine bool
 	if o.LastKnown, genuine = keyrecord.GenuineStatus(ak.Status, r.Signer, o.subject); !genuine {
 		if claimed := keyrecord.FromStatus(ak.Status); !claimed.IsZero() {
@@ -209,6 +223,37 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 		o.ForgedStatus = keyrecord.Changed(keyrecord.FromStatus(ak.Status), displayed(claim.Record, now), keyrecord.StatusFields)
 	}
 	return o, nil
+}
+
+// policyViolations is how the APIKey breaks the APIKeyPolicies that select its namespace, worded as
+// admission words it. The cache keeps neither the scopes nor the rate limit of an APIKey, so when a policy
+// applies the spec is read from the API server: one read, only in namespaces some policy selects.
+func (r *APIKeyReconciler) policyViolations(ctx context.Context, ak *keywardv1alpha1.APIKey) ([]string, error) {
+	var all keywardv1alpha1.APIKeyPolicyList
+	if err := r.Client.List(ctx, &all); err != nil {
+		return nil, fmt.Errorf("listing APIKeyPolicies: %w", err)
+	}
+	if len(all.Items) == 0 {
+		return nil, nil
+	}
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := r.Client.Get(ctx, types.NamespacedName{Name: ak.Namespace}, ns); err != nil {
+		return nil, fmt.Errorf("reading namespace %s: %w", ak.Namespace, err)
+	}
+	applying := guardrail.Applying(all.Items, ns.Labels)
+	if len(applying) == 0 {
+		return nil, nil
+	}
+	full := &keywardv1alpha1.APIKey{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(ak), full); err != nil {
+		return nil, fmt.Errorf("reading the APIKey's spec: %w", err)
+	}
+	var out []string
+	for _, v := range guardrail.Check(applying, full.Spec, full.CreationTimestamp.Time) {
+		out = append(out, v.String())
+	}
+	return out, nil
 }
 
 // SubjectOf is what the records of ak's key are signed for: ak, by name and UID, and its Secret.

@@ -36,6 +36,9 @@ var (
 	previousInUseDesc = prometheus.NewDesc("keyward_apikey_previous_keys_in_use",
 		"Previous keys of the APIKey whose grace period is about to end and that were used recently (status.previousKeysInUse).",
 		[]string{"namespace", "name"}, nil)
+	policyViolationsDesc = prometheus.NewDesc("keyward_apikey_policy_violations",
+		"1 while the APIKey breaks an APIKeyPolicy that selects its namespace (its PolicyViolation condition); absent otherwise.",
+		[]string{"namespace", "name"}, nil)
 )
 
 // StatusCollector exports APIKey expiry, renewal and readiness, read from the cache at scrape time, so
@@ -53,6 +56,7 @@ func (c StatusCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- webhookFailuresDesc
 	ch <- webhookPendingDesc
 	ch <- previousInUseDesc
+	ch <- policyViolationsDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -73,6 +77,9 @@ func (c StatusCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if n := len(ak.Status.PreviousKeysInUse); n > 0 {
 			ch <- prometheus.MustNewConstMetric(previousInUseDesc, prometheus.GaugeValue, float64(n), ak.Namespace, ak.Name)
+		}
+		if meta.IsStatusConditionTrue(ak.Status.Conditions, keywardv1alpha1.ConditionPolicyViolation) {
+			ch <- prometheus.MustNewConstMetric(policyViolationsDesc, prometheus.GaugeValue, 1, ak.Namespace, ak.Name)
 		}
 		status := "Unknown"
 		if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady); c != nil {

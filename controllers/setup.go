@@ -101,7 +101,7 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	r.secrets = &SecretWriter{Client: r.Client, APIReader: r.APIReader, Signer: r.Signer}
 	r.status = &StatusWriter{Client: r.Client}
 	r.mints = &MintAnnouncer{Client: r.Client, Clock: r.Clock, Signer: r.Signer}
-	err := ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("apikey").
 		// Spec edits bump the generation, a rotation or revocation changes an annotation, and any status edit
 		// but Keyward's own, the verifier's usage reports and the delivery controller's status.webhook is
@@ -125,13 +125,38 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 					q.Add(req)
 				}
 			}
-		}}).
-		WithOptions(opts).
-		Complete(r)
-	if err != nil {
+		}})
+	if r.JudgePolicies {
+		// A policy created, changed or deleted may change the verdict on every APIKey; a namespace's new
+		// labels on those in it. Only labels matter of a namespace, so only its metadata is cached.
+		b = b.Watches(&keywardv1alpha1.APIKeyPolicy{}, handler.EnqueueRequestsFromMapFunc(r.apiKeysIn(""))).
+			WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+				return r.apiKeysIn(o.GetName())(ctx, o)
+			}), builder.WithPredicates(predicate.LabelChangedPredicate{}))
+	}
+	if err := b.WithOptions(opts).Complete(r); err != nil {
 		return fmt.Errorf("setting up the APIKey controller: %w", err)
 	}
 	return nil
+}
+
+// apiKeysIn maps an event to every APIKey of namespace (of every namespace when "") that the cache holds.
+func (r *APIKeyReconciler) apiKeysIn(namespace string) handler.MapFunc {
+	return func(ctx context.Context, _ client.Object) []reconcile.Request {
+		var list keywardv1alpha1.APIKeyList
+		var opts []client.ListOption
+		if namespace != "" {
+			opts = append(opts, client.InNamespace(namespace))
+		}
+		if err := r.Client.List(ctx, &list, opts...); err != nil {
+			return nil
+		}
+		reqs := make([]reconcile.Request, 0, len(list.Items))
+		for _, ak := range list.Items {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ak.Namespace, Name: ak.Name}})
+		}
+		return reqs
+	}
 }
 
 // secretEvents maps Secret events to the APIKeys that use the Secret, skipping the echo of our own writes:

@@ -110,6 +110,8 @@ type managerOptions struct {
 	name string
 	// via, when set, is the proxy the manager reaches the API server through, so a test can take it away.
 	via *testenv.Outage
+	// judgePolicies judges APIKeys against APIKeyPolicies, as the manager does outside namespaced mode.
+	judgePolicies bool
 }
 
 // electionOptions are a manager's --leader-elect settings. The Lease lives in the bundle's namespace, where
@@ -208,7 +210,7 @@ func (h *harness) runManager(opts managerOptions) *runningManager {
 	}
 	r := &APIKeyReconciler{
 		Client: keyClient, APIReader: mgr.GetAPIReader(), Clock: h.clock, Random: rand.Reader, Signer: signer,
-		Events: mgr.GetEventRecorder("keyward"), ConflictRecheckInterval: 30 * time.Second,
+		Events: mgr.GetEventRecorder("keyward"), ConflictRecheckInterval: 30 * time.Second, JudgePolicies: opts.judgePolicies,
 	}
 	ctrlOpts := controller.Options{
 		// The queue's delays run on the fake clock, so stepping the clock fires requeues at exact instants.

@@ -61,6 +61,10 @@ const (
 	// ConditionPreviousKeyInUse is True while a previous key whose grace period is about to end was used
 	// recently (status.previousKeysInUse names them); absent otherwise. Ready does not depend on it.
 	ConditionPreviousKeyInUse = "PreviousKeyInUse"
+	// ConditionPolicyViolation is True while the APIKey breaks an APIKeyPolicy that selects its namespace (it
+	// was created before the policy, which admission refuses since); its message names each policy and rule.
+	// Absent otherwise. Ready does not depend on it: the key keeps working.
+	ConditionPolicyViolation = "PolicyViolation"
 )
 
 // ConditionReason is the machine-readable reason of a Ready, Reconciling or Stalled condition.
@@ -85,6 +89,8 @@ const (
 	ReasonInvalidSpec ConditionReason = "InvalidSpec"
 	// ReasonPreviousKeyInUse: the reason of ConditionPreviousKeyInUse.
 	ReasonPreviousKeyInUse ConditionReason = "PreviousKeyInUse"
+	// ReasonPolicyViolation: the reason of ConditionPolicyViolation.
+	ReasonPolicyViolation ConditionReason = "PolicyViolation"
 )
 
 // RotationReason says why a key was minted; it is recorded in status.lastRotationReason and in the Secret.
@@ -142,4 +148,7 @@ const (
 	EventPreviousKeysDropped EventReason = "PreviousKeysDropped"
 	// EventPreviousKeyInUse: a previous key whose grace period is about to end was used recently.
 	EventPreviousKeyInUse EventReason = "PreviousKeyInUse"
+	// EventPolicyViolation: the APIKey now breaks an APIKeyPolicy that selects its namespace (a policy was
+	// created or changed, or the namespace relabelled, after the APIKey was).
+	EventPolicyViolation EventReason = "PolicyViolation"
 )

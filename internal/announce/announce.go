@@ -186,6 +186,9 @@ var table = map[policy.TransitionKind]Announcement{
 
 	// key.expiring is for receivers; the Ready condition and the expiry metric tell the cluster.
 	policy.TransitionKeyExpiring: {Webhook: keywardv1alpha1.WebhookEventKeyExpiring},
+	policy.TransitionPolicyViolation: {Event: &Event{Type: corev1.EventTypeWarning, Reason: keywardv1alpha1.EventPolicyViolation, Action: "Judge",
+		Note: func(t policy.Transition, _ Facts) string { return strings.Join(t.Fields, "; ") },
+		Log:  fixed("The APIKey breaks an APIKeyPolicy that selects its namespace")}},
 	policy.TransitionPreviousKeyInUse: {Webhook: keywardv1alpha1.WebhookEventKeyPreviousInUse,
 		WebhookFields: func(t policy.Transition, m *keywardv1alpha1.WebhookMessage) {
 			m.PreviousKeyID, m.PreviousValidUntil, m.PreviousLastUsedAt = t.PreviousKeyID, t.PreviousValidUntil, t.PreviousLastUsedAt

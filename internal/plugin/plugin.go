@@ -87,7 +87,7 @@ func (p *Plugin) List(ctx context.Context, namespace string, allNamespaces bool,
 	judge := p.policyJudge(ctx)
 	for _, ak := range list.Items {
 		state := State(&ak)
-		if len(judge(&ak)) > 0 {
+		if meta.IsStatusConditionTrue(ak.Status.Conditions, keywardv1alpha1.ConditionPolicyViolation) || len(judge(&ak)) > 0 {
 			state += ",PolicyViolation"
 		}
 		row := []string{ak.Name, dash(ak.Status.KeyID), dash(ak.Status.KeyHint), ak.CreationTimestamp.UTC().Format("2006-01-02"),

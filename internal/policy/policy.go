@@ -174,6 +174,9 @@ type Observation struct {
 	ExpiringNotified int64
 	// LastUsed is when the verifiers last accepted each key, by key ID (status.usage.keys).
 	LastUsed map[string]time.Time
+	// PolicyViolations are the ways the spec breaks the APIKeyPolicies that select its namespace, each worded
+	// as admission words it ("APIKeyPolicy NAME: ..."); nil when it breaks none or policies are not judged.
+	PolicyViolations []string
 
 	// What Settle reports from: the status as read, the APIKey's generation, the Secret's name, keys.Hint
 	// of the Secret's key (SecretGenuine), and the status fields of a record Keyward did not sign (empty

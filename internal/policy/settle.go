@@ -119,6 +119,7 @@ func Settle(o Observation, plan Plan, w WriteResult) Outcome {
 		st.ObservedGeneration = o.Generation
 	}
 	setPreviousKeysInUse(st, o.Generation, plan.PreviousInUse, now)
+	setPolicyViolations(st, o.Generation, o.PolicyViolations, now)
 
 	change := Change{Before: o.Status, After: *st, BeforeReady: readyReason(o.Status), AfterReady: readyReason(*st),
 		Expiring: plan.AnnounceExpiring && w.Outcome == Written, Restored: len(o.ForgedStatus) > 0, Now: now}
@@ -184,6 +185,29 @@ func setPreviousKeysInUse(st *keywardv1alpha1.APIKeyStatus, generation int64, in
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: keywardv1alpha1.ConditionPreviousKeyInUse, Status: metav1.ConditionTrue,
 		Reason: string(keywardv1alpha1.ReasonPreviousKeyInUse), Message: strings.Join(notes, "; "), ObservedGeneration: generation,
 		LastTransitionTime: metav1.NewTime(now)})
+}
+
+// MaxViolationsShown bounds how many violations the PolicyViolation condition's message lists.
+const MaxViolationsShown = 8
+
+// setPolicyViolations reports the APIKeyPolicies the spec breaks as the PolicyViolation condition, which is
+// absent when it breaks none. Its message lists at most MaxViolationsShown of them.
+func setPolicyViolations(st *keywardv1alpha1.APIKeyStatus, generation int64, violations []string, now time.Time) {
+	if len(violations) == 0 {
+		meta.RemoveStatusCondition(&st.Conditions, keywardv1alpha1.ConditionPolicyViolation)
+		return
+	}
+	shown := violations
+	if len(shown) > MaxViolationsShown {
+		shown = shown[:MaxViolationsShown]
+	}
+	msg := strings.Join(shown, "; ")
+	if more := len(violations) - len(shown); more > 0 {
+		msg += fmt.Sprintf("; and %d more", more)
+	}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: keywardv1alpha1.ConditionPolicyViolation, Status: metav1.ConditionTrue,
+		Reason: string(keywardv1alpha1.ReasonPolicyViolation), Message: msg + ". The key keeps working; its next change must obey the policy",
+		ObservedGeneration: generation, LastTransitionTime: metav1.NewTime(now)})
 }
 
 // PreviousKeyInUseMessage says which previous key is still used, until when it works, and what to do.

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -328,5 +329,52 @@ func TestSettleReportsPreviousKeysDroppedByTheWriteThatDropsThem(t *testing.T) {
 		case w != Written && i >= 0:
 			t.Errorf("a failed write reports keys dropped: %+v", got)
 		}
+	}
+}
+
+func TestSettleReportsPolicyViolationsAsAConditionAnnouncedWhenTheyChange(t *testing.T) {
+	f := newSettleFixture()
+	many := make([]string, MaxViolationsShown+2)
+	for i := range many {
+		many[i] = fmt.Sprintf("APIKeyPolicy p%d: spec.prefix \"kw\" is not among the prefixes the policy allows", i)
+	}
+	cases := []struct {
+		name       string
+		before     []string
+		now        []string
+		announced  bool
+		wantInText string
+	}{
+		{"none", nil, nil, false, ""},
+		{"a new violation", nil, many[:1], true, many[0]},
+		{"the same violation again", many[:1], many[:1], false, many[0]},
+		{"another violation", many[:1], many[:2], true, many[1]},
+		{"more than are shown", nil, many, true, "; and 2 more"},
+		{"the violation ends", many[:1], nil, false, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := f.obs
+			if tc.before != nil {
+				o.PolicyViolations = tc.before
+				o.Status = Settle(o, PlanFor(o), WriteResult{Outcome: WriteNotAttempted}).Status
+			}
+			o.PolicyViolations = tc.now
+			out := Settle(o, PlanFor(o), WriteResult{Outcome: WriteNotAttempted})
+			c := meta.FindStatusCondition(out.Status.Conditions, keywardv1alpha1.ConditionPolicyViolation)
+			switch {
+			case tc.now == nil && c != nil:
+				t.Errorf("condition %+v; want none", c)
+			case tc.now != nil && (c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, tc.wantInText)):
+				t.Errorf("condition %+v; want True with %q", c, tc.wantInText)
+			}
+			if ready := meta.FindStatusCondition(out.Status.Conditions, keywardv1alpha1.ConditionReady); ready == nil || ready.Status != metav1.ConditionTrue {
+				t.Errorf("a violation changed Ready: %+v", ready)
+			}
+			announced := slices.ContainsFunc(out.Transitions, func(tr Transition) bool { return tr.Kind == TransitionPolicyViolation })
+			if announced != tc.announced {
+				t.Errorf("announced %v, want %v: %+v", announced, tc.announced, out.Transitions)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
@@ -84,6 +85,9 @@ const (
 	// TransitionPreviousKeyInUse: status.previousKeysInUse gained a key: a previous key about to stop is still
 	// used.
 	TransitionPreviousKeyInUse TransitionKind = "PreviousKeyInUse"
+	// TransitionPolicyViolation: the PolicyViolation condition appeared or now names other violations
+	// (Transition.Fields holds them).
+	TransitionPolicyViolation TransitionKind = "PolicyViolation"
 )
 
 // Transition is one thing that happened to a key in a status write.
@@ -166,6 +170,9 @@ func Transitions(c Change) []Transition {
 	if c.Expiring {
 		out = append(out, Transition{Kind: TransitionKeyExpiring})
 	}
+	if v := violationsOf(after); v != "" && v != violationsOf(before) {
+		out = append(out, Transition{Kind: TransitionPolicyViolation, Fields: []string{v}})
+	}
 	for _, id := range after.PreviousKeysInUse {
 		if slices.Contains(before.PreviousKeysInUse, id) {
 			continue
@@ -182,4 +189,12 @@ func Transitions(c Change) []Transition {
 		out = append(out, t)
 	}
 	return out
+}
+
+// violationsOf is the message of a status's PolicyViolation condition, "" when it has none.
+func violationsOf(st keywardv1alpha1.APIKeyStatus) string {
+	if c := meta.FindStatusCondition(st.Conditions, keywardv1alpha1.ConditionPolicyViolation); c != nil && c.Status == metav1.ConditionTrue {
+		return c.Message
+	}
+	return ""
 }
