@@ -30,6 +30,7 @@ import (
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/notify"
+	"github.com/keyward-dev/keyward/internal/period"
 	"github.com/keyward-dev/keyward/internal/policy"
 )
 
@@ -164,11 +165,11 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 		}
 	}
 	if r.JudgePolicies {
-		violations, err := r.policyViolations(ctx, ak)
+		violations, maxValidity, err := r.policyViolations(ctx, ak)
 		if err != nil {
 			return o, err
 		}
-		o.PolicyViolations = violations
+		o.PolicyViolations, o.Spec.MaxValidity = violations, maxValidity
 	}
 	var genuine bool
 	if o.LastKnown, genuine = keyrecord.GenuineStatus(ak.Status, r.Signer, o.subject); !genuine {
@@ -226,34 +227,36 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 }
 
 // policyViolations is how the APIKey breaks the APIKeyPolicies that select its namespace, worded as
-// admission words it. The cache keeps neither the scopes nor the rate limit of an APIKey, so when a policy
-// applies the spec is read from the API server: one read, only in namespaces some policy selects.
-func (r *APIKeyReconciler) policyViolations(ctx context.Context, ak *keywardv1alpha1.APIKey) ([]string, error) {
+// admission words it, and the strictest maxValidity among them (which caps the next key). The cache keeps
+// neither the scopes nor the rate limit of an APIKey, so when a policy applies the spec is read from the API
+// server: one read, only in namespaces some policy selects.
+func (r *APIKeyReconciler) policyViolations(ctx context.Context, ak *keywardv1alpha1.APIKey) ([]string, period.Period, error) {
 	var all keywardv1alpha1.APIKeyPolicyList
 	if err := r.Client.List(ctx, &all); err != nil {
-		return nil, fmt.Errorf("listing APIKeyPolicies: %w", err)
+		return nil, period.Period{}, fmt.Errorf("listing APIKeyPolicies: %w", err)
 	}
 	if len(all.Items) == 0 {
-		return nil, nil
+		return nil, period.Period{}, nil
 	}
 	ns := &metav1.PartialObjectMetadata{}
 	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
 	if err := r.Client.Get(ctx, types.NamespacedName{Name: ak.Namespace}, ns); err != nil {
-		return nil, fmt.Errorf("reading namespace %s: %w", ak.Namespace, err)
+		return nil, period.Period{}, fmt.Errorf("reading namespace %s: %w", ak.Namespace, err)
 	}
 	applying := guardrail.Applying(all.Items, ns.Labels)
 	if len(applying) == 0 {
-		return nil, nil
+		return nil, period.Period{}, nil
 	}
 	full := &keywardv1alpha1.APIKey{}
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(ak), full); err != nil {
-		return nil, fmt.Errorf("reading the APIKey's spec: %w", err)
+		return nil, period.Period{}, fmt.Errorf("reading the APIKey's spec: %w", err)
 	}
 	var out []string
 	for _, v := range guardrail.Check(applying, full.Spec, full.CreationTimestamp.Time) {
 		out = append(out, v.String())
 	}
-	return out, nil
+	maxValidity, _ := period.Parse(guardrail.StrictestMaxValidity(applying)) // "" parses to an error: no cap
+	return out, maxValidity, nil
 }
 
 // SubjectOf is what the records of ak's key are signed for: ak, by name and UID, and its Secret.

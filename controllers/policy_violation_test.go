@@ -49,7 +49,7 @@ func TestAnAPIKeyThatBreaksALaterPolicyIsReportedAndKeepsWorking(t *testing.T) {
 	// A policy that selects the namespace by a label it does not carry yet, and requires a rate limit.
 	value := fmt.Sprintf("v-%d", time.Now().UnixNano())
 	pol := &keywardv1alpha1.APIKeyPolicy{ObjectMeta: metav1.ObjectMeta{Name: "violation-" + value},
-		Spec: keywardv1alpha1.APIKeyPolicySpec{MaxRateLimit: &keywardv1alpha1.PolicyRateLimit{Required: true},
+		Spec: keywardv1alpha1.APIKeyPolicySpec{MaxRateLimit: &keywardv1alpha1.PolicyRateLimit{Required: true}, MaxValidity: "7d",
 			NamespaceSelector: &keywardv1alpha1.PolicyNamespaceSelector{MatchLabels: map[string]string{"guard": value}}}}
 	if err := env.Client.Create(context.Background(), pol); err != nil {
 		t.Fatal(err)
@@ -70,6 +70,20 @@ func TestAnAPIKeyThatBreaksALaterPolicyIsReportedAndKeepsWorking(t *testing.T) {
 	if e := events[0]; e.Type != corev1.EventTypeWarning || !strings.Contains(e.Note, want) {
 		t.Errorf("PolicyViolation event %s: %s", e.Type, e.Note)
 	}
+	if c := violation(ak); !strings.Contains(c.Message, "spec.validity 30d is longer than the policy allows (maxValidity 7d)") {
+		t.Errorf("the condition does not name every rule broken: %s", c.Message)
+	}
+
+	// The renewal obeys the policy: the next key lives 7 days, the current one keeps its 30.
+	h.stepToRequeue(20 * 24 * time.Hour)
+	renewed := h.waitFor("orders", "revision 2", revisionIs(2))
+	if !renewed.Status.ExpiresAt.Time.Equal(t0.Add(27*24*time.Hour)) || len(renewed.Status.PreviousKeys) != 1 ||
+		!renewed.Status.PreviousKeys[0].ValidUntil.Time.Equal(t0.Add(30*24*time.Hour)) {
+		t.Errorf("renewed: expires %v, previous keys %+v; want the new key until t0+27d and the old one until t0+30d",
+			renewed.Status.ExpiresAt, renewed.Status.PreviousKeys)
+	}
+	before = renewed
+
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(StatusCollector{Reader: namespaced{h}})
 	if n, err := testutil.GatherAndCount(reg, "keyward_apikey_policy_violations"); err != nil || n != 1 {
@@ -85,6 +99,7 @@ func TestAnAPIKeyThatBreaksALaterPolicyIsReportedAndKeepsWorking(t *testing.T) {
 	h.waitFor("orders", "PolicyViolation again", func(ak *keywardv1alpha1.APIKey) bool { return violation(ak) != nil })
 	h.update("orders", func(ak *keywardv1alpha1.APIKey) {
 		ak.Spec.RateLimit = &keywardv1alpha1.RateLimit{Requests: 100, Period: "1m"}
+		ak.Spec.Validity = "7d"
 	})
 	ak = h.waitFor("orders", "no PolicyViolation once the spec obeys", func(ak *keywardv1alpha1.APIKey) bool { return violation(ak) == nil })
 	if ak.Status.KeyID != before.Status.KeyID {

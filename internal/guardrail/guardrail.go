@@ -195,3 +195,19 @@ func joinScopes(s []keywardv1alpha1.Scope) string {
 	}
 	return strings.Join(out, ", ")
 }
+
+// StrictestMaxValidity is the shortest maxValidity among the policies, "" when none sets one: what a key
+// minted now may be valid for at most.
+func StrictestMaxValidity(policies []keywardv1alpha1.APIKeyPolicy) string {
+	best, bestLen := "", time.Duration(0)
+	for _, p := range policies {
+		b, err := period.Parse(string(p.Spec.MaxValidity))
+		if err != nil {
+			continue
+		}
+		if best == "" || b.Approx() < bestLen {
+			best, bestLen = b.String(), b.Approx()
+		}
+	}
+	return best
+}

@@ -39,6 +39,10 @@ type Spec struct {
 	Disabled    bool
 	// ExpiringBefore is spec.webhook.expiringBefore (default 7d) when the APIKey has a webhook; zero without.
 	ExpiringBefore period.Period
+	// MaxValidity is the strictest maxValidity of the APIKeyPolicies that select the APIKey's namespace (zero:
+	// none). A key minted from now on is valid no longer; the current key keeps its recorded expiry, so an
+	// APIKey that predates a policy is not cut short, and its next key obeys the policy.
+	MaxValidity period.Period
 }
 
 // Resolve applies defaults and parses durations. Its errors are for status messages: they name the field.
@@ -91,6 +95,17 @@ func (s Spec) ExpiresAt(issuedAt time.Time) time.Time {
 	return s.Validity.AddTo(issuedAt)
 }
 
+// NewKeyExpiresAt is when a key minted at issuedAt expires: ExpiresAt, cut to MaxValidity.
+func (s Spec) NewKeyExpiresAt(issuedAt time.Time) time.Time {
+	e := s.ExpiresAt(issuedAt)
+	if !s.MaxValidity.IsZero() {
+		if capped := s.MaxValidity.AddTo(issuedAt); capped.Before(e) {
+			return capped
+		}
+	}
+	return e
+}
+
 // RenewalTime is when an Auto rotation mints the next key, or zero when the key is never renewed.
 func (s Spec) RenewalTime(issuedAt time.Time) time.Time {
 	return s.renewalTime(issuedAt, s.ExpiresAt(issuedAt))
@@ -103,7 +118,11 @@ func (s Spec) renewalTime(issuedAt, expiry time.Time) time.Time {
 		return time.Time{}
 	}
 	if s.RenewBefore != nil {
-		return s.RenewBefore.SubtractFrom(expiry)
+		// Under a policy's MaxValidity a key may live shorter than renewBefore: renewing at once would mint
+		// key after key, so such a key is renewed a third of its life before expiry instead.
+		if renewal := s.RenewBefore.SubtractFrom(expiry); renewal.After(issuedAt) || s.MaxValidity.IsZero() {
+			return renewal
+		}
 	}
 	return expiry.Add(-expiry.Sub(issuedAt) / 3).Truncate(time.Second)
 }
@@ -553,7 +572,7 @@ func mintRecord(o Observation, m *Mint, now time.Time) (keyrecord.Record, []stri
 	r := keyrecord.Record{
 		Revision:     revision,
 		IssuedAt:     now,
-		ExpiresAt:    o.Spec.ExpiresAt(now),
+		ExpiresAt:    o.Spec.NewKeyExpiresAt(now),
 		Reason:       m.Reason,
 		HandledToken: o.RotateToken,
 	}

@@ -702,3 +702,39 @@ func TestTheExpiredMessageTellsTheFixThatWorks(t *testing.T) {
 		}
 	}
 }
+
+func TestAPolicysMaxValidityCapsTheNextKeyAndNeverTheCurrentOne(t *testing.T) {
+	now := at("2026-12-01T00:00:00Z")
+	yearly := Spec{Validity: period.MustParse("1y"), AutoRotate: true, GracePeriod: period.MustParse("1h"), MaxValidity: period.MustParse("90d")}
+	longRenew := yearly
+	rb := period.MustParse("100d")
+	longRenew.RenewBefore = &rb
+
+	t.Run("a first key lives no longer than the cap", func(t *testing.T) {
+		p := PlanFor(Observation{Now: now, Spec: yearly, Secret: SecretMissing})
+		if p.Mint == nil || !p.Record.ExpiresAt.Equal(at("2027-03-01T00:00:00Z")) || !p.RenewalTime.Equal(at("2027-01-30T00:00:00Z")) {
+			t.Errorf("mint %v expiry %v renewal %v; want a 90-day key renewed 30 days before", p.Mint, p.Record.ExpiresAt, p.RenewalTime)
+		}
+	})
+	t.Run("a renewBefore longer than the capped life renews a third before expiry, not at once", func(t *testing.T) {
+		p := PlanFor(Observation{Now: now, Spec: longRenew, Secret: SecretMissing})
+		if p.Mint == nil || !p.RenewalTime.After(now) || !p.RenewalTime.Equal(at("2027-01-30T00:00:00Z")) {
+			t.Fatalf("renewal %v; want 2027-01-30, a third of the 90 days before expiry", p.RenewalTime)
+		}
+		// The next look, with that key in the Secret, mints nothing.
+		rec := p.Record
+		rec.Hash = hash("n")
+		again := PlanFor(Observation{Now: now.Add(time.Minute), Spec: longRenew, Secret: SecretGenuine, Current: rec, LastKnown: rec})
+		if again.Mint != nil {
+			t.Errorf("the capped key was renewed at once: %+v", again.Mint)
+		}
+	})
+	t.Run("the current key keeps its recorded expiry", func(t *testing.T) {
+		issued := at("2026-06-01T00:00:00Z")
+		cur := keyrecord.Record{Hash: hash("c"), Revision: 1, IssuedAt: issued, ExpiresAt: at("2027-06-01T00:00:00Z"), Reason: keywardv1alpha1.RotationInitial}
+		p := PlanFor(Observation{Now: now, Spec: yearly, Secret: SecretGenuine, Current: cur, LastKnown: cur})
+		if p.Mint != nil || !p.Record.ExpiresAt.Equal(cur.ExpiresAt) {
+			t.Errorf("mint %v expiry %v; want the key predating the policy untouched until its renewal", p.Mint, p.Record.ExpiresAt)
+		}
+	})
+}
