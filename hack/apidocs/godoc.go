@@ -7,6 +7,7 @@ import (
 	"go/parser"
 	"go/token"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -126,7 +127,7 @@ func writeEvents(out string) error {
 	// the row lists every type, action and webhook event they use.
 	type told struct{ types, actions, webhooks []string }
 	add := func(list *[]string, v string) {
-		if v != "" && !contains(*list, v) {
+		if v != "" && !slices.Contains(*list, v) {
 			*list = append(*list, v)
 			sort.Strings(*list)
 		}

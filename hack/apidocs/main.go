@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -94,7 +95,7 @@ func object(b *bytes.Buffer, path string, s apiextensionsv1.JSONSchemaProps) {
 		p := s.Properties[name]
 		desc := cell(p.Description, true)
 		var notes []string
-		if contains(s.Required, name) {
+		if slices.Contains(s.Required, name) {
 			notes = append(notes, "**required**")
 		}
 		if p.Default != nil {
@@ -182,15 +183,6 @@ func sortedKeys(m map[string]apiextensionsv1.JSONSchemaProps) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 func quote(s []string) []string {

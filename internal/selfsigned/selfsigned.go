@@ -20,8 +20,10 @@ import (
 type Identity struct {
 	// Certificate is what a tls.Config serves.
 	Certificate tls.Certificate
-	// PEM is the certificate alone, for whoever must trust it.
-	PEM []byte
+	// PEM is the certificate alone, for whoever must trust it; KeyPEM its private key, for a server that
+	// reads both from files (as from a mounted TLS Secret).
+	PEM    []byte
+	KeyPEM []byte
 }
 
 // New returns an identity named cn for the given IP addresses and DNS names, valid from an hour ago for a
@@ -43,6 +45,11 @@ func New(cn string, ips []net.IP, dnsNames []string) (Identity, error) {
 	if err != nil {
 		return Identity{}, err
 	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return Identity{}, err
+	}
 	return Identity{Certificate: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
-		PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
+		PEM:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})}, nil
 }
