@@ -26,6 +26,7 @@ import (
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/announce"
+	"github.com/keyward-dev/keyward/internal/approval"
 	"github.com/keyward-dev/keyward/internal/guardrail"
 	"github.com/keyward-dev/keyward/internal/keyrecord"
 	"github.com/keyward-dev/keyward/internal/keys"
@@ -165,11 +166,16 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 		}
 	}
 	if r.JudgePolicies {
-		violations, maxValidity, err := r.policyViolations(ctx, ak)
+		j, err := r.judgePolicies(ctx, ak)
 		if err != nil {
 			return o, err
 		}
-		o.PolicyViolations, o.Spec.MaxValidity = violations, maxValidity
+		o.PolicyViolations, o.Approval = j.violations, j.approval
+		if o.Approval.Granted {
+			// A change waits for its approval: what is minted meanwhile is what the approval covers.
+			o.Spec, o.SpecError = policy.Resolve(approval.Apply(j.spec, j.approved))
+		}
+		o.Spec.MaxValidity = j.maxValidity
 	}
 	var genuine bool
 	if o.LastKnown, genuine = keyrecord.GenuineStatus(ak.Status, r.Signer, o.subject); !genuine {
@@ -226,37 +232,73 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 	return o, nil
 }
 
-// policyViolations is how the APIKey breaks the APIKeyPolicies that select its namespace, worded as
-// admission words it, and the strictest maxValidity among them (which caps the next key). The cache keeps
+// judged is what the APIKeyPolicies that select an APIKey's namespace say of it.
+type judged struct {
+	// violations are how the spec breaks them, worded as admission words it; maxValidity is the strictest
+	// maxValidity among them (which caps the next key).
+	violations  []string
+	maxValidity period.Period
+	// approval is what their approvalRequiredScopes ask and what approvers decided; spec the full spec.
+	approval policy.Approval
+	spec     keywardv1alpha1.APIKeySpec
+	approved *keywardv1alpha1.ApprovalDecision
+}
+
+// judgePolicies judges the APIKey against the APIKeyPolicies that select its namespace. The cache keeps
 // neither the scopes nor the rate limit of an APIKey, so when a policy applies the spec is read from the API
 // server: one read, only in namespaces some policy selects.
-func (r *APIKeyReconciler) policyViolations(ctx context.Context, ak *keywardv1alpha1.APIKey) ([]string, period.Period, error) {
+func (r *APIKeyReconciler) judgePolicies(ctx context.Context, ak *keywardv1alpha1.APIKey) (judged, error) {
+	// With no policy that applies, an approval record is obsolete: none asks for it any more.
+	none := judged{approval: policy.Approval{Obsolete: ak.Status.Approval != nil}}
 	var all keywardv1alpha1.APIKeyPolicyList
 	if err := r.Client.List(ctx, &all); err != nil {
-		return nil, period.Period{}, fmt.Errorf("listing APIKeyPolicies: %w", err)
+		return judged{}, fmt.Errorf("listing APIKeyPolicies: %w", err)
 	}
 	if len(all.Items) == 0 {
-		return nil, period.Period{}, nil
+		return none, nil
 	}
 	ns := &metav1.PartialObjectMetadata{}
 	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
 	if err := r.Client.Get(ctx, types.NamespacedName{Name: ak.Namespace}, ns); err != nil {
-		return nil, period.Period{}, fmt.Errorf("reading namespace %s: %w", ak.Namespace, err)
+		return judged{}, fmt.Errorf("reading namespace %s: %w", ak.Namespace, err)
 	}
 	applying := guardrail.Applying(all.Items, ns.Labels)
 	if len(applying) == 0 {
-		return nil, period.Period{}, nil
+		return none, nil
 	}
 	full := &keywardv1alpha1.APIKey{}
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(ak), full); err != nil {
-		return nil, period.Period{}, fmt.Errorf("reading the APIKey's spec: %w", err)
+		return judged{}, fmt.Errorf("reading the APIKey's spec: %w", err)
 	}
-	var out []string
+	out := judged{spec: full.Spec}
 	for _, v := range guardrail.Check(applying, full.Spec, full.CreationTimestamp.Time) {
-		out = append(out, v.String())
+		out.violations = append(out.violations, v.String())
 	}
-	maxValidity, _ := period.Parse(guardrail.StrictestMaxValidity(applying)) // "" parses to an error: no cap
-	return out, maxValidity, nil
+	out.maxValidity, _ = period.Parse(guardrail.StrictestMaxValidity(applying)) // "" parses to an error: no cap
+	out.approval = approvalOf(guardrail.ApprovalRequired(applying, full.Spec), full, full.Status.Approval)
+	if full.Status.Approval != nil {
+		out.approved = full.Status.Approval.Approved
+	}
+	return out, nil
+}
+
+// approvalOf is what the policies' requirement and the approvers' decisions (decided) mean for full's spec as it is. A denial does not withdraw an approval that
+// covers the same spec.
+func approvalOf(req guardrail.Requirement, full *keywardv1alpha1.APIKey, decided *keywardv1alpha1.ApprovalStatus) policy.Approval {
+	if !req.Needed() {
+		return policy.Approval{Obsolete: decided != nil}
+	}
+	a := policy.Approval{Scopes: req.Scopes, Policies: req.Policies, SelfApproval: req.SelfApproval,
+		RequestedBy: full.Annotations[keywardv1alpha1.RequestedByAnnotation]}
+	if decided == nil {
+		return a
+	}
+	a.Approved = approval.Covers(decided.Approved, full.Spec)
+	a.Granted = !a.Approved && decided.Approved != nil
+	if !a.Approved && approval.Covers(decided.Denied, full.Spec) {
+		a.Denied = decided.Denied
+	}
+	return a
 }
 
 // SubjectOf is what the records of ak's key are signed for: ak, by name and UID, and its Secret.

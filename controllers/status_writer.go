@@ -31,7 +31,13 @@ func (w *StatusWriter) Patch(ctx context.Context, ak, before *keywardv1alpha1.AP
 	}
 	w.pending[ak.UID] = keyStatusFingerprint(ak.Status)
 	w.mu.Unlock()
-	err := w.Client.Status().Patch(ctx, ak, client.MergeFrom(before))
+	patch := client.MergeFrom(before)
+	if before.Status.Approval != nil && ak.Status.Approval == nil {
+		// Dropping an approval record widens what the verifier grants to the spec: only for the spec the
+		// reconcile judged, so the patch fails if the APIKey changed since.
+		patch = client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
+	}
+	err := w.Client.Status().Patch(ctx, ak, patch)
 	if err != nil {
 		w.mu.Lock()
 		delete(w.pending, ak.UID)

@@ -37,7 +37,7 @@ const (
 )
 
 // WebhookEvent names a lifecycle event that Keyward can deliver to a webhook endpoint.
-// +kubebuilder:validation:Enum=key.created;key.rotated;key.expiring;key.expired;key.disabled;key.enabled;key.revoked;key.deleted;key.previous_in_use
+// +kubebuilder:validation:Enum=key.created;key.rotated;key.expiring;key.expired;key.disabled;key.enabled;key.revoked;key.deleted;key.previous_in_use;key.approval_requested;key.approved;key.denied
 type WebhookEvent string
 
 // The lifecycle events a webhook can subscribe to.
@@ -52,6 +52,13 @@ const (
 	WebhookEventKeyDeleted  WebhookEvent = "key.deleted"
 	// WebhookEventKeyPreviousInUse: a previous key whose grace period is about to end was used recently.
 	WebhookEventKeyPreviousInUse WebhookEvent = "key.previous_in_use"
+	// WebhookEventKeyApprovalRequested: the APIKey waits for an approval (Ready reason AwaitingApproval);
+	// approvalScopes names the scopes that need it.
+	WebhookEventKeyApprovalRequested WebhookEvent = "key.approval_requested"
+	// WebhookEventKeyApproved: an approver approved the spec (decidedBy); what it covers is in effect.
+	WebhookEventKeyApproved WebhookEvent = "key.approved"
+	// WebhookEventKeyDenied: an approver denied the spec (decidedBy, decisionReason).
+	WebhookEventKeyDenied WebhookEvent = "key.denied"
 	// WebhookEventTest answers the keyward.dev/webhook-test annotation; spec.webhook.events does not filter it.
 	WebhookEventTest WebhookEvent = "webhook.test"
 )
@@ -308,6 +315,61 @@ type APIKeyStatus struct {
 	// Usage is reported by the verifier in batches.
 	// +optional
 	Usage *UsageStatus `json:"usage,omitempty"`
+
+	// Approval holds the decisions of approvers, for APIKeys whose scopes an APIKeyPolicy's
+	// approvalRequiredScopes names. Written by `kubectl keyward approve` and `deny` (the admission policy
+	// keyward-apikey-approval lets only holders of the approve verb write it, each in their own name, for the
+	// spec as it is). The verifier grants no scope outside approval.approved and no faster rate limit.
+	// +optional
+	Approval *ApprovalStatus `json:"approval,omitempty"`
+}
+
+// ApprovalStatus is what approvers decided about an APIKey: the grant in effect and the last denial.
+type ApprovalStatus struct {
+	// Approved is the last approval: what the key may have. A later change of the spec's scopes, validity,
+	// expiresAt or rate limit waits for a new approval while the key keeps what this one covers.
+	// +optional
+	Approved *ApprovalDecision `json:"approved,omitempty"`
+	// Denied is the last denial. It stalls the APIKey while the spec is what it denied.
+	// +optional
+	Denied *ApprovalDecision `json:"denied,omitempty"`
+}
+
+// ApprovalDecision is one approver's decision on what an APIKey asked for: who, when, why and exactly what.
+type ApprovalDecision struct {
+	// By is the approver's user name, as the API server authenticated it.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +required
+	By string `json:"by"`
+	// At is when the decision was made.
+	// +required
+	At metav1.Time `json:"at"`
+	// Reason is why (required for a denial).
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// Covers is the part of the spec the decision is about, copied from the spec when it was made.
+	// +required
+	Covers ApprovedSpec `json:"covers"`
+}
+
+// ApprovedSpec is the part of an APIKey's spec that an approval covers.
+type ApprovedSpec struct {
+	// Scopes are spec.scopes.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	Scopes []Scope `json:"scopes,omitempty"`
+	// Validity is spec.validity.
+	// +optional
+	Validity Duration `json:"validity,omitempty"`
+	// ExpiresAt is spec.expiresAt.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+	// RateLimit is spec.rateLimit.
+	// +optional
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 }
 
 // PreviousKey is a replaced key that is still accepted until ValidUntil.
@@ -397,6 +459,19 @@ type WebhookMessage struct {
 	// +listType=atomic
 	// +optional
 	RevokedKeyIDs []string `json:"revokedKeyIDs,omitempty"`
+	// ApprovalScopes are the scopes that need an approval (key.approval_requested, key.approved, key.denied).
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	ApprovalScopes []Scope `json:"approvalScopes,omitempty"`
+	// DecidedBy is the approver who approved or denied (key.approved, key.denied).
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	DecidedBy string `json:"decidedBy,omitempty"`
+	// DecisionReason is the approver's reason (key.approved, key.denied).
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	DecisionReason string `json:"decisionReason,omitempty"`
 }
 
 // WebhookTestStatus is the outcome of a webhook.test.

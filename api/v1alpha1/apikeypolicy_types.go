@@ -40,6 +40,21 @@ type APIKeyPolicySpec struct {
 	// +kubebuilder:validation:MaxItems=32
 	AllowedScopes []Scope `json:"allowedScopes,omitempty"`
 
+	// ApprovalRequiredScopes are patterns, written as allowedScopes are, of scopes that a key gets only once
+	// someone holding the approve verb on apikeys in its namespace approved (kubectl keyward approve). An
+	// APIKey asking for one is accepted but not minted until then; a later change of its scopes, validity,
+	// expiresAt or rate limit waits for a new approval while the approved key keeps working. At most 32.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	ApprovalRequiredScopes []Scope `json:"approvalRequiredScopes,omitempty"`
+
+	// AllowSelfApproval lets the author of a change approve it. Off by default: whoever last changed what an
+	// approval covers (the keyward.dev/requested-by annotation) may not approve it. When several policies
+	// require approval of an APIKey, self-approval needs every one of them to allow it.
+	// +optional
+	AllowSelfApproval bool `json:"allowSelfApproval,omitempty"`
+
 	// MaxRateLimit is the most requests per period an APIKey may be allowed: its spec.rateLimit may not
 	// allow more per second on average. With required, an APIKey must have a rate limit.
 	// +optional

@@ -24,6 +24,10 @@ const (
 	// apikeys/status may write it; nothing Keyward trusts is read from it (the key controller reads only
 	// each key's last use, for a warning).
 	StatusOwnerVerifier StatusOwner = "Verifier"
+	// StatusOwnerApprover is whoever holds the approve verb on apikeys: status.approval, through kubectl
+	// keyward approve and deny. The admission policy keyward-apikey-approval checks the verb, the name and
+	// what the decision covers; the manager may only remove the record once no policy requires approval.
+	StatusOwnerApprover StatusOwner = "Approver"
 )
 
 // StatusFieldOwners names, by JSON name, the owner of every field of APIKeyStatus: declared here once and
@@ -48,6 +52,7 @@ var StatusFieldOwners = map[string]StatusOwner{
 	"recordSignature":        StatusOwnerKeyController,
 	"webhook":                StatusOwnerDelivery,
 	"usage":                  StatusOwnerVerifier,
+	"approval":               StatusOwnerApprover,
 }
 
 // statusFieldOwners is StatusFieldOwners by field index of APIKeyStatus.

@@ -17,7 +17,8 @@ func fullStatus() keywardv1alpha1.APIKeyStatus {
 		KeyID: "kid_x", KeyHint: "kw_…x", KeyHash: "sha256:x", Revision: 3, IssuedAt: &now, ExpiresAt: &now, RenewalTime: &now,
 		PreviousKeys: []keywardv1alpha1.PreviousKey{{KeyID: "kid_y"}}, PreviousKeysInUse: []string{"kid_y"},
 		LastRotationReason: keywardv1alpha1.RotationManual, LastHandledRotateToken: "t", RecordSignature: "sig",
-		Webhook: &keywardv1alpha1.WebhookStatus{DeliveredSequence: 1}, Usage: &keywardv1alpha1.UsageStatus{}}
+		Webhook: &keywardv1alpha1.WebhookStatus{DeliveredSequence: 1}, Usage: &keywardv1alpha1.UsageStatus{},
+		Approval: &keywardv1alpha1.ApprovalStatus{}}
 }
 
 func TestEveryStatusFieldHasExactlyOneOwner(t *testing.T) {
@@ -28,7 +29,8 @@ func TestEveryStatusFieldHasExactlyOneOwner(t *testing.T) {
 			t.Fatalf("fullStatus leaves status.%s unset", keywardv1alpha1.StatusFieldName(v.Type().Field(i)))
 		}
 	}
-	owners := []keywardv1alpha1.StatusOwner{keywardv1alpha1.StatusOwnerKeyController, keywardv1alpha1.StatusOwnerDelivery, keywardv1alpha1.StatusOwnerVerifier}
+	owners := []keywardv1alpha1.StatusOwner{keywardv1alpha1.StatusOwnerKeyController, keywardv1alpha1.StatusOwnerDelivery, keywardv1alpha1.StatusOwnerVerifier,
+		keywardv1alpha1.StatusOwnerApprover}
 	for i := range v.NumField() {
 		name := keywardv1alpha1.StatusFieldName(v.Type().Field(i))
 		var kept []keywardv1alpha1.StatusOwner

@@ -27,6 +27,14 @@ const (
 	// SecretConflict, which is otherwise looked at again after a back-off.
 	RequestedAtAnnotation = "keyward.dev/requested-at"
 
+	// RequestedByAnnotation names who last changed what an approval covers (spec.scopes, validity,
+	// expiresAt, rateLimit): the user the API server authenticated, written at admission by the
+	// MutatingAdmissionPolicy keyward-apikey-requested-by on every create and on every update that changes
+	// one of them, and kept as it was on any other update, so no one can write another name into it. The
+	// author of a change may not approve it unless every APIKeyPolicy requiring the approval allows
+	// self-approval.
+	RequestedByAnnotation = "keyward.dev/requested-by"
+
 	// ForeignControllerKeyPattern matches the label and annotation keys of other controllers that act on a
 	// Secret carrying them: Argo CD turns it into cluster or repository credentials, Secret reflectors and
 	// replicators (emberstack, mittwald, kubed) copy it into other namespaces, cert-manager injects it as a
@@ -91,6 +99,13 @@ const (
 	ReasonPreviousKeyInUse ConditionReason = "PreviousKeyInUse"
 	// ReasonPolicyViolation: the reason of ConditionPolicyViolation.
 	ReasonPolicyViolation ConditionReason = "PolicyViolation"
+	// ReasonAwaitingApproval: the spec asks for a scope that an APIKeyPolicy's approvalRequiredScopes names,
+	// and no approval covers the spec as it is. No key is minted without one; a key approved earlier keeps
+	// working with what its approval covers.
+	ReasonAwaitingApproval ConditionReason = "AwaitingApproval"
+	// ReasonApprovalDenied: an approver denied the spec as it is (status.approval.denied). Stalled until the
+	// spec changes, which asks again; a key approved earlier keeps working with what its approval covers.
+	ReasonApprovalDenied ConditionReason = "ApprovalDenied"
 )
 
 // RotationReason says why a key was minted; it is recorded in status.lastRotationReason and in the Secret.
@@ -151,4 +166,10 @@ const (
 	// EventPolicyViolation: the APIKey now breaks an APIKeyPolicy that selects its namespace (a policy was
 	// created or changed, or the namespace relabelled, after the APIKey was).
 	EventPolicyViolation EventReason = "PolicyViolation"
+	// EventApprovalRequested: the APIKey now waits for an approval (ReasonAwaitingApproval).
+	EventApprovalRequested EventReason = "ApprovalRequested"
+	// EventApproved: an approver approved the spec; what the approval covers is in effect.
+	EventApproved EventReason = "Approved"
+	// EventApprovalDenied: an approver denied the spec (ReasonApprovalDenied).
+	EventApprovalDenied EventReason = "ApprovalDenied"
 )

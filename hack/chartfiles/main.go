@@ -17,7 +17,7 @@ import (
 var Files = map[string][]string{
 	"crds.yaml":      {"CustomResourceDefinition"},
 	"rbac.yaml":      {"ServiceAccount", "ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding"},
-	"admission.yaml": {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"},
+	"admission.yaml": {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"},
 }
 
 func main() {

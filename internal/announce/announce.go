@@ -75,6 +75,18 @@ func fixed(s string) func(policy.Transition, Facts) string {
 
 func readyMessage(_ policy.Transition, f Facts) string { return f.Ready }
 
+// withApproval names the scopes that need the approval and, for a decision, the approver and its reason.
+func withApproval(t policy.Transition, m *keywardv1alpha1.WebhookMessage) {
+	m.ApprovalScopes, m.DecidedBy, m.DecisionReason = t.Scopes, t.DecidedBy, t.DecisionReason
+}
+
+func reasonSuffix(t policy.Transition) string {
+	if t.DecisionReason == "" {
+		return ""
+	}
+	return " (" + t.DecisionReason + ")"
+}
+
 func withReason(t policy.Transition, m *keywardv1alpha1.WebhookMessage) { m.Reason = string(t.Reason) }
 
 func withPrevious(t policy.Transition, m *keywardv1alpha1.WebhookMessage) {
@@ -189,6 +201,20 @@ var table = map[policy.TransitionKind]Announcement{
 	policy.TransitionPolicyViolation: {Event: &Event{Type: corev1.EventTypeWarning, Reason: keywardv1alpha1.EventPolicyViolation, Action: "Judge",
 		Note: func(t policy.Transition, _ Facts) string { return strings.Join(t.Fields, "; ") },
 		Log:  fixed("The APIKey breaks an APIKeyPolicy that selects its namespace")}},
+	// Approval: told to the cluster (events, the AwaitingApproval reason and its metric) and to receivers,
+	// who may be the approvers.
+	policy.TransitionApprovalRequested: {Webhook: keywardv1alpha1.WebhookEventKeyApprovalRequested, WebhookFields: withApproval,
+		Event: &Event{Type: corev1.EventTypeNormal, Reason: keywardv1alpha1.EventApprovalRequested, Action: "RequestApproval", Note: readyMessage,
+			Log: fixed("The APIKey waits for an approval")}},
+	policy.TransitionApproved: {Webhook: keywardv1alpha1.WebhookEventKeyApproved, WebhookFields: withApproval,
+		Event: &Event{Type: corev1.EventTypeNormal, Reason: keywardv1alpha1.EventApproved, Action: "Approve",
+			Note: func(t policy.Transition, _ Facts) string {
+				return "Approved by " + t.DecidedBy + reasonSuffix(t) + ": what the approval covers is in effect"
+			},
+			Log: fixed("An approver approved the APIKey's spec")}},
+	policy.TransitionApprovalDenied: {Webhook: keywardv1alpha1.WebhookEventKeyDenied, WebhookFields: withApproval,
+		Event: &Event{Type: corev1.EventTypeWarning, Reason: keywardv1alpha1.EventApprovalDenied, Action: "Deny", Note: readyMessage,
+			Log: fixed("An approver denied the APIKey's spec")}},
 	policy.TransitionPreviousKeyInUse: {Webhook: keywardv1alpha1.WebhookEventKeyPreviousInUse,
 		WebhookFields: func(t policy.Transition, m *keywardv1alpha1.WebhookMessage) {
 			m.PreviousKeyID, m.PreviousValidUntil, m.PreviousLastUsedAt = t.PreviousKeyID, t.PreviousValidUntil, t.PreviousLastUsedAt

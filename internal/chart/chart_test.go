@@ -217,7 +217,7 @@ func TestTheDefaultRenderAppliesServerSideAndMatchesTheBundlesCRDsAndRBAC(t *tes
 			fields = [][]string{{"rules"}, {"aggregationRule"}}
 		case "ClusterRoleBinding", "RoleBinding":
 			fields = [][]string{{"roleRef"}, {"subjects"}}
-		case "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
+		case "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding":
 			fields = [][]string{{"spec"}}
 		default:
 			continue

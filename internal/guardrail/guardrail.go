@@ -211,3 +211,46 @@ func StrictestMaxValidity(policies []keywardv1alpha1.APIKeyPolicy) string {
 	}
 	return best
 }
+
+// Requirement is what the policies ask of an APIKey before its key may have its scopes: an approval, of
+// the scopes that fall under some policy's approvalRequiredScopes.
+type Requirement struct {
+	// Scopes are the spec's scopes that need an approval, in spec order; empty when none does.
+	Scopes []keywardv1alpha1.Scope
+	// Policies name the policies that ask for it, in name order.
+	Policies []string
+	// SelfApproval is whether the author of the change may approve it: only when every policy asking for
+	// the approval allows it (allowSelfApproval), as the admission policy judges each one on its own.
+	SelfApproval bool
+}
+
+// Needed reports whether an approval is needed.
+func (r Requirement) Needed() bool { return len(r.Scopes) > 0 }
+
+// ApprovalRequired is what the policies (those that apply) ask of spec before its key may be minted or its
+// change take effect.
+func ApprovalRequired(policies []keywardv1alpha1.APIKeyPolicy, spec keywardv1alpha1.APIKeySpec) Requirement {
+	r := Requirement{SelfApproval: true}
+	for _, p := range policies {
+		asks := false
+		for _, sc := range spec.Scopes {
+			if len(p.Spec.ApprovalRequiredScopes) > 0 && allowed(string(sc), p.Spec.ApprovalRequiredScopes) {
+				asks = true
+				if !slices.Contains(r.Scopes, sc) {
+					r.Scopes = append(r.Scopes, sc)
+				}
+			}
+		}
+		if asks {
+			r.Policies = append(r.Policies, p.Name)
+			r.SelfApproval = r.SelfApproval && p.Spec.AllowSelfApproval
+		}
+	}
+	if !r.Needed() {
+		r.SelfApproval = false
+	}
+	slices.SortStableFunc(r.Scopes, func(a, b keywardv1alpha1.Scope) int {
+		return slices.Index(spec.Scopes, a) - slices.Index(spec.Scopes, b)
+	})
+	return r
+}

@@ -97,7 +97,10 @@ func Prune(st *keywardv1alpha1.WebhookStatus) {
 // BodyOf is the payload of an outbox message for the APIKey namespace/name.
 func BodyOf(namespace, name string, m keywardv1alpha1.WebhookMessage) Body {
 	d := Data{Namespace: namespace, Name: name, KeyID: m.KeyID, Revision: m.Revision, Reason: m.Reason,
-		PreviousKeyID: m.PreviousKeyID, RevokedKeyIDs: m.RevokedKeyIDs}
+		PreviousKeyID: m.PreviousKeyID, RevokedKeyIDs: m.RevokedKeyIDs, DecidedBy: m.DecidedBy, DecisionReason: m.DecisionReason}
+	for _, s := range m.ApprovalScopes {
+		d.ApprovalScopes = append(d.ApprovalScopes, string(s))
+	}
 	if m.ExpiresAt != nil {
 		d.ExpiresAt = m.ExpiresAt.UTC().Format(time.RFC3339)
 	}

@@ -41,6 +41,11 @@ type Data struct {
 	PreviousLastUsedAt string `json:"previousLastUsedAt,omitempty"`
 	// RevokedKeyIDs are the keys a revocation stopped.
 	RevokedKeyIDs []string `json:"revokedKeyIDs,omitempty"`
+	// ApprovalScopes are the scopes that need an approval; DecidedBy and DecisionReason the approver who
+	// approved or denied, and why (key.approval_requested, key.approved, key.denied).
+	ApprovalScopes []string `json:"approvalScopes,omitempty"`
+	DecidedBy      string   `json:"decidedBy,omitempty"`
+	DecisionReason string   `json:"decisionReason,omitempty"`
 	// Token is the keyward.dev/webhook-test value a webhook.test answers.
 	Token string `json:"token,omitempty"`
 }

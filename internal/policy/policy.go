@@ -196,6 +196,9 @@ type Observation struct {
 	// PolicyViolations are the ways the spec breaks the APIKeyPolicies that select its namespace, each worded
 	// as admission words it ("APIKeyPolicy NAME: ..."); nil when it breaks none or policies are not judged.
 	PolicyViolations []string
+	// Approval is what the APIKeyPolicies' approvalRequiredScopes ask of the spec and what approvers decided;
+	// zero when no approval is needed or policies are not judged.
+	Approval Approval
 
 	// What Settle reports from: the status as read, the APIKey's generation, the Secret's name, keys.Hint
 	// of the Secret's key (SecretGenuine), and the status fields of a record Keyward did not sign (empty
@@ -206,6 +209,31 @@ type Observation struct {
 	SecretKeyHint string
 	ForgedStatus  []string
 }
+
+// Approval is what the observation knows of the approval that APIKeyPolicies ask for.
+type Approval struct {
+	// Scopes are the spec's scopes that need an approval (empty: none does) and Policies the policies that
+	// ask for it.
+	Scopes   []keywardv1alpha1.Scope
+	Policies []string
+	// Approved is set when status.approval.approved covers the spec as it is.
+	Approved bool
+	// Granted is set when an earlier approval covers another spec: the reconciler resolved Spec from what it
+	// covers (approval.Apply), so a key minted while the change waits is one that approval covers.
+	Granted bool
+	// Denied is the denial that covers the spec as it is; nil when none does.
+	Denied *keywardv1alpha1.ApprovalDecision
+	// RequestedBy is the author of the change (keyward.dev/requested-by), "" when unknown; SelfApproval is
+	// whether that author may approve it.
+	RequestedBy  string
+	SelfApproval bool
+	// Obsolete is set when status holds an approval record and no policy asks for one any more: Settle drops
+	// the record, so the verifier no longer narrows the key to it.
+	Obsolete bool
+}
+
+// Waiting reports whether the spec needs an approval that it does not have.
+func (a Approval) Waiting() bool { return len(a.Scopes) > 0 && !a.Approved }
 
 // DefaultExpiringBefore is how long before an expiry key.expiring is sent when spec.webhook does not say.
 var DefaultExpiringBefore = period.MustParse("7d")
@@ -318,6 +346,9 @@ func PlanFor(o Observation) Plan {
 		}
 	}
 	p := planKey(o, now)
+	if a := o.Approval; a.Waiting() {
+		p = waitForApproval(a, p, served, o.Revoke, now)
+	}
 	if p.WriteSecret {
 		p.Withheld = withhold(served, p)
 	} else {
@@ -389,6 +420,55 @@ func planKey(o Observation, now time.Time) Plan {
 		}
 		p.AnnounceExpiring = !now.Before(p.ExpiringNotice) && now.Before(p.Record.ExpiresAt) && o.ExpiringNotified != p.Record.Revision
 	}
+	return p
+}
+
+// waitForApproval is plan p while the spec waits for an approval: nothing is minted that no approval covers
+// (with no earlier approval, the renewal, the recreated Secret and the first key all wait), what p stops
+// still stops, and a key in place keeps working. Ready says AwaitingApproval, or ApprovalDenied (stalled,
+// until the spec changes) when an approver denied the spec as it is.
+func waitForApproval(a Approval, p Plan, served keyrecord.Record, revoke []string, now time.Time) Plan {
+	if p.Mint != nil && !a.Granted {
+		// PlanFor shows served without what revoke stops (revokedFrom), as for a Secret it cannot write.
+		p.WriteSecret, p.Mint, p.RenewalTime = false, nil, time.Time{}
+		served = revokedFrom(served, revoke, now)
+		p.NextCheck = nextCheck(now, time.Time{}, served)
+	} else if p.Health == nil || !p.Health.Ready {
+		return p // disabled, expired or invalid says more than the wait
+	}
+	h := &Health{Reason: keywardv1alpha1.ReasonAwaitingApproval, Expiry: served.ExpiresAt}
+	scopes := make([]string, len(a.Scopes))
+	for i, sc := range a.Scopes {
+		scopes[i] = string(sc)
+	}
+	var b strings.Builder
+	if d := a.Denied; d != nil {
+		h.Reason, h.Stalled = keywardv1alpha1.ReasonApprovalDenied, true
+		fmt.Fprintf(&b, "%s denied the spec at %s", d.By, d.At.UTC().Format(time.RFC3339))
+		if d.Reason != "" {
+			fmt.Fprintf(&b, " (%s)", d.Reason)
+		}
+		b.WriteString("; a change of its scopes, validity, expiresAt or rate limit asks again")
+	} else {
+		fmt.Fprintf(&b, "Scopes %s need an approval (APIKeyPolicy %s): someone holding the approve verb on apikeys in this namespace "+
+			"runs kubectl keyward approve", strings.Join(scopes, ", "), strings.Join(a.Policies, ", "))
+		if a.RequestedBy != "" && !a.SelfApproval {
+			fmt.Fprintf(&b, " (not %s, who asked for it)", a.RequestedBy)
+		}
+	}
+	switch {
+	case served.Withdrawn():
+		fmt.Fprintf(&b, ". No key is accepted until then: the last one was withdrawn (%s)", WithdrawnBecause(served.Reason))
+	case served.Hash == "":
+		b.WriteString(". No key is minted until then")
+	case a.Granted:
+		fmt.Fprintf(&b, ". Key %s keeps working with what was approved, until %s", keys.IDFromHash(served.Hash), served.ExpiresAt.UTC().Format(time.RFC3339))
+	default:
+		fmt.Fprintf(&b, ". Key %s, minted before an approval was required, keeps working until %s; no key replaces it until then",
+			keys.IDFromHash(served.Hash), served.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	h.detail = b.String()
+	p.Health = h
 	return p
 }
 

@@ -120,9 +120,13 @@ func Settle(o Observation, plan Plan, w WriteResult) Outcome {
 	}
 	setPreviousKeysInUse(st, o.Generation, plan.PreviousInUse, now)
 	setPolicyViolations(st, o.Generation, o.PolicyViolations, now)
+	if o.Approval.Obsolete {
+		st.Approval = nil // no policy asks for it any more: the verifier stops narrowing the key to it
+	}
 
 	change := Change{Before: o.Status, After: *st, BeforeReady: readyReason(o.Status), AfterReady: readyReason(*st),
-		Expiring: plan.AnnounceExpiring && w.Outcome == Written, Restored: len(o.ForgedStatus) > 0, Now: now}
+		Expiring: plan.AnnounceExpiring && w.Outcome == Written, Restored: len(o.ForgedStatus) > 0, Now: now,
+		ApprovalScopes: o.Approval.Scopes, Approved: o.Approval.Approved}
 	if !out.Shown.IsZero() {
 		change.Revoked = plan.Revoked
 	}

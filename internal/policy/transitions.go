@@ -23,7 +23,11 @@ type Change struct {
 	// Restored is set when Before was a status Keyward did not sign: After puts back what it signed, which is
 	// no new key, whatever the revisions say.
 	Restored bool
-	Now      time.Time
+	// ApprovalScopes are the scopes that need an approval; Approved is set when an approval covers the spec
+	// as it is (Observation.Approval).
+	ApprovalScopes []keywardv1alpha1.Scope
+	Approved       bool
+	Now            time.Time
 }
 
 // TransitionKind is something that happened to a key. Each kind has one entry in the announcement table
@@ -88,6 +92,16 @@ const (
 	// TransitionPolicyViolation: the PolicyViolation condition appeared or now names other violations
 	// (Transition.Fields holds them).
 	TransitionPolicyViolation TransitionKind = "PolicyViolation"
+
+	// The approval an APIKeyPolicy asks for (approvalRequiredScopes).
+
+	// TransitionApprovalRequested: Ready's reason became AwaitingApproval (Transition.Scopes need it).
+	TransitionApprovalRequested TransitionKind = "ApprovalRequested"
+	// TransitionApproved: Ready's reason left AwaitingApproval or ApprovalDenied because an approval now
+	// covers the spec (DecidedBy, DecisionReason).
+	TransitionApproved TransitionKind = "Approved"
+	// TransitionApprovalDenied: Ready's reason became ApprovalDenied (DecidedBy, DecisionReason).
+	TransitionApprovalDenied TransitionKind = "ApprovalDenied"
 )
 
 // Transition is one thing that happened to a key in a status write.
@@ -108,6 +122,10 @@ type Transition struct {
 	Dropped []string
 	// Fields are the status fields of the record Keyward did not sign (StatusRestored).
 	Fields []string
+	// Scopes are the scopes that need an approval (ApprovalRequested, Approved, ApprovalDenied).
+	Scopes []keywardv1alpha1.Scope
+	// DecidedBy and DecisionReason are the approver and its reason (Approved, ApprovalDenied).
+	DecidedBy, DecisionReason string
 }
 
 // Transitions lists what a status write reports as having happened to the key, derived from what status
@@ -117,6 +135,11 @@ type Transition struct {
 func Transitions(c Change) []Transition {
 	var out []Transition
 	after, before := c.After, c.Before
+	waited := c.BeforeReady == keywardv1alpha1.ReasonAwaitingApproval || c.BeforeReady == keywardv1alpha1.ReasonApprovalDenied
+	if waited && c.Approved && after.Approval != nil && after.Approval.Approved != nil {
+		d := after.Approval.Approved
+		out = append(out, Transition{Kind: TransitionApproved, Scopes: c.ApprovalScopes, DecidedBy: d.By, DecisionReason: d.Reason})
+	}
 	wasWithdrawn := before.KeyHash == "" && before.Revision > 0
 	switch {
 	case c.Restored:
@@ -163,6 +186,14 @@ func Transitions(c Change) []Transition {
 			out = append(out, Transition{Kind: TransitionSecretUnwritable})
 		case c.AfterReady == keywardv1alpha1.ReasonInvalidSpec:
 			out = append(out, Transition{Kind: TransitionInvalidSpec})
+		case c.AfterReady == keywardv1alpha1.ReasonAwaitingApproval:
+			out = append(out, Transition{Kind: TransitionApprovalRequested, Scopes: c.ApprovalScopes})
+		case c.AfterReady == keywardv1alpha1.ReasonApprovalDenied:
+			t := Transition{Kind: TransitionApprovalDenied, Scopes: c.ApprovalScopes}
+			if after.Approval != nil && after.Approval.Denied != nil {
+				t.DecidedBy, t.DecisionReason = after.Approval.Denied.By, after.Approval.Denied.Reason
+			}
+			out = append(out, t)
 		case c.BeforeReady == keywardv1alpha1.ReasonDisabled && c.AfterReady == keywardv1alpha1.ReasonKeyReady:
 			out = append(out, Transition{Kind: TransitionKeyEnabled})
 		}

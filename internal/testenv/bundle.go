@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,7 +30,7 @@ import (
 // run-local install, in this order: everything but the CRDs (envtest installs those) and the workloads
 // (nothing runs them here).
 var installedKinds = []string{"Namespace", "ServiceAccount", "ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding",
-	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"}
 
 // Identities of Keyward's own components in the bundle (config/default).
 const (
@@ -95,7 +96,8 @@ func WaitForPolicies(ctx context.Context, cfg *rest.Config, c client.Client) err
 	// probes keep to).
 	guardrail := &keywardv1alpha1.APIKeyPolicy{ObjectMeta: metav1.ObjectMeta{Name: "keyward-admission-probe"},
 		Spec: keywardv1alpha1.APIKeyPolicySpec{AllowedScopes: []keywardv1alpha1.Scope{"probe:*"},
-			NamespaceSelector: &keywardv1alpha1.PolicyNamespaceSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}}}
+			ApprovalRequiredScopes: []keywardv1alpha1.Scope{"probe:admin"},
+			NamespaceSelector:      &keywardv1alpha1.PolicyNamespaceSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}}}
 	if err := c.Create(ctx, guardrail); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
@@ -115,6 +117,39 @@ func WaitForPolicies(ctx context.Context, cfg *rest.Config, c client.Client) err
 	}()
 	as := func(user string) client.Client {
 		return Impersonating(cfg, user)
+	}
+	// The mutating policy first: the approval probes below need the author it records.
+	review := &authenticationv1.SelfSubjectReview{}
+	if err := c.Create(ctx, review); err != nil {
+		return fmt.Errorf("asking the API server who the test client is: %w", err)
+	}
+	self := review.Status.UserInfo.Username
+	if err := eventually.Poll(func() error {
+		dry := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "admission-probe-author", Namespace: ns}}
+		if err := c.Create(ctx, dry, client.DryRunAll); err != nil {
+			return err
+		}
+		if got := dry.Annotations[keywardv1alpha1.RequestedByAnnotation]; got != self {
+			return fmt.Errorf("%s is %q, want %q", keywardv1alpha1.RequestedByAnnotation, got, self)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("mutating admission policy keyward-apikey-requested-by is not applied: %w", err)
+	}
+	asking := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "admission-probe-asking", Namespace: ns},
+		Spec: keywardv1alpha1.APIKeySpec{Scopes: []keywardv1alpha1.Scope{"probe:admin"}}}
+	if err := c.Create(ctx, asking); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating the approval probe APIKey: %w", err)
+	}
+	defer func() { _ = c.Delete(ctx, asking) }()
+	approve := func(ak *keywardv1alpha1.APIKey, by string) error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(ak), ak); err != nil {
+			return err
+		}
+		a := ak.DeepCopy()
+		a.Status.Approval = &keywardv1alpha1.ApprovalStatus{Approved: &keywardv1alpha1.ApprovalDecision{
+			By: by, At: metav1.Now(), Covers: keywardv1alpha1.ApprovedSpec{Scopes: a.Spec.Scopes}}}
+		return c.Status().Update(ctx, a, client.DryRunAll)
 	}
 	probes := map[string]func() error{
 		"keyward-apikey-expiry": func() error {
@@ -145,6 +180,11 @@ func WaitForPolicies(ctx context.Context, cfg *rest.Config, c client.Client) err
 				Spec: keywardv1alpha1.APIKeySpec{Scopes: []keywardv1alpha1.Scope{"other:read"}}}
 			return c.Create(ctx, other, client.DryRunAll)
 		},
+		// In someone else's name, for an APIKey that asks for nothing that needs approval (so that
+		// keyward-apikey-approval-duties, which would refuse it too and answer first, has nothing to say).
+		"keyward-apikey-approval": func() error { return approve(probe.DeepCopy(), "someone-else") },
+		// The author (the test client, which created it) approving its own request.
+		"keyward-apikey-approval-duties": func() error { return approve(asking, self) },
 		"keyward-status-writers": func() error {
 			forged := probe.DeepCopy()
 			forged.Status.KeyHash = "sha256:" + strings.Repeat("0", 64)

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/approval"
 	"github.com/keyward-dev/keyward/internal/keys"
 )
 
@@ -188,15 +189,17 @@ func (ix *Index) Upsert(ak *keywardv1alpha1.APIKey) {
 		ix.byName[nn] = e
 	}
 	e.disabled = ak.Spec.Disabled
-	e.scopesHeader, e.scopeList = scopesOf(ak.Spec.Scopes)
+	// An approval narrows what the spec asks for until a new one covers a change (internal/approval).
+	grant := approval.Granted(ak)
+	e.scopesHeader, e.scopeList = scopesOf(grant.Scopes)
 	e.scopes = newScopeSet(e.scopeList)
 	var rl keywardv1alpha1.RateLimit
-	if ak.Spec.RateLimit != nil {
-		rl = *ak.Spec.RateLimit
+	if grant.RateLimit != nil {
+		rl = *grant.RateLimit
 	}
-	if rl != e.rateLimit || (e.limiter == nil) != (ak.Spec.RateLimit == nil) {
+	if rl != e.rateLimit || (e.limiter == nil) != (grant.RateLimit == nil) {
 		e.rateLimit = rl
-		e.limiter = newTokenBucket(ak.Spec.RateLimit)
+		e.limiter = newTokenBucket(grant.RateLimit)
 		if e.limiter != nil && e.limiter.closed {
 			ix.invalidRateLimits.Add(1)
 			ix.log.Info("spec.rateLimit cannot be read; the APIKey's keys are answered RATE_LIMITED until it is fixed",

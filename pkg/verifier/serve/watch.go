@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/approval"
 )
 
 // The verifier reads APIKeys and writes only their status.usage; it has no access to Secrets.
@@ -71,7 +72,10 @@ func TrimAPIKey(obj any) (any, error) {
 	if !ok {
 		return cache.TransformStripManagedFields()(obj)
 	}
-	scopes := ak.Spec.Scopes
+	// What the key is granted (the spec, narrowed to what an approval covers) is all the index needs: the
+	// approval record itself is not kept.
+	grant := approval.Granted(ak)
+	scopes := grant.Scopes
 	if len(scopes) > 1 {
 		// Joined once here, the scopes are the index's X-Keyward-Scopes header and, as parts of it, its list
 		// (verifier.Index.Upsert reads a comma-separated element as a list): held once, not three times.
@@ -85,7 +89,7 @@ func TrimAPIKey(obj any) (any, error) {
 		Name: ak.Name, Namespace: ak.Namespace, UID: ak.UID, ResourceVersion: ak.ResourceVersion,
 		Generation: ak.Generation, DeletionTimestamp: ak.DeletionTimestamp,
 	}, Spec: keywardv1alpha1.APIKeySpec{
-		Disabled: ak.Spec.Disabled, Scopes: scopes, RateLimit: ak.Spec.RateLimit,
+		Disabled: ak.Spec.Disabled, Scopes: scopes, RateLimit: grant.RateLimit,
 	}, Status: keywardv1alpha1.APIKeyStatus{
 		KeyID: ak.Status.KeyID, KeyHash: ak.Status.KeyHash, ExpiresAt: ak.Status.ExpiresAt,
 		PreviousKeys: ak.Status.PreviousKeys, Usage: ak.Status.Usage,
