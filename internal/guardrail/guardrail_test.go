@@ -1,7 +1,10 @@
 package guardrail
 
 import (
+	"slices"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 )
@@ -83,5 +86,37 @@ func TestAnEmptyOrUnsetSelectorSelectsEveryNamespace(t *testing.T) {
 		if got := Selects(tc.sel, labels); got != tc.want {
 			t.Errorf("%s: Selects = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestAnApprovalIsRequiredForScopesUnderAnyPolicysPatternsAndSelfApprovalNeedsEveryAskingPolicy(t *testing.T) {
+	pol := func(name string, self bool, patterns ...keywardv1alpha1.Scope) keywardv1alpha1.APIKeyPolicy {
+		return keywardv1alpha1.APIKeyPolicy{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: keywardv1alpha1.APIKeyPolicySpec{ApprovalRequiredScopes: patterns, AllowSelfApproval: self}}
+	}
+	spec := keywardv1alpha1.APIKeySpec{Scopes: []keywardv1alpha1.Scope{"orders:read", "payments:refund", "admin:users:write"}}
+	for _, tc := range []struct {
+		name     string
+		policies []keywardv1alpha1.APIKeyPolicy
+		scopes   []keywardv1alpha1.Scope
+		asking   []string
+		self     bool
+	}{
+		{name: "no policy asks", policies: []keywardv1alpha1.APIKeyPolicy{pol("a", true)}},
+		{name: "a pattern matches", policies: []keywardv1alpha1.APIKeyPolicy{pol("a", false, "payments:*")},
+			scopes: []keywardv1alpha1.Scope{"payments:refund"}, asking: []string{"a"}},
+		{name: "scopes of two policies, in spec order", policies: []keywardv1alpha1.APIKeyPolicy{pol("a", true, "admin:*"), pol("b", true, "payments:refund")},
+			scopes: []keywardv1alpha1.Scope{"payments:refund", "admin:users:write"}, asking: []string{"a", "b"}, self: true},
+		{name: "one asking policy forbids self-approval", policies: []keywardv1alpha1.APIKeyPolicy{pol("a", true, "payments:*"), pol("b", false, "payments:refund")},
+			scopes: []keywardv1alpha1.Scope{"payments:refund"}, asking: []string{"a", "b"}},
+		{name: "a policy that does not ask has no say", policies: []keywardv1alpha1.APIKeyPolicy{pol("a", true, "payments:*"), pol("b", false, "billing:*")},
+			scopes: []keywardv1alpha1.Scope{"payments:refund"}, asking: []string{"a"}, self: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := ApprovalRequired(tc.policies, spec)
+			if !slices.Equal(r.Scopes, tc.scopes) || !slices.Equal(r.Policies, tc.asking) || r.SelfApproval != tc.self || r.Needed() != (len(tc.scopes) > 0) {
+				t.Errorf("ApprovalRequired = %+v; want scopes %v, policies %v, self-approval %v", r, tc.scopes, tc.asking, tc.self)
+			}
+		})
 	}
 }

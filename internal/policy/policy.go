@@ -461,6 +461,8 @@ func waitForApproval(a Approval, p Plan, served keyrecord.Record, revoke []strin
 		fmt.Fprintf(&b, ". No key is accepted until then: the last one was withdrawn (%s)", WithdrawnBecause(served.Reason))
 	case served.Hash == "":
 		b.WriteString(". No key is minted until then")
+	case !now.Before(served.ExpiresAt):
+		fmt.Fprintf(&b, ". Key %s expired at %s; no key replaces it until then", keys.IDFromHash(served.Hash), served.ExpiresAt.UTC().Format(time.RFC3339))
 	case a.Granted:
 		fmt.Fprintf(&b, ". Key %s keeps working with what was approved, until %s", keys.IDFromHash(served.Hash), served.ExpiresAt.UTC().Format(time.RFC3339))
 	default:
