@@ -39,6 +39,12 @@ var (
 	policyViolationsDesc = prometheus.NewDesc("keyward_apikey_policy_violations",
 		"1 while the APIKey breaks an APIKeyPolicy that selects its namespace (its PolicyViolation condition); absent otherwise.",
 		[]string{"namespace", "name"}, nil)
+	awaitingApprovalDesc = prometheus.NewDesc("keyward_apikey_awaiting_approval",
+		"1 while the APIKey waits for an approval that an APIKeyPolicy asks for (Ready reason AwaitingApproval); absent otherwise.",
+		[]string{"namespace", "name"}, nil)
+	approvalRequestedDesc = prometheus.NewDesc("keyward_apikey_approval_requested_timestamp_seconds",
+		"Since when the APIKey has waited for an approval (its Ready condition's transition time), in seconds since the epoch; absent when it does not wait.",
+		[]string{"namespace", "name"}, nil)
 )
 
 // StatusCollector exports APIKey expiry, renewal and readiness, read from the cache at scrape time, so
@@ -57,6 +63,8 @@ func (c StatusCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- webhookPendingDesc
 	ch <- previousInUseDesc
 	ch <- policyViolationsDesc
+	ch <- awaitingApprovalDesc
+	ch <- approvalRequestedDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -84,6 +92,10 @@ func (c StatusCollector) Collect(ch chan<- prometheus.Metric) {
 		status := "Unknown"
 		if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady); c != nil {
 			status = string(c.Status)
+			if c.Reason == string(keywardv1alpha1.ReasonAwaitingApproval) {
+				ch <- prometheus.MustNewConstMetric(awaitingApprovalDesc, prometheus.GaugeValue, 1, ak.Namespace, ak.Name)
+				ch <- prometheus.MustNewConstMetric(approvalRequestedDesc, prometheus.GaugeValue, float64(c.LastTransitionTime.Unix()), ak.Namespace, ak.Name)
+			}
 		}
 		if w := ak.Status.Webhook; ak.Spec.Webhook != nil && w != nil {
 			pending := len(notify.Pending(w))
