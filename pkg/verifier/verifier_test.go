@@ -277,3 +277,38 @@ func TestADrainReleasesTheIndexBetweenBatches(t *testing.T) {
 		t.Errorf("drained %d crowded APIKeys (want %d) and %d of the victim's %d uses", crowded, 3*drainBatch, victimUses, verified)
 	}
 }
+
+// A change of an approved APIKey's scopes or rate limit waits for its approval at the verifier itself: the
+// key gets only the approved scopes and the slower rate, whether the index reads the APIKey as the watch
+// trims it or whole, and a scope dropped from the spec is gone at once.
+func TestAKeyGetsOnlyWhatItsApprovalCoversWhileAChangeWaits(t *testing.T) {
+	current := mintKey(t, "pay")
+	approved := func(ak *keywardv1alpha1.APIKey) {
+		ak.Spec.Scopes = []keywardv1alpha1.Scope{"payments:refund", "orders:read", "payments:payout"} // payout added since
+		ak.Spec.RateLimit = &keywardv1alpha1.RateLimit{Requests: 1000, Period: "1s"}                  // and a faster rate
+		ak.Status.Approval = &keywardv1alpha1.ApprovalStatus{Approved: &keywardv1alpha1.ApprovalDecision{By: "bob",
+			Covers: keywardv1alpha1.ApprovedSpec{Scopes: []keywardv1alpha1.Scope{"orders:read", "payments:refund"},
+				RateLimit: &keywardv1alpha1.RateLimit{Requests: 1, Period: "1m"}}}}
+	}
+	ix := NewIndex()
+	ix.Upsert(apiKey("billing", "refunds", current, t0.Add(24*time.Hour), nil, approved))
+	for _, tc := range []struct {
+		scopes []string
+		want   Code
+	}{
+		{[]string{"payments:refund"}, CodeValid},
+		{[]string{"payments:payout"}, CodeInsufficientScope},
+		{[]string{"orders:read"}, CodeRateLimited}, // the approved 1/1m, not the spec's 1000/1s
+	} {
+		if got := ix.Verify(current, tc.scopes, t0); got.Code != tc.want {
+			t.Errorf("Verify(%v) = %s, want %s", tc.scopes, got.Code, tc.want)
+		}
+	}
+	dropped := NewIndex()
+	dropped.Upsert(apiKey("billing", "refunds", current, t0.Add(24*time.Hour), nil, approved, func(ak *keywardv1alpha1.APIKey) {
+		ak.Spec.Scopes = []keywardv1alpha1.Scope{"orders:read"}
+	}))
+	if got := dropped.Verify(current, []string{"payments:refund"}, t0); got.Code != CodeInsufficientScope {
+		t.Errorf("a scope dropped from the spec: %s, want %s", got.Code, CodeInsufficientScope)
+	}
+}

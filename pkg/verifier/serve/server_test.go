@@ -262,3 +262,22 @@ func TestTheVerifiersCacheKeepsOfAnAPIKeyOnlyWhatVerifyAndUsageRead(t *testing.T
 		}
 	}
 }
+
+// The cache holds what an approval grants, not the approval: the trimmed APIKey's scopes and rate limit are
+// the spec's narrowed to it.
+func TestTheVerifiersCacheHoldsWhatAnApprovalGrantsNotTheApproval(t *testing.T) {
+	ak := apiKey("billing", "refunds", mintKey(t, "kw"), t0.Add(time.Hour), nil)
+	ak.Spec.Scopes = []keywardv1alpha1.Scope{"payments:refund", "payments:payout"}
+	ak.Spec.RateLimit = &keywardv1alpha1.RateLimit{Requests: 100, Period: "1s"}
+	ak.Status.Approval = &keywardv1alpha1.ApprovalStatus{Approved: &keywardv1alpha1.ApprovalDecision{By: "bob",
+		Covers: keywardv1alpha1.ApprovedSpec{Scopes: []keywardv1alpha1.Scope{"payments:refund"}, RateLimit: &keywardv1alpha1.RateLimit{Requests: 1, Period: "1s"}}}}
+	out, err := TrimAPIKey(ak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := out.(*keywardv1alpha1.APIKey)
+	if kept.Status.Approval != nil || !slices.Equal(kept.Spec.Scopes, []keywardv1alpha1.Scope{"payments:refund"}) ||
+		kept.Spec.RateLimit == nil || kept.Spec.RateLimit.Requests != 1 {
+		t.Errorf("kept %+v, approval %+v; want the approved scope and rate and no approval record", kept.Spec, kept.Status.Approval)
+	}
+}
