@@ -185,6 +185,19 @@ func newRoot() *cobra.Command {
 			return p.Policies(ctx, ns)
 		})}
 
-	root.AddCommand(list, create, rotate, revoke, disable, enable, reveal, verify, webhook, status, usage, policy)
+	approve := &cobra.Command{Use: "approve NAME", Short: "Approve the API key's scopes, validity and rate limit as they are (needs the approve verb; not your own change)",
+		Args: cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, args []string) error {
+			return p.Approve(ctx, ns, args[0])
+		})}
+	var reason string
+	deny := &cobra.Command{Use: "deny NAME --reason TEXT", Short: "Deny the API key's spec as it is; it stalls until its spec changes", Args: cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, args []string) error {
+			return p.Deny(ctx, ns, args[0], reason)
+		})}
+	deny.Flags().StringVar(&reason, "reason", "", "Why, so that whoever asked knows what to change.")
+	_ = deny.MarkFlagRequired("reason")
+
+	root.AddCommand(list, create, rotate, revoke, disable, enable, reveal, verify, webhook, status, usage, policy, approve, deny)
 	return root
 }

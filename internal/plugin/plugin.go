@@ -20,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -35,6 +36,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/approval"
 	"github.com/keyward-dev/keyward/internal/guardrail"
 	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/notify"
@@ -628,7 +630,7 @@ func (p *Plugin) Policies(ctx context.Context, namespace string) error {
 	}
 	w := tabwriter.NewWriter(p.out(), 0, 4, 2, ' ', 0)
 	printf(w, "APIKeyPolicies for namespace %s:\n", Escape(namespace))
-	printf(w, "NAME\tAPPLIES\tMAX VALIDITY\tAUTO ROTATION\tMAX GRACE\tSCOPES\tRATE LIMIT\tPREFIXES\n")
+	printf(w, "NAME\tAPPLIES\tMAX VALIDITY\tAUTO ROTATION\tMAX GRACE\tSCOPES\tRATE LIMIT\tPREFIXES\tAPPROVAL FOR\n")
 	for _, pol := range list.Items {
 		applies := "unknown (cannot read the namespace's labels)"
 		if known {
@@ -660,12 +662,96 @@ func (p *Plugin) Policies(ctx context.Context, namespace string) error {
 		if s.AllowedPrefixes != nil {
 			prefixes = dash(strings.Join(s.AllowedPrefixes, ","))
 		}
+		approvalFor := "-"
+		if len(s.ApprovalRequiredScopes) > 0 {
+			var sc []string
+			for _, x := range s.ApprovalRequiredScopes {
+				sc = append(sc, string(x))
+			}
+			approvalFor = strings.Join(sc, ",")
+			if s.AllowSelfApproval {
+				approvalFor += " (self-approval allowed)"
+			}
+		}
 		row := []string{pol.Name, applies, dash(string(s.MaxValidity)), strconv.FormatBool(s.RequireAutoRotation),
-			dash(string(s.MaxGracePeriod)), scopes, dash(rate), prefixes}
+			dash(string(s.MaxGracePeriod)), scopes, dash(rate), prefixes, approvalFor}
 		for i := range row {
 			row[i] = Escape(row[i])
 		}
 		fmt.Fprintln(w, strings.Join(row, "\t"))
 	}
 	return w.Flush()
+}
+
+// ErrDenyNeedsReason is Deny's answer without a reason: the author needs one to change the spec.
+var ErrDenyNeedsReason = errors.New("a denial needs --reason, so that whoever asked knows what to change")
+
+// Approve approves the APIKey's spec as it is now (its scopes, validity, expiresAt and rate limit), in the
+// name the API server knows the caller by. It prints what it approved. Admission refuses it unless the
+// caller holds the approve verb on apikeys in the namespace and did not make the change.
+func (p *Plugin) Approve(ctx context.Context, namespace, name string) error {
+	return p.decide(ctx, namespace, name, "")
+}
+
+// Deny denies the APIKey's spec as it is now, with a reason; the APIKey stalls until its spec changes.
+func (p *Plugin) Deny(ctx context.Context, namespace, name, reason string) error {
+	if strings.TrimSpace(reason) == "" {
+		return ErrDenyNeedsReason
+	}
+	return p.decide(ctx, namespace, name, reason)
+}
+
+// decide writes a decision (a denial when reason is set) into status.approval with optimistic locking, so
+// that it covers the spec the caller was shown: when the spec changed in between, the write fails.
+func (p *Plugin) decide(ctx context.Context, namespace, name, reason string) error {
+	review := &authenticationv1.SelfSubjectReview{}
+	if err := p.Client.Create(ctx, review); err != nil {
+		return fmt.Errorf("asking the API server who you are: %w", err)
+	}
+	ak := &keywardv1alpha1.APIKey{}
+	if err := p.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, ak); err != nil {
+		return err
+	}
+	base := ak.DeepCopy()
+	d := &keywardv1alpha1.ApprovalDecision{By: review.Status.UserInfo.Username, At: metav1.NewTime(p.Now().UTC().Truncate(time.Second)),
+		Reason: strings.TrimSpace(reason), Covers: approval.Of(ak.Spec)}
+	if ak.Status.Approval == nil {
+		ak.Status.Approval = &keywardv1alpha1.ApprovalStatus{}
+	}
+	verb := "approved"
+	if reason != "" {
+		ak.Status.Approval.Denied, verb = d, "denied"
+	} else {
+		ak.Status.Approval.Approved = d
+	}
+	if err := p.Client.Status().Patch(ctx, ak, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+		if apierrors.IsConflict(err) {
+			return fmt.Errorf("APIKey %s changed while it was being %s; look at it again (%w)", name, verb, err)
+		}
+		return err
+	}
+	scopes := make([]string, len(d.Covers.Scopes))
+	for i, s := range d.Covers.Scopes {
+		scopes[i] = string(s)
+	}
+	printf(p.out(), "apikey.keyward.dev/%s %s by %s: scopes [%s], %s, rate limit %s\n", name, verb, d.By, strings.Join(scopes, ", "),
+		validityOf(d.Covers), rateOf(d.Covers.RateLimit))
+	return nil
+}
+
+func validityOf(c keywardv1alpha1.ApprovedSpec) string {
+	switch {
+	case c.ExpiresAt != nil:
+		return "expires at " + c.ExpiresAt.UTC().Format(time.RFC3339)
+	case c.Validity != "":
+		return "validity " + string(c.Validity)
+	}
+	return "validity 90d (the default)"
+}
+
+func rateOf(r *keywardv1alpha1.RateLimit) string {
+	if r == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%d/%s", r.Requests, r.Period)
 }

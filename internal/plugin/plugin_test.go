@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/eventually"
 	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/testenv"
 	"github.com/keyward-dev/keyward/pkg/verifier"
@@ -481,6 +482,7 @@ func TestPolicyShowsWhichAPIKeyPoliciesApplyToTheNamespace(t *testing.T) {
 	for _, pol := range []*keywardv1alpha1.APIKeyPolicy{
 		{ObjectMeta: metav1.ObjectMeta{Name: "plugin-prod"}, Spec: keywardv1alpha1.APIKeyPolicySpec{MaxValidity: "90d", RequireAutoRotation: true,
 			AllowedScopes: []keywardv1alpha1.Scope{"orders:*"}, MaxRateLimit: &keywardv1alpha1.PolicyRateLimit{Requests: 100, Period: "1m", Required: true},
+			ApprovalRequiredScopes: []keywardv1alpha1.Scope{"orders:delete"},
 			NamespaceSelector: &keywardv1alpha1.PolicyNamespaceSelector{MatchExpressions: []keywardv1alpha1.PolicyNamespaceRequirement{
 				{Key: "tier", Operator: metav1.LabelSelectorOpIn, Values: []string{"prod"}}}}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "plugin-staging"}, Spec: keywardv1alpha1.APIKeyPolicySpec{MaxGracePeriod: "10m",
@@ -498,8 +500,8 @@ func TestPolicyShowsWhichAPIKeyPoliciesApplyToTheNamespace(t *testing.T) {
 	flat := strings.Join(strings.Fields(out.String()), " ")
 	for _, want := range []string{
 		"APIKeyPolicies for namespace " + ns + ":",
-		"plugin-prod yes 90d true - orders:* at most 100/1m, required any",
-		"plugin-staging no - false 10m any any any",
+		"plugin-prod yes 90d true - orders:* at most 100/1m, required any orders:delete",
+		"plugin-staging no - false 10m any any any -",
 	} {
 		if !strings.Contains(flat, want) {
 			t.Errorf("policy lacks %q:\n%s", want, out)
@@ -540,5 +542,74 @@ func TestPolicyShowsWhichAPIKeyPoliciesApplyToTheNamespace(t *testing.T) {
 	}
 	if strings.Contains(carolOut.String(), "PolicyViolation") || !strings.Contains(carolOut.String(), "legacy") {
 		t.Errorf("list as a user who cannot read the namespace's labels guessed:\n%s", carolOut)
+	}
+}
+
+func TestApproveAndDenyWriteADecisionInTheCallersNameForTheSpecAsItIs(t *testing.T) {
+	testenv.Need(t)
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	n := &corev1.Namespace{}
+	if err := env.Client.Get(ctx, types.NamespacedName{Name: ns}, n); err != nil {
+		t.Fatal(err)
+	}
+	n.Labels["approvals"] = ns
+	if err := env.Client.Update(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	pol := &keywardv1alpha1.APIKeyPolicy{ObjectMeta: metav1.ObjectMeta{Name: "plugin-approval-" + ns},
+		Spec: keywardv1alpha1.APIKeyPolicySpec{ApprovalRequiredScopes: []keywardv1alpha1.Scope{"payments:*"},
+			NamespaceSelector: &keywardv1alpha1.PolicyNamespaceSelector{MatchLabels: map[string]string{"approvals": ns}}}}
+	if err := env.Client.Create(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, pol) })
+	ak := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "refunds", Namespace: ns},
+		Spec: keywardv1alpha1.APIKeySpec{Scopes: []keywardv1alpha1.Scope{"payments:refund"}, Validity: "30d",
+			RateLimit: &keywardv1alpha1.RateLimit{Requests: 10, Period: "1s"}}}
+	if err := env.Client.Create(ctx, ak); err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"bob", ak.Annotations[keywardv1alpha1.RequestedByAnnotation]} {
+		if err := env.Client.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "approver-" + strings.ReplaceAll(user, ":", "-"), Namespace: ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keyward-approver"},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	author, _ := newPlugin(env.Client)
+	if err := eventually.Poll(func() error {
+		if err := author.Approve(ctx, ns, "refunds"); err == nil || !strings.Contains(err.Error(), "separation of duties") {
+			return fmt.Errorf("the author approving: %v; want it refused for the separation of duties", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	bob, out := newPlugin(testenv.Impersonating(env.Config, "bob"))
+	if err := bob.Deny(ctx, ns, "refunds", "  "); !errors.Is(err, ErrDenyNeedsReason) {
+		t.Errorf("a denial without a reason: %v", err)
+	}
+	if err := eventually.Poll(func() error { return bob.Approve(ctx, ns, "refunds") }); err != nil {
+		t.Fatal(err)
+	}
+	if want := "apikey.keyward.dev/refunds approved by bob: scopes [payments:refund], validity 30d, rate limit 10/1s"; !strings.Contains(out.String(), want) {
+		t.Errorf("approve printed %q; want %q", out.String(), want)
+	}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(ak), ak); err != nil {
+		t.Fatal(err)
+	}
+	if a := ak.Status.Approval; a == nil || a.Approved == nil || a.Approved.By != "bob" || !a.Approved.At.Time.Equal(now.UTC().Truncate(time.Second)) {
+		t.Errorf("status.approval: %+v", a)
+	}
+	out.Reset()
+	if err := bob.Deny(ctx, ns, "refunds", "payouts go through treasury"); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(ak), ak); err != nil {
+		t.Fatal(err)
+	}
+	if d := ak.Status.Approval.Denied; d == nil || d.By != "bob" || d.Reason != "payouts go through treasury" || ak.Status.Approval.Approved == nil {
+		t.Errorf("status.approval after the denial: %+v", ak.Status.Approval)
 	}
 }
