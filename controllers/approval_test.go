@@ -140,7 +140,7 @@ func TestAKeyNeedingApprovalIsMintedOnlyOnceApprovedAndALaterChangeWaitsWhileItK
 	// (Until the author's binding is in force RBAC refuses first; then the separation of duties does.)
 	if err := eventually.Poll(func() error {
 		if err := h.decide(author, "refunds", ""); err == nil || !strings.Contains(err.Error(), "separation of duties") {
-			return fmt.Errorf("the author approving: %v; want it refused for the separation of duties", err)
+			return fmt.Errorf("the author approving: %w; want it refused for the separation of duties", err)
 		}
 		return nil
 	}); err != nil {

@@ -580,7 +580,7 @@ func TestApproveAndDenyWriteADecisionInTheCallersNameForTheSpecAsItIs(t *testing
 	author, _ := newPlugin(env.Client)
 	if err := eventually.Poll(func() error {
 		if err := author.Approve(ctx, ns, "refunds"); err == nil || !strings.Contains(err.Error(), "separation of duties") {
-			return fmt.Errorf("the author approving: %v; want it refused for the separation of duties", err)
+			return fmt.Errorf("the author approving: %w; want it refused for the separation of duties", err)
 		}
 		return nil
 	}); err != nil {
