@@ -461,6 +461,29 @@ func (p *Plugin) Status(ctx context.Context, namespace, name string) error {
 	for _, v := range p.policyJudge(ctx)(ak) {
 		printf(w, "Policy violation:\t%s\n", v.String())
 	}
+	if a := st.Approval; a != nil {
+		for _, d := range []struct {
+			what string
+			d    *keywardv1alpha1.ApprovalDecision
+		}{{"Approved", a.Approved}, {"Denied", a.Denied}} {
+			if d.d == nil {
+				continue
+			}
+			scopes := make([]string, len(d.d.Covers.Scopes))
+			for i, sc := range d.d.Covers.Scopes {
+				scopes[i] = string(sc)
+			}
+			printf(w, "%s:\tby %s at %s: scopes [%s], %s, rate limit %s", d.what, d.d.By, d.d.At.UTC().Format(time.RFC3339),
+				strings.Join(scopes, ", "), validityOf(d.d.Covers), rateOf(d.d.Covers.RateLimit))
+			if d.d.Reason != "" {
+				printf(w, " (%s)", d.d.Reason)
+			}
+			printf(w, "\n")
+		}
+	}
+	if by := ak.Annotations[keywardv1alpha1.RequestedByAnnotation]; by != "" {
+		printf(w, "Requested by:\t%s\n", by)
+	}
 	for _, pk := range st.PreviousKeys {
 		printf(w, "Previous key:\t%s valid until %s, last used %s\n", pk.KeyID, pk.ValidUntil.UTC().Format(time.RFC3339),
 			timeOrDash(keyUsageOf(st, pk.KeyID).LastUsedAt))

@@ -612,4 +612,15 @@ func TestApproveAndDenyWriteADecisionInTheCallersNameForTheSpecAsItIs(t *testing
 	if d := ak.Status.Approval.Denied; d == nil || d.By != "bob" || d.Reason != "payouts go through treasury" || ak.Status.Approval.Approved == nil {
 		t.Errorf("status.approval after the denial: %+v", ak.Status.Approval)
 	}
+	out.Reset()
+	if err := bob.Status(ctx, ns, "refunds"); err != nil {
+		t.Fatal(err)
+	}
+	flat := strings.Join(strings.Fields(out.String()), " ")
+	for _, want := range []string{"Approved: by bob at " + now.UTC().Truncate(time.Second).Format(time.RFC3339) + ": scopes [payments:refund], validity 30d, rate limit 10/1s",
+		"Denied: by bob", "(payouts go through treasury)", "Requested by: " + ak.Annotations[keywardv1alpha1.RequestedByAnnotation]} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
 }
