@@ -142,6 +142,15 @@ func State(ak *keywardv1alpha1.APIKey) string {
 	return "Pending"
 }
 
+// joinScopes joins scopes with sep.
+func joinScopes(scopes []keywardv1alpha1.Scope, sep string) string {
+	out := make([]string, len(scopes))
+	for i, sc := range scopes {
+		out[i] = string(sc)
+	}
+	return strings.Join(out, sep)
+}
+
 func scopesOf(ak keywardv1alpha1.APIKey) string {
 	var s []string
 	for _, sc := range ak.Spec.Scopes {
@@ -469,12 +478,8 @@ func (p *Plugin) Status(ctx context.Context, namespace, name string) error {
 			if d.d == nil {
 				continue
 			}
-			scopes := make([]string, len(d.d.Covers.Scopes))
-			for i, sc := range d.d.Covers.Scopes {
-				scopes[i] = string(sc)
-			}
 			printf(w, "%s:\tby %s at %s: scopes [%s], %s, rate limit %s", d.what, d.d.By, d.d.At.UTC().Format(time.RFC3339),
-				strings.Join(scopes, ", "), validityOf(d.d.Covers), rateOf(d.d.Covers.RateLimit))
+				joinScopes(d.d.Covers.Scopes, ", "), validityOf(d.d.Covers), rateOf(d.d.Covers.RateLimit))
 			if d.d.Reason != "" {
 				printf(w, " (%s)", d.d.Reason)
 			}
@@ -665,11 +670,7 @@ func (p *Plugin) Policies(ctx context.Context, namespace string) error {
 		s := pol.Spec
 		scopes := "any"
 		if s.AllowedScopes != nil {
-			var sc []string
-			for _, x := range s.AllowedScopes {
-				sc = append(sc, string(x))
-			}
-			scopes = dash(strings.Join(sc, ","))
+			scopes = dash(joinScopes(s.AllowedScopes, ","))
 		}
 		rate := "any"
 		if r := s.MaxRateLimit; r != nil {
@@ -687,11 +688,7 @@ func (p *Plugin) Policies(ctx context.Context, namespace string) error {
 		}
 		approvalFor := "-"
 		if len(s.ApprovalRequiredScopes) > 0 {
-			var sc []string
-			for _, x := range s.ApprovalRequiredScopes {
-				sc = append(sc, string(x))
-			}
-			approvalFor = strings.Join(sc, ",")
+			approvalFor = joinScopes(s.ApprovalRequiredScopes, ",")
 			if s.AllowSelfApproval {
 				approvalFor += " (self-approval allowed)"
 			}
@@ -753,11 +750,7 @@ func (p *Plugin) decide(ctx context.Context, namespace, name, reason string) err
 		}
 		return err
 	}
-	scopes := make([]string, len(d.Covers.Scopes))
-	for i, s := range d.Covers.Scopes {
-		scopes[i] = string(s)
-	}
-	printf(p.out(), "apikey.keyward.dev/%s %s by %s: scopes [%s], %s, rate limit %s\n", name, verb, d.By, strings.Join(scopes, ", "),
+	printf(p.out(), "apikey.keyward.dev/%s %s by %s: scopes [%s], %s, rate limit %s\n", name, verb, d.By, joinScopes(d.Covers.Scopes, ", "),
 		validityOf(d.Covers), rateOf(d.Covers.RateLimit))
 	return nil
 }

@@ -465,18 +465,28 @@ func TestUsagePrintsCountsAndLastUsePerKeyID(t *testing.T) {
 	}
 }
 
+// labelledNamespace is a namespace of the test with the label key=value (value "": the namespace's name).
+func labelledNamespace(t *testing.T, key, value string) string {
+	t.Helper()
+	ns := env.Namespace(t)
+	n := &corev1.Namespace{}
+	if err := env.Client.Get(context.Background(), types.NamespacedName{Name: ns}, n); err != nil {
+		t.Fatal(err)
+	}
+	if value == "" {
+		value = ns
+	}
+	n.Labels[key] = value
+	if err := env.Client.Update(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
 func TestPolicyShowsWhichAPIKeyPoliciesApplyToTheNamespace(t *testing.T) {
 	testenv.Need(t)
 	ctx := context.Background()
-	ns := env.Namespace(t)
-	n := &corev1.Namespace{}
-	if err := env.Client.Get(ctx, types.NamespacedName{Name: ns}, n); err != nil {
-		t.Fatal(err)
-	}
-	n.Labels["tier"] = "prod"
-	if err := env.Client.Update(ctx, n); err != nil {
-		t.Fatal(err)
-	}
+	ns := labelledNamespace(t, "tier", "prod")
 	// An APIKey created before the policies, without the rate limit plugin-prod requires.
 	withKey(t, ns, "legacy", "orders:read")
 	for _, pol := range []*keywardv1alpha1.APIKeyPolicy{
@@ -548,15 +558,7 @@ func TestPolicyShowsWhichAPIKeyPoliciesApplyToTheNamespace(t *testing.T) {
 func TestApproveAndDenyWriteADecisionInTheCallersNameForTheSpecAsItIs(t *testing.T) {
 	testenv.Need(t)
 	ctx := context.Background()
-	ns := env.Namespace(t)
-	n := &corev1.Namespace{}
-	if err := env.Client.Get(ctx, types.NamespacedName{Name: ns}, n); err != nil {
-		t.Fatal(err)
-	}
-	n.Labels["approvals"] = ns
-	if err := env.Client.Update(ctx, n); err != nil {
-		t.Fatal(err)
-	}
+	ns := labelledNamespace(t, "approvals", "")
 	pol := &keywardv1alpha1.APIKeyPolicy{ObjectMeta: metav1.ObjectMeta{Name: "plugin-approval-" + ns},
 		Spec: keywardv1alpha1.APIKeyPolicySpec{ApprovalRequiredScopes: []keywardv1alpha1.Scope{"payments:*"},
 			NamespaceSelector: &keywardv1alpha1.PolicyNamespaceSelector{MatchLabels: map[string]string{"approvals": ns}}}}
