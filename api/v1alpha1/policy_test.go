@@ -87,6 +87,8 @@ func TestAPolicyWithABadSelectorPatternOrBoundIsRefusedAtApplyTime(t *testing.T)
 		{"Exists with values", "namespaceSelector: {matchExpressions: [{key: team, operator: Exists, values: [a]}]}",
 			"spec.namespaceSelector", "Exists and DoesNotExist take none"},
 		{"malformed scope pattern", "allowedScopes: [\"orders:**\"]", "spec.allowedScopes[0]", "should match"},
+		{"malformed approval pattern", "approvalRequiredScopes: [\"payments::*\"]", "spec.approvalRequiredScopes[0]", "should match"},
+		{"too many approval patterns", "approvalRequiredScopes: [" + strings.Repeat("a,", 32) + "b]", "spec.approvalRequiredScopes", "must have at most 32 items"},
 		{"malformed duration", "maxValidity: 90 days", "spec.maxValidity", "for example 90d"},
 		{"malformed prefix", "allowedPrefixes: [KW]", "spec.allowedPrefixes[0]", "should match"},
 		{"rate without its period", "maxRateLimit: {requests: 100}", "spec", "requests and period go together"},
