@@ -245,3 +245,40 @@ approvalRequiredScopes: ["payments:*"]`)
 		t.Errorf("adding orders:write: %v", err)
 	}
 }
+
+// A GitOps controller applies APIKeys with server-side apply and never sets keyward.dev/requested-by: it is
+// recorded as the author of what it applies, and a re-apply that drops the annotation from its own fields
+// keeps it.
+func TestAServerSideApplyRecordsTheApplierAsTheAuthorAndAReapplyKeepsIt(t *testing.T) {
+	testenv.Need(t)
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	const flux = "system:serviceaccount:flux-system:kustomize-controller"
+	bind(t, ns, flux, "keyward-admin")
+	apply := func() (*keywardv1alpha1.APIKey, error) {
+		u := apiKey(t, ns, "applied", "scopes: [orders:read]")
+		if err := as(t, flux).Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("kustomize-controller"), client.ForceOwnership); err != nil {
+			return nil, err
+		}
+		ak := &keywardv1alpha1.APIKey{}
+		return ak, env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "applied"}, ak)
+	}
+	var ak *keywardv1alpha1.APIKey
+	if err := eventually.Poll(func() error {
+		var err error
+		ak, err = apply()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ak.Annotations[keywardv1alpha1.RequestedByAnnotation]; got != flux {
+		t.Fatalf("%s after the first apply: %q; want %s", keywardv1alpha1.RequestedByAnnotation, got, flux)
+	}
+	again, err := apply()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := again.Annotations[keywardv1alpha1.RequestedByAnnotation]; got != flux {
+		t.Errorf("%s after a re-apply: %q; want it kept", keywardv1alpha1.RequestedByAnnotation, got)
+	}
+}
