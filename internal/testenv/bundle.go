@@ -79,7 +79,15 @@ func InstallAdmission(ctx context.Context, cfg *rest.Config, c client.Client) er
 func WaitForPolicies(ctx context.Context, cfg *rest.Config, c client.Client) error {
 	const ns = "default"
 	probe := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "admission-probe", Namespace: ns}}
-	if err := c.Create(ctx, probe); err != nil && !apierrors.IsAlreadyExists(err) {
+	// The first APIKey write after the bundle's install may be answered 503 for a while: the mutating
+	// admission policy's plugin learns the CRD's schema from the API server's OpenAPI a moment after the CRD
+	// is established ("Resource kind ... not found. There can be a delay ...").
+	if err := eventually.Poll(func() error {
+		if err := c.Create(ctx, probe.DeepCopy()); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		return nil
+	}); err != nil {
 		return fmt.Errorf("creating the probe APIKey: %w", err)
 	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(probe), probe); err != nil {

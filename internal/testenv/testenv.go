@@ -112,20 +112,9 @@ func Start() (*Env, error) {
 		// or they outlive the test binary.
 		return nil, errors.Join(fmt.Errorf("starting the control plane from %s: %w", assets, err), env.Stop())
 	}
-	// envtest waits until the CRDs are established, but the discovery a client's RESTMapper reads may show
-	// them a moment later (on a busy machine, seconds), and a mapper keeps what it first saw: until both
-	// kinds can be listed, try again with a new client.
-	var c client.Client
-	if err := eventually.Poll(func() error {
-		if c, err = client.New(cfg, client.Options{Scheme: Scheme}); err != nil {
-			return err
-		}
-		if err := c.List(context.Background(), &keywardv1alpha1.APIKeyList{}); err != nil {
-			return err
-		}
-		return c.List(context.Background(), &keywardv1alpha1.APIKeyPolicyList{})
-	}); err != nil {
-		return nil, errors.Join(fmt.Errorf("creating a client that knows Keyward's kinds: %w", err), env.Stop())
+	c, err := client.New(cfg, client.Options{Scheme: Scheme})
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("creating a client: %w", err), env.Stop())
 	}
 	if err := InstallAdmission(context.Background(), cfg, c); err != nil {
 		return nil, errors.Join(err, env.Stop())
