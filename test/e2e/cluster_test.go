@@ -120,6 +120,12 @@ func (s *suite) helmInstall(verb, chart, manager, verifier string) {
 	}
 	s.run("helm", args...)
 	s.waitAvailable(manager, verifier)
+	// APIKey writes may be answered 503 for a few seconds after the CRD is installed or changed, while the
+	// mutating admission policy learns its schema (docs/operations/install.md): wait until one is admitted.
+	eventually.Succeeds(s.t, "an APIKey write admitted", func() error {
+		probe := &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: tenant, Name: "admission-probe"}}
+		return s.c.Create(context.Background(), probe, client.DryRunAll)
+	})
 }
 
 // waitAvailable waits until both Deployments are Available with every replica running the given images.
