@@ -69,6 +69,9 @@ func main() {
 	flag.DurationVar(&hookTimeout, "webhook-attempt-timeout", delivery.DefaultAttemptTimeout,
 		"How long one delivery attempt may take, connection and answer included; answers slower than 5s are "+
 			"delivered but pace the APIKey's next event.")
+	leakResponse := flag.String("leak-response", string(keywardv1alpha1.LeakResponseRotate),
+		"What a report of a leaked key does when its APIKey's spec.leakResponse is unset: Rotate (stop it at once "+
+			"and mint a new one) or Notify (change no key; tell through the KeyLeaked condition, event and key.leaked).")
 	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -105,6 +108,11 @@ func main() {
 		os.Exit(1)
 	}
 
+	defaultLeakResponse := keywardv1alpha1.LeakResponse(*leakResponse)
+	if defaultLeakResponse != keywardv1alpha1.LeakResponseRotate && defaultLeakResponse != keywardv1alpha1.LeakResponseNotify {
+		setupLog.Error(fmt.Errorf("%q is neither Rotate nor Notify", *leakResponse), "Invalid --leak-response")
+		os.Exit(1)
+	}
 	signingRef, err := parseNamespacedName(signingKey)
 	if err != nil {
 		setupLog.Error(err, "Invalid --signing-key-secret")
@@ -124,7 +132,8 @@ func main() {
 		Signer:    signer,
 		Events:    mgr.GetEventRecorder("keyward"),
 		// Judging policies reads namespaces cluster-wide, which namespaced mode's RBAC does not grant.
-		JudgePolicies: namespaces == "",
+		JudgePolicies:       namespaces == "",
+		DefaultLeakResponse: defaultLeakResponse,
 	}
 	if err := reconciler.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		setupLog.Error(err, "Unable to set up the APIKey controller")

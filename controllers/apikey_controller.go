@@ -65,6 +65,8 @@ type APIKeyReconciler struct {
 	// what it breaks (the PolicyViolation condition). It needs to read namespaces cluster-wide, so the
 	// manager turns it off in namespaced mode.
 	JudgePolicies bool
+	// DefaultLeakResponse is what a leak report does to an APIKey without spec.leakResponse; Rotate when "".
+	DefaultLeakResponse keywardv1alpha1.LeakResponse
 
 	// secrets owns every Secret write, status every status write but the deletion's, and mints every new
 	// key's event; set up in SetupWithManager.
@@ -149,6 +151,17 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 	o.Spec, o.SpecError = policy.Resolve(ak.Spec)
 	o.RotateToken = ak.Annotations[keywardv1alpha1.RotateAnnotation]
 	o.Revoke = policy.ParseKeyIDs(ak.Annotations[keywardv1alpha1.RevokeAnnotation])
+	o.LeakResponse = r.leakResponse(ak)
+	if o.LeakResponse == keywardv1alpha1.LeakResponseRotate {
+		// A reported key is revoked: the revocation path stops it whatever state the Secret is in, and a
+		// current key gets its successor at once. A key already gone is not in the record, so a report
+		// repeated or replayed changes nothing.
+		for _, l := range ak.Status.Leaks {
+			if !slices.Contains(o.Revoke, l.KeyID) {
+				o.Revoke = append(o.Revoke, l.KeyID)
+			}
+		}
+	}
 	o.ConflictRecheck = r.conflictRecheckInterval()
 	if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady); c != nil &&
 		c.Reason == string(keywardv1alpha1.ReasonSecretConflict) {
@@ -299,6 +312,17 @@ func approvalOf(req guardrail.Requirement, full *keywardv1alpha1.APIKey, decided
 		a.Denied = decided.Denied
 	}
 	return a
+}
+
+// leakResponse is ak's spec.leakResponse, else the manager's default, else Rotate.
+func (r *APIKeyReconciler) leakResponse(ak *keywardv1alpha1.APIKey) keywardv1alpha1.LeakResponse {
+	switch {
+	case ak.Spec.LeakResponse != "":
+		return ak.Spec.LeakResponse
+	case r.DefaultLeakResponse != "":
+		return r.DefaultLeakResponse
+	}
+	return keywardv1alpha1.LeakResponseRotate
 }
 
 // SubjectOf is what the records of ak's key are signed for: ak, by name and UID, and its Secret.

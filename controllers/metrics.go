@@ -11,6 +11,7 @@ import (
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/notify"
+	"github.com/keyward-dev/keyward/internal/policy"
 )
 
 // rotationsTotal counts minted keys by reason. It is registered once per process with controller-runtime's
@@ -42,6 +43,9 @@ var (
 	awaitingApprovalDesc = prometheus.NewDesc("keyward_apikey_awaiting_approval",
 		"1 while the APIKey waits for an approval that an APIKeyPolicy asks for (Ready reason AwaitingApproval); absent otherwise.",
 		[]string{"namespace", "name"}, nil)
+	leakedAcceptedDesc = prometheus.NewDesc("keyward_apikey_leaked_keys_accepted",
+		"Keys of the APIKey reported leaked (status.leaks) that are still accepted: with leakResponse Notify, or for the moment before a rotation lands; absent when none.",
+		[]string{"namespace", "name"}, nil)
 	approvalRequestedDesc = prometheus.NewDesc("keyward_apikey_approval_requested_timestamp_seconds",
 		"Since when the APIKey has waited for an approval (its Ready condition's transition time), in seconds since the epoch; absent when it does not wait.",
 		[]string{"namespace", "name"}, nil)
@@ -65,6 +69,7 @@ func (c StatusCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- policyViolationsDesc
 	ch <- awaitingApprovalDesc
 	ch <- approvalRequestedDesc
+	ch <- leakedAcceptedDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -85,6 +90,15 @@ func (c StatusCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if n := len(ak.Status.PreviousKeysInUse); n > 0 {
 			ch <- prometheus.MustNewConstMetric(previousInUseDesc, prometheus.GaugeValue, float64(n), ak.Namespace, ak.Name)
+		}
+		leaked := 0
+		for _, l := range ak.Status.Leaks {
+			if policy.LeakedKeyAccepted(ak.Status, l.KeyID) {
+				leaked++
+			}
+		}
+		if leaked > 0 {
+			ch <- prometheus.MustNewConstMetric(leakedAcceptedDesc, prometheus.GaugeValue, float64(leaked), ak.Namespace, ak.Name)
 		}
 		if meta.IsStatusConditionTrue(ak.Status.Conditions, keywardv1alpha1.ConditionPolicyViolation) {
 			ch <- prometheus.MustNewConstMetric(policyViolationsDesc, prometheus.GaugeValue, 1, ak.Namespace, ak.Name)

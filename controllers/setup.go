@@ -271,8 +271,9 @@ func statusEdited(own *StatusWriter) predicate.Funcs {
 		// Only the fields the key controller owns: the verifier's usage reports and the delivery controller's
 		// writes to status.webhook are not the key's, and reconciling them would only write the same status
 		// again (and once per delivery).
-		// An approver's decision is a change to act on, whatever else the same event shows.
-		if !equality.Semantic.DeepEqual(before.Status.Approval, after.Status.Approval) {
+		// An approver's decision or a leak report is a change to act on, whatever else the same event shows.
+		if !equality.Semantic.DeepEqual(before.Status.Approval, after.Status.Approval) ||
+			!equality.Semantic.DeepEqual(before.Status.Leaks, after.Status.Leaks) {
 			return true
 		}
 		owner := keywardv1alpha1.StatusOwnerKeyController

@@ -37,7 +37,7 @@ const (
 )
 
 // WebhookEvent names a lifecycle event that Keyward can deliver to a webhook endpoint.
-// +kubebuilder:validation:Enum=key.created;key.rotated;key.expiring;key.expired;key.disabled;key.enabled;key.revoked;key.deleted;key.previous_in_use;key.approval_requested;key.approved;key.denied
+// +kubebuilder:validation:Enum=key.created;key.rotated;key.expiring;key.expired;key.disabled;key.enabled;key.revoked;key.deleted;key.previous_in_use;key.approval_requested;key.approved;key.denied;key.leaked
 type WebhookEvent string
 
 // The lifecycle events a webhook can subscribe to.
@@ -59,6 +59,9 @@ const (
 	WebhookEventKeyApproved WebhookEvent = "key.approved"
 	// WebhookEventKeyDenied: an approver denied the spec (decidedBy, decisionReason).
 	WebhookEventKeyDenied WebhookEvent = "key.denied"
+	// WebhookEventKeyLeaked: a key was reported leaked (leakURL, leakSource); revokedKeyIDs names the keys
+	// the response stopped.
+	WebhookEventKeyLeaked WebhookEvent = "key.leaked"
 	// WebhookEventTest answers the keyward.dev/webhook-test annotation; spec.webhook.events does not filter it.
 	WebhookEventTest WebhookEvent = "webhook.test"
 )
@@ -133,7 +136,23 @@ type APIKeySpec struct {
 	// Webhook is an HTTPS endpoint that receives signed notifications (Standard Webhooks) about the key's lifecycle. Payloads never contain the key itself.
 	// +optional
 	Webhook *WebhookSpec `json:"webhook,omitempty"`
+
+	// LeakResponse is what Keyward does when a key of this APIKey is reported leaked (status.leaks): Rotate stops the leaked key at once and mints a new one, as a revocation does; Notify changes no key and only tells (the KeyLeaked condition and event, key.leaked). Unset: the manager's --leak-response (Rotate by default).
+	// +kubebuilder:validation:Enum=Rotate;Notify
+	// +optional
+	LeakResponse LeakResponse `json:"leakResponse,omitempty"`
 }
+
+// LeakResponse is what Keyward does with a key reported leaked.
+type LeakResponse string
+
+// The responses to a leaked key.
+const (
+	// LeakResponseRotate stops the leaked key at once and mints a new one (as keyward.dev/revoke does).
+	LeakResponseRotate LeakResponse = "Rotate"
+	// LeakResponseNotify changes no key: the KeyLeaked condition, event and key.leaked tell.
+	LeakResponseNotify LeakResponse = "Notify"
+)
 
 // SecretTemplate holds metadata that Keyward copies onto the generated Secret. It is bounded, since the
 // manager keeps it in memory for every APIKey (and again in its Secret): keys of at most 317 characters (a
@@ -322,6 +341,36 @@ type APIKeyStatus struct {
 	// spec as it is). The verifier grants no scope outside approval.approved and no faster rate limit.
 	// +optional
 	Approval *ApprovalStatus `json:"approval,omitempty"`
+
+	// Leaks are the reports that a key of this APIKey was found where it should not be (a secret scanner, or kubectl keyward report-leak), one per key ID, at most 16. Written by the reporters and never by the manager; the admission policy keyward-leak-reports lets a reporter only add a report of a key this APIKey has. They never hold the key or its hash.
+	// +listType=map
+	// +listMapKey=keyID
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	Leaks []LeakReport `json:"leaks,omitempty"`
+}
+
+// LeakReport says that a key was reported leaked: which, when, where and by whom.
+type LeakReport struct {
+	// KeyID is the leaked key's ID.
+	// +kubebuilder:validation:MaxLength=64
+	// +required
+	KeyID string `json:"keyID"`
+	// ReportedAt is when the report arrived.
+	// +required
+	ReportedAt metav1.Time `json:"reportedAt"`
+	// URL is where the key was found, as the report says.
+	// +kubebuilder:validation:MaxLength=2048
+	// +optional
+	URL string `json:"url,omitempty"`
+	// Source is the kind of place (content, commit, issue_comment, ...), as the report says.
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	Source string `json:"source,omitempty"`
+	// Reporter is who reported it: github-secret-scanning, or the user who ran kubectl keyward report-leak.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	Reporter string `json:"reporter,omitempty"`
 }
 
 // ApprovalStatus is what approvers decided about an APIKey: the grant in effect and the last denial.
@@ -472,6 +521,16 @@ type WebhookMessage struct {
 	// +kubebuilder:validation:MaxLength=1024
 	// +optional
 	DecisionReason string `json:"decisionReason,omitempty"`
+	// LeakedKeyID, LeakURL and LeakSource say which key was reported leaked and where it was found (key.leaked).
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	LeakedKeyID string `json:"leakedKeyID,omitempty"`
+	// +kubebuilder:validation:MaxLength=2048
+	// +optional
+	LeakURL string `json:"leakURL,omitempty"`
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	LeakSource string `json:"leakSource,omitempty"`
 }
 
 // WebhookTestStatus is the outcome of a webhook.test.

@@ -28,6 +28,10 @@ const (
 	// keyward approve and deny. The admission policy keyward-apikey-approval checks the verb, the name and
 	// what the decision covers; the manager may only remove the record once no policy requires approval.
 	StatusOwnerApprover StatusOwner = "Approver"
+	// StatusOwnerLeakReporter is whoever reports leaked keys: status.leaks, through the leak receiver or
+	// kubectl keyward report-leak. The admission policy keyward-leak-reports lets them only add reports of
+	// keys the APIKey has; the manager never writes it.
+	StatusOwnerLeakReporter StatusOwner = "LeakReporter"
 )
 
 // StatusFieldOwners names, by JSON name, the owner of every field of APIKeyStatus: declared here once and
@@ -53,6 +57,7 @@ var StatusFieldOwners = map[string]StatusOwner{
 	"webhook":                StatusOwnerDelivery,
 	"usage":                  StatusOwnerVerifier,
 	"approval":               StatusOwnerApprover,
+	"leaks":                  StatusOwnerLeakReporter,
 }
 
 // statusFieldOwners is StatusFieldOwners by field index of APIKeyStatus.

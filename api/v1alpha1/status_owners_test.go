@@ -18,7 +18,7 @@ func fullStatus() keywardv1alpha1.APIKeyStatus {
 		PreviousKeys: []keywardv1alpha1.PreviousKey{{KeyID: "kid_y"}}, PreviousKeysInUse: []string{"kid_y"},
 		LastRotationReason: keywardv1alpha1.RotationManual, LastHandledRotateToken: "t", RecordSignature: "sig",
 		Webhook: &keywardv1alpha1.WebhookStatus{DeliveredSequence: 1}, Usage: &keywardv1alpha1.UsageStatus{},
-		Approval: &keywardv1alpha1.ApprovalStatus{}}
+		Approval: &keywardv1alpha1.ApprovalStatus{}, Leaks: []keywardv1alpha1.LeakReport{{KeyID: "kid_x"}}}
 }
 
 func TestEveryStatusFieldHasExactlyOneOwner(t *testing.T) {
@@ -30,7 +30,7 @@ func TestEveryStatusFieldHasExactlyOneOwner(t *testing.T) {
 		}
 	}
 	owners := []keywardv1alpha1.StatusOwner{keywardv1alpha1.StatusOwnerKeyController, keywardv1alpha1.StatusOwnerDelivery, keywardv1alpha1.StatusOwnerVerifier,
-		keywardv1alpha1.StatusOwnerApprover}
+		keywardv1alpha1.StatusOwnerApprover, keywardv1alpha1.StatusOwnerLeakReporter}
 	for i := range v.NumField() {
 		name := keywardv1alpha1.StatusFieldName(v.Type().Field(i))
 		var kept []keywardv1alpha1.StatusOwner

@@ -73,6 +73,9 @@ const (
 	// was created before the policy, which admission refuses since); its message names each policy and rule.
 	// Absent otherwise. Ready does not depend on it: the key keeps working.
 	ConditionPolicyViolation = "PolicyViolation"
+	// ConditionKeyLeaked is True while status.leaks reports a key of the APIKey leaked; its message names
+	// each key, where it was found and what was done. Absent otherwise. Ready does not depend on it.
+	ConditionKeyLeaked = "KeyLeaked"
 )
 
 // ConditionReason is the machine-readable reason of a Ready, Reconciling or Stalled condition.
@@ -106,6 +109,8 @@ const (
 	// ReasonApprovalDenied: an approver denied the spec as it is (status.approval.denied). Stalled until the
 	// spec changes, which asks again; a key approved earlier keeps working with what its approval covers.
 	ReasonApprovalDenied ConditionReason = "ApprovalDenied"
+	// ReasonKeyLeaked: the reason of ConditionKeyLeaked.
+	ReasonKeyLeaked ConditionReason = "KeyLeaked"
 )
 
 // RotationReason says why a key was minted; it is recorded in status.lastRotationReason and in the Secret.
@@ -172,4 +177,6 @@ const (
 	EventApproved EventReason = "Approved"
 	// EventApprovalDenied: an approver denied the spec (ReasonApprovalDenied).
 	EventApprovalDenied EventReason = "ApprovalDenied"
+	// EventKeyLeaked: a key of the APIKey was reported leaked; the note says where and what was done.
+	EventKeyLeaked EventReason = "KeyLeaked"
 )

@@ -215,6 +215,20 @@ var table = map[policy.TransitionKind]Announcement{
 	policy.TransitionApprovalDenied: {Webhook: keywardv1alpha1.WebhookEventKeyDenied, WebhookFields: withApproval,
 		Event: &Event{Type: corev1.EventTypeWarning, Reason: keywardv1alpha1.EventApprovalDenied, Action: "Deny", Note: readyMessage,
 			Log: fixed("An approver denied the APIKey's spec")}},
+	// A leak is told everywhere, whatever the response did: the note says whether the key still works.
+	policy.TransitionKeyLeaked: {Webhook: keywardv1alpha1.WebhookEventKeyLeaked,
+		WebhookFields: func(t policy.Transition, m *keywardv1alpha1.WebhookMessage) {
+			m.LeakedKeyID, m.LeakURL, m.LeakSource, m.RevokedKeyIDs = t.Leak.KeyID, t.Leak.URL, t.Leak.Source, t.Revoked
+		},
+		Event: &Event{Type: corev1.EventTypeWarning, Reason: keywardv1alpha1.EventKeyLeaked, Action: "ReportLeak",
+			Note: func(t policy.Transition, _ Facts) string {
+				response := keywardv1alpha1.LeakResponseRotate
+				if t.LeakAccepted {
+					response = keywardv1alpha1.LeakResponseNotify
+				}
+				return policy.LeakMessage(*t.Leak, t.LeakAccepted, response)
+			},
+			Log: fixed("A key was reported leaked")}},
 	policy.TransitionPreviousKeyInUse: {Webhook: keywardv1alpha1.WebhookEventKeyPreviousInUse,
 		WebhookFields: func(t policy.Transition, m *keywardv1alpha1.WebhookMessage) {
 			m.PreviousKeyID, m.PreviousValidUntil, m.PreviousLastUsedAt = t.PreviousKeyID, t.PreviousValidUntil, t.PreviousLastUsedAt

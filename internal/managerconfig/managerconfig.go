@@ -68,7 +68,7 @@ const maxKeptAnnotation = 4096
 // and lifecycle metadata, the annotations that ask Keyward for something, Keyward's own finalizer, the spec
 // but its display name, description, scopes, rate limit and webhook CA bundle (the verifier's and the
 // delivery's business: the delivery controller reads the APIKey from the API server before each attempt),
-// and of status the fields the manager owns (keywardv1alpha1.StatusFieldOwners), the approvers' decisions (which the key controller acts on) and, of the verifier's usage
+// and of status the fields the manager owns (keywardv1alpha1.StatusFieldOwners), the approvers' decisions and leak reports (which the key controller acts on) and, of the verifier's usage
 // counts, each key's last use (whether a previous key is still in use). Every one of the kept fields is bounded by the CRD or the admission policies.
 //
 // The manager writes APIKeys only with merge patches computed between two cached copies (status, and the
@@ -84,7 +84,7 @@ func trimCachedAPIKey(obj any) (any, error) {
 		Generation: ak.Generation, CreationTimestamp: ak.CreationTimestamp, DeletionTimestamp: ak.DeletionTimestamp,
 		DeletionGracePeriodSeconds: ak.DeletionGracePeriodSeconds,
 	}, Spec: ak.Spec, Status: ak.Status.OwnedBy(keywardv1alpha1.StatusOwnerKeyController, keywardv1alpha1.StatusOwnerDelivery,
-		keywardv1alpha1.StatusOwnerApprover)}
+		keywardv1alpha1.StatusOwnerApprover, keywardv1alpha1.StatusOwnerLeakReporter)}
 	for _, name := range requestAnnotations {
 		if v, ok := ak.Annotations[name]; ok {
 			v = v[:min(len(v), maxKeptAnnotation)]

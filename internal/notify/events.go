@@ -97,7 +97,8 @@ func Prune(st *keywardv1alpha1.WebhookStatus) {
 // BodyOf is the payload of an outbox message for the APIKey namespace/name.
 func BodyOf(namespace, name string, m keywardv1alpha1.WebhookMessage) Body {
 	d := Data{Namespace: namespace, Name: name, KeyID: m.KeyID, Revision: m.Revision, Reason: m.Reason,
-		PreviousKeyID: m.PreviousKeyID, RevokedKeyIDs: m.RevokedKeyIDs, DecidedBy: m.DecidedBy, DecisionReason: m.DecisionReason}
+		PreviousKeyID: m.PreviousKeyID, RevokedKeyIDs: m.RevokedKeyIDs, DecidedBy: m.DecidedBy, DecisionReason: m.DecisionReason,
+		LeakedKeyID: m.LeakedKeyID, LeakURL: m.LeakURL, LeakSource: m.LeakSource}
 	for _, s := range m.ApprovalScopes {
 		d.ApprovalScopes = append(d.ApprovalScopes, string(s))
 	}

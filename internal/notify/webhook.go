@@ -46,6 +46,10 @@ type Data struct {
 	ApprovalScopes []string `json:"approvalScopes,omitempty"`
 	DecidedBy      string   `json:"decidedBy,omitempty"`
 	DecisionReason string   `json:"decisionReason,omitempty"`
+	// LeakedKeyID, LeakURL and LeakSource say which key was reported leaked and where (key.leaked).
+	LeakedKeyID string `json:"leakedKeyID,omitempty"`
+	LeakURL     string `json:"leakURL,omitempty"`
+	LeakSource  string `json:"leakSource,omitempty"`
 	// Token is the keyward.dev/webhook-test value a webhook.test answers.
 	Token string `json:"token,omitempty"`
 }

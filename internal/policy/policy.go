@@ -199,6 +199,9 @@ type Observation struct {
 	// Approval is what the APIKeyPolicies' approvalRequiredScopes ask of the spec and what approvers decided;
 	// zero when no approval is needed or policies are not judged.
 	Approval Approval
+	// LeakResponse is what a leak report does (spec.leakResponse, or the manager's default). With Rotate the
+	// reconciler has added the reported key IDs to Revoke; Settle reports status.leaks either way.
+	LeakResponse keywardv1alpha1.LeakResponse
 
 	// What Settle reports from: the status as read, the APIKey's generation, the Secret's name, keys.Hint
 	// of the Secret's key (SecretGenuine), and the status fields of a record Keyward did not sign (empty

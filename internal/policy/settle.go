@@ -120,6 +120,7 @@ func Settle(o Observation, plan Plan, w WriteResult) Outcome {
 	}
 	setPreviousKeysInUse(st, o.Generation, plan.PreviousInUse, now)
 	setPolicyViolations(st, o.Generation, o.PolicyViolations, now)
+	setLeaks(st, o.Generation, o.LeakResponse, now)
 	if o.Approval.Obsolete {
 		st.Approval = nil // no policy asks for it any more: the verifier stops narrowing the key to it
 	}
@@ -212,6 +213,60 @@ func setPolicyViolations(st *keywardv1alpha1.APIKeyStatus, generation int64, vio
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: keywardv1alpha1.ConditionPolicyViolation, Status: metav1.ConditionTrue,
 		Reason: string(keywardv1alpha1.ReasonPolicyViolation), Message: msg + ". The key keeps working; its next change must obey the policy",
 		ObservedGeneration: generation, LastTransitionTime: metav1.NewTime(now)})
+}
+
+// MaxLeaksShown bounds how many leak reports the KeyLeaked condition's message describes (status.leaks
+// holds at most 16).
+const MaxLeaksShown = 16
+
+// setLeaks reports status.leaks as the KeyLeaked condition, absent when there is no report: for each
+// reported key, where it was found and whether the key written in this status still accepts it.
+func setLeaks(st *keywardv1alpha1.APIKeyStatus, generation int64, response keywardv1alpha1.LeakResponse, now time.Time) {
+	if len(st.Leaks) == 0 {
+		meta.RemoveStatusCondition(&st.Conditions, keywardv1alpha1.ConditionKeyLeaked)
+		return
+	}
+	var notes []string
+	for i, l := range st.Leaks {
+		if i == MaxLeaksShown {
+			break
+		}
+		notes = append(notes, LeakMessage(l, LeakedKeyAccepted(*st, l.KeyID), response))
+	}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: keywardv1alpha1.ConditionKeyLeaked, Status: metav1.ConditionTrue,
+		Reason: string(keywardv1alpha1.ReasonKeyLeaked), Message: strings.Join(notes, "; "), ObservedGeneration: generation,
+		LastTransitionTime: metav1.NewTime(now)})
+}
+
+// LeakedKeyAccepted reports whether status st still accepts the key keyID: as its current key or a previous one.
+func LeakedKeyAccepted(st keywardv1alpha1.APIKeyStatus, keyID string) bool {
+	if st.KeyHash != "" && st.KeyID == keyID {
+		return true
+	}
+	for _, p := range st.PreviousKeys {
+		if p.KeyID == keyID {
+			return true
+		}
+	}
+	return false
+}
+
+// LeakMessage says which key was reported leaked, by whom, when and where, and whether it still works.
+func LeakMessage(l keywardv1alpha1.LeakReport, accepted bool, response keywardv1alpha1.LeakResponse) string {
+	msg := fmt.Sprintf("Key %s was reported leaked at %s", l.KeyID, l.ReportedAt.UTC().Format(time.RFC3339))
+	if l.Reporter != "" {
+		msg += " by " + l.Reporter
+	}
+	if l.URL != "" {
+		msg += " (found at " + l.URL + ")"
+	}
+	switch {
+	case !accepted:
+		return msg + ": it is no longer accepted"
+	case response == keywardv1alpha1.LeakResponseNotify:
+		return msg + ": it is still accepted (leakResponse Notify): rotate it with --grace 0s or revoke it"
+	}
+	return msg + ": it is being stopped"
 }
 
 // PreviousKeyInUseMessage says which previous key is still used, until when it works, and what to do.

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -102,6 +103,10 @@ const (
 	TransitionApproved TransitionKind = "Approved"
 	// TransitionApprovalDenied: Ready's reason became ApprovalDenied (DecidedBy, DecisionReason).
 	TransitionApprovalDenied TransitionKind = "ApprovalDenied"
+
+	// TransitionKeyLeaked: status.leaks reports a key the KeyLeaked condition did not name yet
+	// (Transition.Leak; Revoked when the response stopped it in this write).
+	TransitionKeyLeaked TransitionKind = "KeyLeaked"
 )
 
 // Transition is one thing that happened to a key in a status write.
@@ -126,6 +131,10 @@ type Transition struct {
 	Scopes []keywardv1alpha1.Scope
 	// DecidedBy and DecisionReason are the approver and its reason (Approved, ApprovalDenied).
 	DecidedBy, DecisionReason string
+	// Leak is the report of a leaked key (KeyLeaked), and LeakAccepted whether the key is still accepted
+	// after this write.
+	Leak         *keywardv1alpha1.LeakReport
+	LeakAccepted bool
 }
 
 // Transitions lists what a status write reports as having happened to the key, derived from what status
@@ -203,6 +212,21 @@ func Transitions(c Change) []Transition {
 	}
 	if v := violationsOf(after); v != "" && v != violationsOf(before) {
 		out = append(out, Transition{Kind: TransitionPolicyViolation, Fields: []string{v}})
+	}
+	beforeLeaks := ""
+	if c := meta.FindStatusCondition(before.Conditions, keywardv1alpha1.ConditionKeyLeaked); c != nil {
+		beforeLeaks = c.Message
+	}
+	for i := range after.Leaks {
+		l := after.Leaks[i]
+		if strings.Contains(beforeLeaks, "Key "+l.KeyID+" ") {
+			continue
+		}
+		t := Transition{Kind: TransitionKeyLeaked, Leak: &l, LeakAccepted: LeakedKeyAccepted(after, l.KeyID)}
+		if slices.Contains(c.Revoked, l.KeyID) {
+			t.Revoked = c.Revoked
+		}
+		out = append(out, t)
 	}
 	for _, id := range after.PreviousKeysInUse {
 		if slices.Contains(before.PreviousKeysInUse, id) {
