@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -198,6 +199,36 @@ func newRoot() *cobra.Command {
 	deny.Flags().StringVar(&reason, "reason", "", "Why, so that whoever asked knows what to change.")
 	_ = deny.MarkFlagRequired("reason")
 
-	root.AddCommand(list, create, rotate, revoke, disable, enable, reveal, verify, webhook, status, usage, policy, approve, deny)
+	var leakFile, where string
+	var leakAll bool
+	reportLeak := &cobra.Command{Use: "report-leak [--file PATH] [--where URL]",
+		Short: "Report keys found where they should not be (read from standard input or --file, one per line); each APIKey's leakResponse acts",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return errors.New("pass the keys on standard input or with --file, not as arguments: shell history and process listings keep arguments")
+			}
+			return nil
+		},
+		RunE: run(func(ctx context.Context, p *plugin.Plugin, ns string, _ []string) error {
+			in := io.Reader(os.Stdin)
+			if leakFile != "" && leakFile != "-" {
+				f, err := os.Open(leakFile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				in = f
+			}
+			found, err := plugin.ReadKeys(in)
+			if err != nil {
+				return err
+			}
+			return p.ReportLeak(ctx, ns, leakAll, found, where)
+		})}
+	reportLeak.Flags().StringVarP(&leakFile, "file", "f", "-", "Read the keys from this file (- for standard input).")
+	reportLeak.Flags().StringVar(&where, "where", "", "Where the keys were found (a URL, a ticket), recorded with the report.")
+	reportLeak.Flags().BoolVarP(&leakAll, "all-namespaces", "A", false, "Look for the keys' APIKeys in every namespace you may list.")
+
+	root.AddCommand(list, create, rotate, revoke, disable, enable, reveal, verify, webhook, status, usage, policy, approve, deny, reportLeak)
 	return root
 }

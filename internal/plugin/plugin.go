@@ -771,3 +771,87 @@ func rateOf(r *keywardv1alpha1.RateLimit) string {
 	}
 	return fmt.Sprintf("%d/%s", r.Requests, r.Period)
 }
+
+// MaxLeakedKeys bounds how many keys one report-leak reads.
+const MaxLeakedKeys = 100
+
+// ReadKeys reads keys, one per line, for report-leak: at most MaxLeakedKeys, blank lines skipped, each
+// checked for Keyward's shape and checksum (a line that is not a key is refused, naming only its number).
+func ReadKeys(r io.Reader) ([]string, error) {
+	raw, err := io.ReadAll(io.LimitReader(r, int64(MaxLeakedKeys*(MaxKeyInput+1))+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the keys: %w", err)
+	}
+	if len(raw) > MaxLeakedKeys*(MaxKeyInput+1) {
+		return nil, fmt.Errorf("the input is longer than %d keys; pass one key per line", MaxLeakedKeys)
+	}
+	var out []string
+	for i, line := range strings.Split(string(raw), "\n") {
+		if line = strings.TrimSpace(line); line == "" {
+			continue
+		}
+		if _, err := keys.Parse(line); err != nil {
+			return nil, fmt.Errorf("line %d is not a Keyward key (%w)", i+1, err)
+		}
+		if len(out) == MaxLeakedKeys {
+			return nil, fmt.Errorf("more than %d keys; report them in batches", MaxLeakedKeys)
+		}
+		out = append(out, line)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no key on the input: pipe the keys in, one per line, or pass --file")
+	}
+	return out, nil
+}
+
+// ReportLeak reports each key as leaked: it finds the APIKey (in namespace, or in every namespace the
+// caller may list) whose current or previous key it is, by hash, and adds a report to its status.leaks in
+// the caller's name; the APIKey's leakResponse decides what follows. where says where the keys were found.
+// Keys that no visible APIKey has are counted, not named. The keys never leave this process: only their
+// IDs are written.
+func (p *Plugin) ReportLeak(ctx context.Context, namespace string, allNamespaces bool, leaked []string, where string) error {
+	review := &authenticationv1.SelfSubjectReview{}
+	if err := p.Client.Create(ctx, review); err != nil {
+		return fmt.Errorf("asking the API server who you are: %w", err)
+	}
+	var opts []client.ListOption
+	if !allNamespaces {
+		opts = append(opts, client.InNamespace(namespace))
+	}
+	var list keywardv1alpha1.APIKeyList
+	if err := p.Client.List(ctx, &list, opts...); err != nil {
+		return err
+	}
+	unknown := 0
+	for _, key := range leaked {
+		hash := keys.Hash(key)
+		id := keys.IDFromHash(hash)
+		i := slices.IndexFunc(list.Items, func(ak keywardv1alpha1.APIKey) bool {
+			return ak.Status.KeyHash == hash || slices.ContainsFunc(ak.Status.PreviousKeys, func(pk keywardv1alpha1.PreviousKey) bool { return pk.KeyHash == hash })
+		})
+		if i < 0 {
+			unknown++
+			continue
+		}
+		ak := &list.Items[i]
+		if slices.ContainsFunc(ak.Status.Leaks, func(l keywardv1alpha1.LeakReport) bool { return l.KeyID == id }) {
+			printf(p.out(), "%s of apikey.keyward.dev/%s (namespace %s) was already reported leaked\n", id, ak.Name, ak.Namespace)
+			continue
+		}
+		base := ak.DeepCopy()
+		ak.Status.Leaks = append(ak.Status.Leaks, keywardv1alpha1.LeakReport{KeyID: id, ReportedAt: metav1.NewTime(p.Now().UTC().Truncate(time.Second)),
+			URL: where, Source: "kubectl keyward report-leak", Reporter: review.Status.UserInfo.Username})
+		if err := p.Client.Status().Patch(ctx, ak, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+			return fmt.Errorf("reporting %s of APIKey %s/%s: %w", id, ak.Namespace, ak.Name, err)
+		}
+		response := ak.Spec.LeakResponse
+		if response == "" {
+			response = "the manager's default, Rotate unless --leak-response says otherwise"
+		}
+		printf(p.out(), "%s of apikey.keyward.dev/%s (namespace %s) reported leaked; leakResponse: %s\n", id, ak.Name, ak.Namespace, response)
+	}
+	if unknown > 0 {
+		return fmt.Errorf("%d of %d keys belong to no APIKey you can see here (try -A, or they were already replaced long ago)", unknown, len(leaked))
+	}
+	return nil
+}

@@ -626,3 +626,52 @@ func TestApproveAndDenyWriteADecisionInTheCallersNameForTheSpecAsItIs(t *testing
 		}
 	}
 }
+
+func TestReportLeakFindsTheKeysAPIKeyByHashAndReportsItInTheCallersName(t *testing.T) {
+	testenv.Need(t)
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	_, key := withKey(t, ns, "orders", "orders:read")
+	const editor = "leak-finder"
+	if err := env.Client.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: editor, Namespace: ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keyward-edit"},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: editor}}}); err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := keys.Generate("kw", rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found, err := ReadKeys(strings.NewReader("\n" + key + "\n\n" + stranger + "\n"))
+	if err != nil || len(found) != 2 {
+		t.Fatalf("ReadKeys: %v %v", found, err)
+	}
+	if _, err := ReadKeys(strings.NewReader(key + "\nnot a key at all\n")); err == nil || !strings.Contains(err.Error(), "line 2") ||
+		strings.Contains(err.Error(), "not a key at all") {
+		t.Errorf("a line that is not a key: %v; want its number, not its text", err)
+	}
+	p, out := newPlugin(testenv.Impersonating(env.Config, editor))
+	if err := eventually.Poll(func() error {
+		out.Reset()
+		err := p.ReportLeak(ctx, ns, false, found, "https://tickets.example.com/T-1")
+		if err == nil || !strings.Contains(err.Error(), "1 of 2 keys belong to no APIKey") {
+			return fmt.Errorf("reporting: %w", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	id := keys.Sum(key).ID()
+	if !strings.Contains(out.String(), id+" of apikey.keyward.dev/orders (namespace "+ns+") reported leaked") || strings.Contains(out.String(), key) {
+		t.Errorf("report-leak printed %q", out.String())
+	}
+	ak := get(t, ns, "orders")
+	if len(ak.Status.Leaks) != 1 || ak.Status.Leaks[0].KeyID != id || ak.Status.Leaks[0].Reporter != editor ||
+		ak.Status.Leaks[0].URL != "https://tickets.example.com/T-1" {
+		t.Errorf("status.leaks: %+v", ak.Status.Leaks)
+	}
+	out.Reset()
+	if err := p.ReportLeak(ctx, ns, false, found[:1], ""); err != nil || !strings.Contains(out.String(), "already reported") {
+		t.Errorf("reporting it again: %v, %q", err, out.String())
+	}
+}
