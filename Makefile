@@ -79,11 +79,11 @@ test-stress: ## make test three times, then -race -count=20 of ./pkg/verifier an
 	hack/stress.sh
 
 .PHONY: bench
-bench: ## Run every benchmark: keys, verifier (Verify, Verify during a drain, memory, HTTP, 100,000 keys, the largest APIKeys), control plane (1,000 and 10,000 APIKeys, the largest APIKeys, failover, revoke latency, forged status put back).
+bench: ## Run every benchmark: keys, verifier (Verify, Verify during a drain, memory, HTTP, 100,000 keys, the largest APIKeys), control plane (1,000 and 10,000 APIKeys, the largest APIKeys, failover, revoke latency, leak report to refusal, forged status put back).
 	go test -run '^$$' -bench . -benchmem -count=1 ./internal/...
 	assets=$$($(CONTROLPLANE) ensure); export KUBEBUILDER_ASSETS="$$assets"; \
 	go test -run '^$$' -bench 'Verify|Memory|RejectOversized' -benchmem -count=1 ./pkg/verifier/... && \
-	go test -run '^$$' -bench 'HTTPForwardAuth|RevokeToReject|VerifierAtScale|LargestAPIKeys' -benchtime 1x -count=1 -timeout 60m ./pkg/verifier/serve && \
+	go test -run '^$$' -bench 'HTTPForwardAuth|RevokeToReject|LeakReportToRefusal|VerifierAtScale|LargestAPIKeys' -benchtime 1x -count=1 -timeout 60m ./pkg/verifier/serve && \
 	go test -run '^$$' -bench 'ThousandAPIKeys|ManagerAtScale|LeaderTakeover|LargestAPIKeys' -benchtime 1x -count=1 -timeout 60m ./controllers && \
 	go test -run '^$$' -bench ForgedStatusPutBack -benchtime 20x -count=1 ./controllers
 

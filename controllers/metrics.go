@@ -11,7 +11,6 @@ import (
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/notify"
-	"github.com/keyward-dev/keyward/internal/policy"
 )
 
 // rotationsTotal counts minted keys by reason. It is registered once per process with controller-runtime's
@@ -93,7 +92,7 @@ func (c StatusCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		leaked := 0
 		for _, l := range ak.Status.Leaks {
-			if policy.LeakedKeyAccepted(ak.Status, l.KeyID) {
+			if ak.Status.AcceptsKeyID(l.KeyID) {
 				leaked++
 			}
 		}

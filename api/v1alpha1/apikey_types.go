@@ -521,13 +521,15 @@ type WebhookMessage struct {
 	// +kubebuilder:validation:MaxLength=1024
 	// +optional
 	DecisionReason string `json:"decisionReason,omitempty"`
-	// LeakedKeyID, LeakURL and LeakSource say which key was reported leaked and where it was found (key.leaked).
+	// LeakedKeyID is the key reported leaked (key.leaked).
 	// +kubebuilder:validation:MaxLength=64
 	// +optional
 	LeakedKeyID string `json:"leakedKeyID,omitempty"`
+	// LeakURL is where the leaked key was found, as the report says (key.leaked).
 	// +kubebuilder:validation:MaxLength=2048
 	// +optional
 	LeakURL string `json:"leakURL,omitempty"`
+	// LeakSource is the kind of place it was found in, as the report says (key.leaked).
 	// +kubebuilder:validation:MaxLength=128
 	// +optional
 	LeakSource string `json:"leakSource,omitempty"`

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	corev1 "k8s.io/api/core/v1"
@@ -35,6 +36,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/leakreport"
 	"github.com/keyward-dev/keyward/internal/serving"
 	"github.com/keyward-dev/keyward/internal/version"
 	"github.com/keyward-dev/keyward/pkg/verifier"
@@ -44,6 +46,9 @@ import (
 // options are the verifier's flags.
 type options struct {
 	httpAddr, grpcAddr, probeAddr string
+	// leakAddr, leakKeysURL and leakPerMinute run the leak receiver (--leak-reports-*).
+	leakAddr, leakKeysURL         string
+	leakPerMinute                 float64
 	metrics                       serving.MetricsFlags
 	flushInterval                 time.Duration
 	shutdownDelay                 time.Duration
@@ -93,6 +98,11 @@ func main() {
 		"Decisions that may wait for a slow log sink; when full, decisions are counted instead of logged and never wait.")
 	flag.StringVar(&o.decisionLogOptions.ClientHeader, "decision-log-client-header", "",
 		"Header that a proxy you trust sets to the client's address (X-Forwarded-For, X-Real-IP, ...); its last element is logged. Empty: none.")
+	flag.StringVar(&o.leakAddr, "leak-reports-bind-address", "",
+		"Address of the leak receiver ("+serve.LeakReportsPath+", GitHub's secret scanning reports). Empty disables it. "+
+			"Run it under an identity bound to keyward-leak-receiver, not the verifier's.")
+	flag.StringVar(&o.leakKeysURL, "leak-reports-keys-url", leakreport.DefaultKeysURL, "Where the keys that sign leak reports are published.")
+	flag.Float64Var(&o.leakPerMinute, "leak-reports-per-minute", 60, "How many verified leak reports are acted on per minute at most (a burst of as many).")
 	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -327,6 +337,24 @@ func (o options) addListeners(ctx context.Context, mgr manager.Manager, ix *veri
 			return serveGRPC(ctx, g, ln, stopping)
 		})); err != nil {
 			return fmt.Errorf("adding the gRPC listener: %w", err)
+		}
+	}
+	if o.leakAddr != "" {
+		reports, tokens := leakreport.NewCounters()
+		metrics.Registry.MustRegister(reports, tokens)
+		mux := http.NewServeMux()
+		mux.Handle(serve.LeakReportsPath, &leakreport.Handler{
+			Keys: &leakreport.PublicKeys{URL: o.leakKeysURL, Client: &http.Client{Timeout: 10 * time.Second}},
+			Responder: &serve.LeakRecorder{Index: ix, Client: mgr.GetClient(), Reporter: serve.GitHubReporter, Now: time.Now,
+				Log: ctrl.Log.WithName("leaks")},
+			Limiter: rate.NewLimiter(rate.Limit(o.leakPerMinute/60), max(1, int(o.leakPerMinute))),
+			Log:     ctrl.Log.WithName("leaks"), Reports: reports, Tokens: tokens})
+		leakSrv := &http.Server{Addr: o.leakAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			MaxHeaderBytes: 16 << 10, TLSConfig: tlsConfig}
+		if err := mgr.Add(listening("leak reports", o.leakAddr, func(ctx context.Context, ln net.Listener) error {
+			return serveHTTP(ctx, leakSrv, ln, stopping)
+		})); err != nil {
+			return fmt.Errorf("adding the leak receiver: %w", err)
 		}
 	}
 	reporter := &serve.UsageReporter{Index: ix, Client: mgr.GetClient(), Interval: o.flushInterval, Log: ctrl.Log.WithName("usage")}

@@ -35,6 +35,12 @@ const (
 	idHexLength = 12
 )
 
+// ScannerPattern is the regular expression a secret scanner registers to find Keyward keys of any prefix:
+// the prefix, an underscore and 38 base62 characters, on word boundaries. Register one per prefix you use
+// (replace the prefix part with it, for example kw_) for fewer false positives; the checksum then tells a
+// key from a look-alike (Parse).
+const ScannerPattern = `\b[a-z][a-z0-9]{1,15}_[0-9A-Za-z]{38}\b`
+
 const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 // Errors returned by Parse. They never contain the key.

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"hash/crc32"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -233,4 +234,27 @@ func mustGenerate(t *testing.T, prefix string) string {
 		t.Fatal(err)
 	}
 	return k
+}
+
+func TestTheScannerPatternFindsEveryMintedKeyAndItsChecksumTellsLookAlikes(t *testing.T) {
+	re := regexp.MustCompile(ScannerPattern)
+	for _, prefix := range []string{"kw", "ord", "a1", "abcdefghijklmnop"} {
+		key, err := Generate(prefix, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := re.FindString("API_KEY=" + key + "\n"); got != key {
+			t.Errorf("the pattern found %q in a line with %s", got, key)
+		}
+	}
+	lookAlike := "kw_" + strings.Repeat("a", BodyLength)
+	if !re.MatchString(lookAlike) {
+		t.Fatal("the pattern misses a key-shaped string")
+	}
+	if _, err := Parse(lookAlike); err == nil {
+		t.Error("a key-shaped string without a valid checksum parsed")
+	}
+	if re.MatchString("kw_" + strings.Repeat("a", BodyLength-1)) {
+		t.Error("the pattern matched a string one character short")
+	}
 }

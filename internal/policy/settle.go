@@ -231,24 +231,11 @@ func setLeaks(st *keywardv1alpha1.APIKeyStatus, generation int64, response keywa
 		if i == MaxLeaksShown {
 			break
 		}
-		notes = append(notes, LeakMessage(l, LeakedKeyAccepted(*st, l.KeyID), response))
+		notes = append(notes, LeakMessage(l, st.AcceptsKeyID(l.KeyID), response))
 	}
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: keywardv1alpha1.ConditionKeyLeaked, Status: metav1.ConditionTrue,
 		Reason: string(keywardv1alpha1.ReasonKeyLeaked), Message: strings.Join(notes, "; "), ObservedGeneration: generation,
 		LastTransitionTime: metav1.NewTime(now)})
-}
-
-// LeakedKeyAccepted reports whether status st still accepts the key keyID: as its current key or a previous one.
-func LeakedKeyAccepted(st keywardv1alpha1.APIKeyStatus, keyID string) bool {
-	if st.KeyHash != "" && st.KeyID == keyID {
-		return true
-	}
-	for _, p := range st.PreviousKeys {
-		if p.KeyID == keyID {
-			return true
-		}
-	}
-	return false
 }
 
 // LeakMessage says which key was reported leaked, by whom, when and where, and whether it still works.

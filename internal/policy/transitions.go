@@ -222,7 +222,7 @@ func Transitions(c Change) []Transition {
 		if strings.Contains(beforeLeaks, "Key "+l.KeyID+" ") {
 			continue
 		}
-		t := Transition{Kind: TransitionKeyLeaked, Leak: &l, LeakAccepted: LeakedKeyAccepted(after, l.KeyID)}
+		t := Transition{Kind: TransitionKeyLeaked, Leak: &l, LeakAccepted: after.AcceptsKeyID(l.KeyID)}
 		if slices.Contains(c.Revoked, l.KeyID) {
 			t.Revoked = c.Revoked
 		}

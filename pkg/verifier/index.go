@@ -404,3 +404,34 @@ func joinComma(s []string) string {
 	}
 	return string(b)
 }
+
+// Owner is an APIKey that holds a key, and that key's ID.
+type Owner struct {
+	Namespace, Name, KeyID string
+}
+
+// Owners returns the APIKeys, in trusted namespaces, whose current or previous key key is, whatever its
+// expiry: what a report of a leaked key names. A string that is not a Keyward key (shape and checksum)
+// names none, without a lookup.
+func (ix *Index) Owners(key string) []Owner {
+	if _, err := keys.Parse(key); err != nil {
+		return nil
+	}
+	d := keys.Sum(key)
+	trusted := ix.trusted.Load()
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	var out []Owner
+	for r := ix.byHash[slotOf(d)]; r != nil; r = r.next {
+		if r.digest != d {
+			continue
+		}
+		if trusted != nil {
+			if _, ok := (*trusted)[r.entry.namespace]; !ok {
+				continue
+			}
+		}
+		out = append(out, Owner{Namespace: r.entry.namespace, Name: r.entry.name, KeyID: r.keyID})
+	}
+	return out
+}
