@@ -3,14 +3,7 @@ package leakreport
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -23,60 +16,35 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/time/rate"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/keyward-dev/keyward/internal/leakreport/reporttest"
 )
 
 // publisher is a fake of GitHub's list of signing keys, with the keys it lists and a count of fetches.
 type publisher struct {
-	mu     sync.Mutex
-	keys   map[string]*ecdsa.PrivateKey
-	extra  string // appended to the document, to make it oversized
-	srv    *httptest.Server
-	served int
+	mu      sync.Mutex
+	signers map[string]*reporttest.Signer
+	extra   string // appended to the document, to make it oversized
+	srv     *httptest.Server
 }
 
 func newPublisher(t *testing.T) *publisher {
-	p := &publisher{keys: map[string]*ecdsa.PrivateKey{}}
+	p := &publisher{signers: map[string]*reporttest.Signer{}}
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		p.served++
-		var doc keysDocument
-		for id, k := range p.keys {
-			der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
-			if err != nil {
-				t.Error(err)
-			}
-			doc.PublicKeys = append(doc.PublicKeys, struct {
-				KeyIdentifier string `json:"key_identifier"`
-				Key           string `json:"key"`
-				IsCurrent     bool   `json:"is_current"`
-			}{id, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), true})
-		}
-		b, _ := json.Marshal(doc)
-		_, _ = w.Write(append(b, p.extra...))
+		_, _ = w.Write(append(reporttest.KeysDocument(p.signers), p.extra...))
 	}))
 	t.Cleanup(p.srv.Close)
 	return p
 }
 
-func (p *publisher) add(t *testing.T, id string) *ecdsa.PrivateKey {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+func (p *publisher) add(id string) *reporttest.Signer {
+	s := reporttest.NewSigner()
 	p.mu.Lock()
-	p.keys[id] = k
+	p.signers[id] = s
 	p.mu.Unlock()
-	return k
-}
-
-func sign(t *testing.T, k *ecdsa.PrivateKey, body []byte) string {
-	digest := sha256.Sum256(body)
-	sig, err := ecdsa.SignASN1(rand.Reader, k, digest[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return base64.StdEncoding.EncodeToString(sig)
+	return s
 }
 
 // responder knows the tokens in known and records every match it was asked about.
@@ -98,11 +66,8 @@ const leaked = "kw_live_leakedleakedleakedleaked"
 
 func TestAReportIsActedOnOnlyWhenItsSignatureVerifiesOverTheRawBody(t *testing.T) {
 	pub := newPublisher(t)
-	current := pub.add(t, "current")
-	stranger, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	current := pub.add("current")
+	stranger := reporttest.NewSigner()
 	body := []byte(`[{"token":"` + leaked + `","type":"keyward_api_key","url":"https://github.com/o/r/blob/x/a.env","source":"content"},` +
 		`{"token":"kw_someone_elses","type":"keyward_api_key","url":"https://github.com/o/r/blob/x/b.env","source":"commit"}]`)
 	var logs bytes.Buffer
@@ -117,17 +82,17 @@ func TestAReportIsActedOnOnlyWhenItsSignatureVerifiesOverTheRawBody(t *testing.T
 		want    int
 		outcome string
 	}{
-		{"a genuine report", http.MethodPost, body, "current", sign(t, current, body), http.StatusOK, "accepted"},
+		{"a genuine report", http.MethodPost, body, "current", current.Sign(body), http.StatusOK, "accepted"},
 		{"a GET", http.MethodGet, nil, "", "", http.StatusMethodNotAllowed, "method"},
 		{"no signature", http.MethodPost, body, "current", "", http.StatusUnauthorized, "forged"},
-		{"signed by a key the publisher does not list", http.MethodPost, body, "current", sign(t, stranger, body), http.StatusUnauthorized, "forged"},
-		{"a body changed after signing", http.MethodPost, append([]byte(" "), body...), "current", sign(t, current, body), http.StatusUnauthorized, "forged"},
+		{"signed by a key the publisher does not list", http.MethodPost, body, "current", stranger.Sign(body), http.StatusUnauthorized, "forged"},
+		{"a body changed after signing", http.MethodPost, append([]byte(" "), body...), "current", current.Sign(body), http.StatusUnauthorized, "forged"},
 		{"a signature that is not base64", http.MethodPost, body, "current", "%%%", http.StatusUnauthorized, "forged"},
-		{"an identifier nobody published", http.MethodPost, body, "made-up", sign(t, current, body), http.StatusUnauthorized, "unknown_key"},
+		{"an identifier nobody published", http.MethodPost, body, "made-up", current.Sign(body), http.StatusUnauthorized, "unknown_key"},
 		{"an oversized body", http.MethodPost, bytes.Repeat([]byte("x"), MaxBody+1), "current", "c2ln", http.StatusRequestEntityTooLarge, "oversized"},
-		{"a signed body that is not a report", http.MethodPost, []byte(`{"token":"x"}`), "current", sign(t, current, []byte(`{"token":"x"}`)), http.StatusBadRequest, "malformed"},
+		{"a signed body that is not a report", http.MethodPost, []byte(`{"token":"x"}`), "current", current.Sign([]byte(`{"token":"x"}`)), http.StatusBadRequest, "malformed"},
 		{"a signed report with a token over its bound", http.MethodPost, []byte(`[{"token":"` + strings.Repeat("k", MaxTokenLength+1) + `"}]`), "current",
-			sign(t, current, []byte(`[{"token":"`+strings.Repeat("k", MaxTokenLength+1)+`"}]`)), http.StatusBadRequest, "malformed"},
+			current.Sign([]byte(`[{"token":"`+strings.Repeat("k", MaxTokenLength+1)+`"}]`)), http.StatusBadRequest, "malformed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &responder{known: map[string]bool{leaked: true}}
@@ -181,23 +146,20 @@ func TestAReportIsActedOnOnlyWhenItsSignatureVerifiesOverTheRawBody(t *testing.T
 
 func TestAnUnknownSigningKeyFetchesTheListAgainAtMostOncePerInterval(t *testing.T) {
 	pub := newPublisher(t)
-	pub.add(t, "old")
+	pub.add("old")
 	clk := clocktesting.NewFakePassiveClock(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC))
 	keys := &PublicKeys{URL: pub.srv.URL, Clock: clk, MinRefetch: time.Minute}
 	ctx := context.Background()
 	body := []byte(`[]`)
-	rotated, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader) // GitHub's next key, not published yet
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := keys.Verify(ctx, body, "new", sign(t, rotated, body)); !errors.Is(err, ErrUnknownKey) || keys.Fetches() != 1 {
+	rotated := reporttest.NewSigner() // GitHub's next key, not published yet
+	if err := keys.Verify(ctx, body, "new", rotated.Sign(body)); !errors.Is(err, ErrUnknownKey) || keys.Fetches() != 1 {
 		t.Fatalf("before GitHub publishes the key: %v after %d fetches; want ErrUnknownKey after 1", err, keys.Fetches())
 	}
 	pub.mu.Lock()
-	pub.keys["new"] = rotated
+	pub.signers["new"] = rotated
 	pub.mu.Unlock()
 	for range 100 { // a flood naming the new (or a made-up) identifier within the minute: no fetch
-		if err := keys.Verify(ctx, body, "made-up", sign(t, rotated, body)); !errors.Is(err, ErrUnknownKey) {
+		if err := keys.Verify(ctx, body, "made-up", rotated.Sign(body)); !errors.Is(err, ErrUnknownKey) {
 			t.Fatal(err)
 		}
 	}
@@ -205,27 +167,27 @@ func TestAnUnknownSigningKeyFetchesTheListAgainAtMostOncePerInterval(t *testing.
 		t.Fatalf("%d fetches within the interval; want 1", keys.Fetches())
 	}
 	clk.SetTime(clk.Now().Add(time.Minute))
-	if err := keys.Verify(ctx, body, "new", sign(t, rotated, body)); err != nil || keys.Fetches() != 2 {
+	if err := keys.Verify(ctx, body, "new", rotated.Sign(body)); err != nil || keys.Fetches() != 2 {
 		t.Fatalf("after the interval: %v after %d fetches; want the new key found by a second fetch", err, keys.Fetches())
 	}
-	if err := keys.Verify(ctx, body, "new", sign(t, rotated, body)); err != nil || keys.Fetches() != 2 {
+	if err := keys.Verify(ctx, body, "new", rotated.Sign(body)); err != nil || keys.Fetches() != 2 {
 		t.Errorf("a known key fetched again: %v, %d fetches", err, keys.Fetches())
 	}
 }
 
 func TestAnOversizedOrForeignListOfKeysIsNotBelieved(t *testing.T) {
 	pub := newPublisher(t)
-	k := pub.add(t, "current")
+	k := pub.add("current")
 	pub.extra = strings.Repeat(" ", MaxKeysDocument)
 	keys := &PublicKeys{URL: pub.srv.URL}
 	body := []byte(`[]`)
-	if err := keys.Verify(context.Background(), body, "current", sign(t, k, body)); err == nil || !strings.Contains(err.Error(), "larger than") {
+	if err := keys.Verify(context.Background(), body, "current", k.Sign(body)); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("an oversized list: %v", err)
 	}
 	// Served by something else entirely.
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "nope", http.StatusNotFound) }))
 	t.Cleanup(other.Close)
-	if err := (&PublicKeys{URL: other.URL}).Verify(context.Background(), body, "current", sign(t, k, body)); err == nil ||
+	if err := (&PublicKeys{URL: other.URL}).Verify(context.Background(), body, "current", k.Sign(body)); err == nil ||
 		errors.Is(err, ErrUnknownKey) || errors.Is(err, ErrBadSignature) {
 		t.Errorf("an unavailable list: %v; want the fetch's error", err)
 	}
@@ -233,7 +195,7 @@ func TestAnOversizedOrForeignListOfKeysIsNotBelieved(t *testing.T) {
 
 func TestVerifiedReportsBeyondTheLimitAreRefusedBeforeTheResponder(t *testing.T) {
 	pub := newPublisher(t)
-	k := pub.add(t, "current")
+	k := pub.add("current")
 	body := []byte(`[{"token":"` + leaked + `","type":"t"}]`)
 	r := &responder{known: map[string]bool{leaked: true}}
 	h := &Handler{Keys: &PublicKeys{URL: pub.srv.URL}, Responder: r, Log: funcr.New(func(string, string) {}, funcr.Options{}),
@@ -242,7 +204,7 @@ func TestVerifiedReportsBeyondTheLimitAreRefusedBeforeTheResponder(t *testing.T)
 	for range 3 {
 		req := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
 		req.Header.Set(HeaderKeyIdentifier, "current")
-		req.Header.Set(HeaderKeySignature, sign(t, k, body))
+		req.Header.Set(HeaderKeySignature, k.Sign(body))
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		codes = append(codes, rec.Code)

@@ -3,14 +3,7 @@ package serve_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -27,6 +20,7 @@ import (
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
 	"github.com/keyward-dev/keyward/internal/leakreport"
+	"github.com/keyward-dev/keyward/internal/leakreport/reporttest"
 	"github.com/keyward-dev/keyward/internal/testenv"
 	"github.com/keyward-dev/keyward/pkg/verifier"
 	"github.com/keyward-dev/keyward/pkg/verifier/serve"
@@ -40,7 +34,7 @@ const receiverUser = "system:serviceaccount:keyward-system:keyward-leak-receiver
 // of its signing key.
 type leakReceiver struct {
 	url    string
-	signer *ecdsa.PrivateKey
+	signer *reporttest.Signer
 }
 
 func startLeakReceiver(c *cluster) *leakReceiver {
@@ -51,16 +45,8 @@ func startLeakReceiver(c *cluster) *leakReceiver {
 		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "keyward-system", Name: "keyward-leak-receiver"}}}); err != nil {
 		t.Fatal(err)
 	}
-	signer, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&signer.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc, _ := json.Marshal(map[string]any{"public_keys": []map[string]any{{"key_identifier": "test-key", "is_current": true,
-		"key": string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))}}})
+	signer := reporttest.NewSigner()
+	doc := reporttest.KeysDocument(map[string]*reporttest.Signer{"test-key": signer})
 	publisher := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(doc) }))
 	t.Cleanup(publisher.Close)
 	h := &leakreport.Handler{Keys: &leakreport.PublicKeys{URL: publisher.URL},
@@ -80,22 +66,14 @@ func (r *leakReceiver) report(t testing.TB, key string, forged bool) (int, []str
 	body := []byte(`[{"token":"` + key + `","type":"keyward_api_key","url":"https://github.com/octo/app/blob/main/.env","source":"content"}]`)
 	signer := r.signer
 	if forged {
-		var err error
-		if signer, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-			t.Fatal(err)
-		}
-	}
-	digest := sha256.Sum256(body)
-	sig, err := ecdsa.SignASN1(rand.Reader, signer, digest[:])
-	if err != nil {
-		t.Fatal(err)
+		signer = reporttest.NewSigner()
 	}
 	req, err := http.NewRequest(http.MethodPost, r.url, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set(leakreport.HeaderKeyIdentifier, "test-key")
-	req.Header.Set(leakreport.HeaderKeySignature, base64.StdEncoding.EncodeToString(sig))
+	req.Header.Set(leakreport.HeaderKeySignature, signer.Sign(body))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
