@@ -92,7 +92,7 @@ func TestAReportIsActedOnOnlyWhenItsSignatureVerifiesOverTheRawBody(t *testing.T
 		{"an oversized body", http.MethodPost, bytes.Repeat([]byte("x"), MaxBody+1), "current", "c2ln", http.StatusRequestEntityTooLarge, "oversized"},
 		{"a signed body that is not a report", http.MethodPost, []byte(`{"token":"x"}`), "current", current.Sign([]byte(`{"token":"x"}`)), http.StatusBadRequest, "malformed"},
 		{"a signed report with a token over its bound", http.MethodPost, []byte(`[{"token":"` + strings.Repeat("k", MaxTokenLength+1) + `"}]`), "current",
-			current.Sign([]byte(`[{"token":"`+strings.Repeat("k", MaxTokenLength+1)+`"}]`)), http.StatusBadRequest, "malformed"},
+			current.Sign([]byte(`[{"token":"` + strings.Repeat("k", MaxTokenLength+1) + `"}]`)), http.StatusBadRequest, "malformed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &responder{known: map[string]bool{leaked: true}}
