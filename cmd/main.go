@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,7 +72,8 @@ func main() {
 			"delivered but pace the APIKey's next event.")
 	leakResponse := flag.String("leak-response", string(keywardv1alpha1.LeakResponseRotate),
 		"What a report of a leaked key does when its APIKey's spec.leakResponse is unset: Rotate (stop it at once "+
-			"and mint a new one) or Notify (change no key; tell through the KeyLeaked condition, event and key.leaked).")
+			"and mint a new one), Disable (stop every key; mint none until a new keyward.dev/rotate value) or Notify "+
+			"(change no key; tell through the KeyLeaked condition, event and key.leaked).")
 	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -109,8 +111,9 @@ func main() {
 	}
 
 	defaultLeakResponse := keywardv1alpha1.LeakResponse(*leakResponse)
-	if defaultLeakResponse != keywardv1alpha1.LeakResponseRotate && defaultLeakResponse != keywardv1alpha1.LeakResponseNotify {
-		setupLog.Error(fmt.Errorf("%q is neither Rotate nor Notify", *leakResponse), "Invalid --leak-response")
+	if !slices.Contains([]keywardv1alpha1.LeakResponse{keywardv1alpha1.LeakResponseRotate, keywardv1alpha1.LeakResponseDisable,
+		keywardv1alpha1.LeakResponseNotify}, defaultLeakResponse) {
+		setupLog.Error(fmt.Errorf("%q is not Rotate, Disable or Notify", *leakResponse), "Invalid --leak-response")
 		os.Exit(1)
 	}
 	signingRef, err := parseNamespacedName(signingKey)

@@ -151,17 +151,9 @@ func (r *APIKeyReconciler) observe(ctx context.Context, ak *keywardv1alpha1.APIK
 	o.Spec, o.SpecError = policy.Resolve(ak.Spec)
 	o.RotateToken = ak.Annotations[keywardv1alpha1.RotateAnnotation]
 	o.Revoke = policy.ParseKeyIDs(ak.Annotations[keywardv1alpha1.RevokeAnnotation])
-	o.LeakResponse = r.leakResponse(ak)
-	if o.LeakResponse == keywardv1alpha1.LeakResponseRotate {
-		// A reported key is revoked: the revocation path stops it whatever state the Secret is in, and a
-		// current key gets its successor at once. A key already gone is not in the record, so a report
-		// repeated or replayed changes nothing.
-		for _, l := range ak.Status.Leaks {
-			if !slices.Contains(o.Revoke, l.KeyID) {
-				o.Revoke = append(o.Revoke, l.KeyID)
-			}
-		}
-	}
+	// What a report does is the planner's (policy.Observation.Leaks): a reported key is revoked through the
+	// revocation path, which stops it whatever state the Secret is in.
+	o.Leaks, o.LeakResponse = ak.Status.Leaks, r.leakResponse(ak)
 	o.ConflictRecheck = r.conflictRecheckInterval()
 	if c := meta.FindStatusCondition(ak.Status.Conditions, keywardv1alpha1.ConditionReady); c != nil &&
 		c.Reason == string(keywardv1alpha1.ReasonSecretConflict) {

@@ -109,3 +109,38 @@ func TestALeakReportUnderNotifyChangesNoKeyAndIsCounted(t *testing.T) {
 		t.Errorf("keyward_apikey_leaked_keys_accepted series: %d (%v); want 1", n, err)
 	}
 }
+
+// With leakResponse Disable every key stops and none is minted until someone asks for a new one with a new
+// keyward.dev/rotate value; the leaked key stays stopped after that.
+func TestALeakReportUnderDisableStopsEveryKeyUntilANewRotation(t *testing.T) {
+	testenv.Need(t)
+	h := newHarness(t)
+	h.startManager(managerOptions{})
+	h.create("orders", "leakResponse: Disable")
+	h.waitReady("orders")
+	h.update("orders", func(ak *keywardv1alpha1.APIKey) {
+		ak.Annotations = map[string]string{keywardv1alpha1.RotateAnnotation: "r1"}
+	})
+	rotated := h.waitFor("orders", "revision 2", revisionIs(2))
+	previous := rotated.Status.PreviousKeys[0].KeyID
+	h.reportLeak("orders", rotated.Status.KeyID)
+	ak := h.waitFor("orders", "every key withdrawn", func(ak *keywardv1alpha1.APIKey) bool {
+		return ak.Status.KeyHash == "" && len(ak.Status.PreviousKeys) == 0 && readyReasonIs(keywardv1alpha1.ReasonKeyLeaked)(ak)
+	})
+	if !meta.IsStatusConditionTrue(ak.Status.Conditions, keywardv1alpha1.ConditionStalled) || ak.Status.LastRotationReason != keywardv1alpha1.RotationLeaked {
+		t.Errorf("held: conditions %+v, reason %s", ak.Status.Conditions, ak.Status.LastRotationReason)
+	}
+	h.touch("orders")
+	h.waitReconciled("orders")
+	if held := h.get("orders"); held.Status.KeyHash != "" {
+		t.Fatalf("a key was minted while held: %s", held.Status.KeyID)
+	}
+	h.update("orders", func(ak *keywardv1alpha1.APIKey) { ak.Annotations[keywardv1alpha1.RotateAnnotation] = "after-the-leak" })
+	fresh := h.waitReady("orders")
+	if fresh.Status.KeyID == rotated.Status.KeyID || fresh.Status.KeyID == previous ||
+		slices.ContainsFunc(fresh.Status.PreviousKeys, func(p keywardv1alpha1.PreviousKey) bool {
+			return p.KeyID == rotated.Status.KeyID || p.KeyID == previous
+		}) {
+		t.Errorf("after the new rotation: key %s, previous %+v; want neither earlier key", fresh.Status.KeyID, fresh.Status.PreviousKeys)
+	}
+}

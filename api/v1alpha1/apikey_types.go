@@ -137,8 +137,8 @@ type APIKeySpec struct {
 	// +optional
 	Webhook *WebhookSpec `json:"webhook,omitempty"`
 
-	// LeakResponse is what Keyward does when a key of this APIKey is reported leaked (status.leaks): Rotate stops the leaked key at once and mints a new one, as a revocation does; Notify changes no key and only tells (the KeyLeaked condition and event, key.leaked). Unset: the manager's --leak-response (Rotate by default).
-	// +kubebuilder:validation:Enum=Rotate;Notify
+	// LeakResponse is what Keyward does when a key of this APIKey is reported leaked (status.leaks): Rotate stops the leaked key at once and mints a new one, as a revocation does; Disable stops every key of the APIKey and mints none until a new keyward.dev/rotate value asks for one; Notify changes no key and only tells (the KeyLeaked condition and event, key.leaked). Unset: the manager's --leak-response (Rotate by default).
+	// +kubebuilder:validation:Enum=Rotate;Disable;Notify
 	// +optional
 	LeakResponse LeakResponse `json:"leakResponse,omitempty"`
 }
@@ -150,6 +150,8 @@ type LeakResponse string
 const (
 	// LeakResponseRotate stops the leaked key at once and mints a new one (as keyward.dev/revoke does).
 	LeakResponseRotate LeakResponse = "Rotate"
+	// LeakResponseDisable stops every key of the APIKey and mints none until a new keyward.dev/rotate value.
+	LeakResponseDisable LeakResponse = "Disable"
 	// LeakResponseNotify changes no key: the KeyLeaked condition, event and key.leaked tell.
 	LeakResponseNotify LeakResponse = "Notify"
 )

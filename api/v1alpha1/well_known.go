@@ -130,6 +130,9 @@ const (
 	RotationSecretMissing RotationReason = "SecretMissing"
 	// RotationSecretTampered: someone other than Keyward changed the key or its record in the Secret.
 	RotationSecretTampered RotationReason = "SecretTampered"
+	// RotationLeaked: a key was reported leaked under leakResponse Disable; every key was withdrawn, and the
+	// next one is minted for a new keyward.dev/rotate value.
+	RotationLeaked RotationReason = "Leaked"
 )
 
 // EventReason is the reason of a Kubernetes event Keyward records on an APIKey; users and alerts filter on it.

@@ -199,8 +199,10 @@ type Observation struct {
 	// Approval is what the APIKeyPolicies' approvalRequiredScopes ask of the spec and what approvers decided;
 	// zero when no approval is needed or policies are not judged.
 	Approval Approval
-	// LeakResponse is what a leak report does (spec.leakResponse, or the manager's default). With Rotate the
-	// reconciler has added the reported key IDs to Revoke; Settle reports status.leaks either way.
+	// Leaks are the reports of leaked keys (status.leaks), and LeakResponse what they do (spec.leakResponse,
+	// or the manager's default): Rotate revokes the reported keys, Disable withdraws every key until a new
+	// rotate token (leakHold), Notify nothing. Settle reports them either way.
+	Leaks        []keywardv1alpha1.LeakReport
 	LeakResponse keywardv1alpha1.LeakResponse
 
 	// What Settle reports from: the status as read, the APIKey's generation, the Secret's name, keys.Hint
@@ -348,14 +350,28 @@ func PlanFor(o Observation) Plan {
 			o.Secret, o.Current = SecretSuperseded, keyrecord.Record{}
 		}
 	}
+	hold := o.leakHold(served)
+	o.Revoke = o.withLeakRevocations(served, hold)
 	p := planKey(o, now)
 	if a := o.Approval; a.Waiting() {
 		p = waitForApproval(a, p, served, o.Revoke, now)
+	}
+	if hold && p.Mint != nil {
+		// Disable: what the revocations stop, stops (below, as for a Secret that cannot be written); no
+		// successor is minted until a new rotate token.
+		p.WriteSecret, p.Mint, p.RenewalTime = false, nil, time.Time{}
+		p.NextCheck = nextCheck(now, time.Time{}, served)
+		p.Health = stalled(keywardv1alpha1.ReasonKeyLeaked, "A key of this APIKey was reported leaked and leakResponse is Disable: "+
+			"every key is stopped, and none is minted until a new value of the "+keywardv1alpha1.RotateAnnotation+
+			" annotation asks for one (kubectl keyward rotate)")
 	}
 	if p.WriteSecret {
 		p.Withheld = withhold(served, p)
 	} else {
 		p.Withheld, p.Revoked = revokedFrom(served, o.Revoke, now), revokedIDs(o.Revoke, served.Previous, served)
+	}
+	if hold && p.Withheld.Withdrawn() {
+		p.Withheld.Reason = keywardv1alpha1.RotationLeaked // so that the next look still holds (leakHold)
 	}
 	if blocked != "" {
 		p.WriteSecret = false
@@ -424,6 +440,46 @@ func planKey(o Observation, now time.Time) Plan {
 		p.AnnounceExpiring = !now.Before(p.ExpiringNotice) && now.Before(p.Record.ExpiresAt) && o.ExpiringNotified != p.Record.Revision
 	}
 	return p
+}
+
+// leakHold reports whether leakResponse Disable holds the APIKey: a report names a key that served still
+// accepts, or served is the withdrawal such a report caused; until a new rotate token asks for a key.
+func (o Observation) leakHold(served keyrecord.Record) bool {
+	if o.LeakResponse != keywardv1alpha1.LeakResponseDisable || o.RotateToken != served.HandledToken {
+		return false
+	}
+	if served.Withdrawn() && served.Reason == keywardv1alpha1.RotationLeaked {
+		return true
+	}
+	return slices.ContainsFunc(o.Leaks, func(l keywardv1alpha1.LeakReport) bool { return recordAccepts(served, l.KeyID) })
+}
+
+// withLeakRevocations is Revoke with what the leak reports stop: the reported keys (Rotate, Disable), and
+// during a Disable hold every key served accepts. A key already gone is in no record, so a report of it (repeated or
+// replayed) stops nothing.
+func (o Observation) withLeakRevocations(served keyrecord.Record, hold bool) []string {
+	out := slices.Clip(o.Revoke)
+	switch {
+	case hold:
+		if served.Hash != "" {
+			out = append(out, keys.IDFromHash(served.Hash))
+		}
+		for _, p := range served.Previous {
+			out = append(out, keys.IDFromHash(p.Hash))
+		}
+	case o.LeakResponse != keywardv1alpha1.LeakResponseNotify:
+		// Rotate, or Disable once a new rotate token ends the hold: the reported keys stay stopped.
+		for _, l := range o.Leaks {
+			out = append(out, l.KeyID)
+		}
+	}
+	return out
+}
+
+// recordAccepts reports whether r accepts the key keyID: as its current key or a previous one.
+func recordAccepts(r keyrecord.Record, keyID string) bool {
+	return (r.Hash != "" && keys.IDFromHash(r.Hash) == keyID) ||
+		slices.ContainsFunc(r.Previous, func(p keyrecord.PreviousKey) bool { return keys.IDFromHash(p.Hash) == keyID })
 }
 
 // waitForApproval is plan p while the spec waits for an approval: nothing is minted that no approval covers
@@ -597,8 +653,11 @@ func blockedMessage(why string, p Plan) string {
 
 // WithdrawnBecause says, for a message, why a key with reason r was withdrawn.
 func WithdrawnBecause(r keywardv1alpha1.RotationReason) string {
-	if r == keywardv1alpha1.RotationManual {
+	switch r {
+	case keywardv1alpha1.RotationManual:
 		return "rotated with a zero grace period"
+	case keywardv1alpha1.RotationLeaked:
+		return "reported leaked, with leakResponse Disable"
 	}
 	return "revoked by " + keywardv1alpha1.RevokeAnnotation
 }
