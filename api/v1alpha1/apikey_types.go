@@ -317,7 +317,7 @@ type APIKeyStatus struct {
 	// +optional
 	PreviousKeysInUse []string `json:"previousKeysInUse,omitempty"`
 
-	// LastRotationReason is why the current key was minted: Initial, Expiring, Manual, Revoked, SecretMissing or SecretTampered.
+	// LastRotationReason is why the current key was minted: Initial, Expiring, Manual, Revoked, SecretMissing, SecretTampered or Leaked (a withdrawal under leakResponse Disable, and the key that follows it).
 	// +optional
 	LastRotationReason RotationReason `json:"lastRotationReason,omitempty"`
 
