@@ -345,7 +345,7 @@ func (o options) addListeners(ctx context.Context, mgr manager.Manager, ix *veri
 		mux := http.NewServeMux()
 		mux.Handle(serve.LeakReportsPath, &leakreport.Handler{
 			Keys: &leakreport.PublicKeys{URL: o.leakKeysURL, Client: &http.Client{Timeout: 10 * time.Second}},
-			Responder: &serve.LeakRecorder{Index: ix, Client: mgr.GetClient(), Reporter: serve.GitHubReporter, Now: time.Now,
+			Responder: &serve.LeakRecorder{Index: ix, Reader: mgr.GetAPIReader(), Client: mgr.GetClient(), Reporter: serve.GitHubReporter, Now: time.Now,
 				Log: ctrl.Log.WithName("leaks")},
 			Limiter: rate.NewLimiter(rate.Limit(o.leakPerMinute/60), max(1, int(o.leakPerMinute))),
 			Log:     ctrl.Log.WithName("leaks"), Reports: reports, Tokens: tokens})

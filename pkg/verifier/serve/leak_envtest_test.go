@@ -50,7 +50,8 @@ func startLeakReceiver(c *cluster) *leakReceiver {
 	publisher := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(doc) }))
 	t.Cleanup(publisher.Close)
 	h := &leakreport.Handler{Keys: &leakreport.PublicKeys{URL: publisher.URL},
-		Responder: &serve.LeakRecorder{Index: c.index, Client: testenv.Impersonating(env.Config, receiverUser),
+		Responder: &serve.LeakRecorder{Index: c.index, Reader: testenv.Impersonating(env.Config, receiverUser),
+			Client:   testenv.Impersonating(env.Config, receiverUser),
 			Reporter: serve.GitHubReporter, Now: time.Now, Log: logr.Discard()},
 		Log: logr.Discard()}
 	mux := http.NewServeMux()

@@ -31,7 +31,9 @@ const MaxLeaks = 16
 // a report of a key already reported adds nothing, so a replayed report changes nothing.
 type LeakRecorder struct {
 	Index *verifier.Index
-	// Client writes apikeys/status as the leak receiver's identity.
+	// Reader reads APIKeys from the API server (not from the verifier's cache, which keeps no reports), and
+	// Client writes apikeys/status, both as the leak receiver's identity.
+	Reader   client.Reader
 	Client   client.Client
 	Reporter string
 	Now      func() time.Time
@@ -58,7 +60,7 @@ func (r *LeakRecorder) Respond(ctx context.Context, matches []leakreport.Match) 
 func (r *LeakRecorder) record(ctx context.Context, o verifier.Owner, m leakreport.Match) error {
 	for range 5 {
 		ak := &keywardv1alpha1.APIKey{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: o.Name}, ak); err != nil {
+		if err := r.Reader.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: o.Name}, ak); err != nil {
 			return client.IgnoreNotFound(err)
 		}
 		if slices.ContainsFunc(ak.Status.Leaks, func(l keywardv1alpha1.LeakReport) bool { return l.KeyID == o.KeyID }) {
