@@ -130,6 +130,15 @@ func TestASignedLeakReportStopsTheKeyAndAForgedOrReplayedOneChangesNothing(t *te
 		t.Errorf("the replay changed the APIKey: revision %d, leaks %+v", again.Status.Revision, again.Status.Leaks)
 	}
 
+	// A second report is added beside the first.
+	if code, _ := r.report(t, k2, false); code != http.StatusOK {
+		t.Fatalf("the report of the second key answered %d", code)
+	}
+	c.waitReadyRevision("orders", 3)
+	if ak = c.get("orders"); len(ak.Status.Leaks) != 2 {
+		t.Errorf("status.leaks after a second report: %+v; want both", ak.Status.Leaks)
+	}
+
 	// The receiver's identity: no Secret, no status field but the reports.
 	receiver := testenv.Impersonating(env.Config, receiverUser)
 	if err := receiver.Get(context.Background(), client.ObjectKey{Namespace: c.ns, Name: "orders"}, &corev1.Secret{}); !apierrors.IsForbidden(err) {
