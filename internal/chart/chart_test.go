@@ -96,6 +96,9 @@ func TestTheChartRendersItsVariants(t *testing.T) {
 					t.Errorf("no %s", kind)
 				}
 			}
+			if find(objs, "Deployment", "keyward-system", "keyward-leak-receiver") != nil {
+				t.Error("the leak receiver runs by default")
+			}
 		}},
 		{"namespaced mode", map[string]any{"manager": map[string]any{"namespaces": []any{"team-a", "team-b"}}}, func(t *testing.T, objs []*unstructured.Unstructured) {
 			if find(objs, "ClusterRoleBinding", "", "keyward-manager-rolebinding") != nil {
@@ -127,6 +130,24 @@ func TestTheChartRendersItsVariants(t *testing.T) {
 			}
 			if !strings.Contains(args(t, objs, "keyward-manager"), "--webhook-allowed-cidrs=10.96.0.0/12") {
 				t.Error("manager lacks the webhook allow-list")
+			}
+		}},
+		{"the leak receiver", map[string]any{"leakReceiver": map[string]any{"enabled": true, "reportsPerMinute": 30}}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			a := args(t, objs, "keyward-leak-receiver")
+			for _, want := range []string{"--leak-reports-bind-address=:8095", "--leak-reports-per-minute=30", "--http-bind-address=127.0.0.1:8080"} {
+				if !strings.Contains(a, want) {
+					t.Errorf("leak receiver lacks %s: %s", want, a)
+				}
+			}
+			b := find(objs, "ClusterRoleBinding", "", "keyward-leak-receiver")
+			if b == nil {
+				t.Fatal("no ClusterRoleBinding for the leak receiver")
+			}
+			if role, _, _ := unstructured.NestedString(b.Object, "roleRef", "name"); role != "keyward-leak-receiver" {
+				t.Errorf("the leak receiver is bound to %s", role)
+			}
+			if find(objs, "NetworkPolicy", "keyward-system", "keyward-leak-receiver") == nil {
+				t.Error("no NetworkPolicy for the leak receiver")
 			}
 		}},
 		{"a quota of APIKeys per tenant namespace", map[string]any{
