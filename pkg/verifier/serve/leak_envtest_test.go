@@ -8,10 +8,12 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,12 +21,31 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/leakreport"
 	"github.com/keyward-dev/keyward/internal/leakreport/reporttest"
 	"github.com/keyward-dev/keyward/internal/testenv"
 	"github.com/keyward-dev/keyward/pkg/verifier"
 	"github.com/keyward-dev/keyward/pkg/verifier/serve"
 )
+
+// syncBuffer is a log sink safe for the receiver's goroutines and the test's.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) WriteString(v string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.WriteString(v)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
 
 // receiverUser is the leak receiver's identity in these tests: a service account bound to the shipped
 // keyward-leak-receiver role.
@@ -38,6 +59,10 @@ type leakReceiver struct {
 }
 
 func startLeakReceiver(c *cluster) *leakReceiver {
+	return startLeakReceiverLogging(c, logr.Discard())
+}
+
+func startLeakReceiverLogging(c *cluster, log logr.Logger) *leakReceiver {
 	t := c.t
 	ctx := context.Background()
 	if err := env.Client.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "leak-receiver", Namespace: c.ns},
@@ -52,7 +77,7 @@ func startLeakReceiver(c *cluster) *leakReceiver {
 	h := &leakreport.Handler{Keys: &leakreport.PublicKeys{URL: publisher.URL},
 		Responder: &serve.LeakRecorder{Index: c.index, Reader: testenv.Impersonating(env.Config, receiverUser),
 			Client:   testenv.Impersonating(env.Config, receiverUser),
-			Reporter: serve.GitHubReporter, Now: time.Now, Log: logr.Discard()},
+			Reporter: serve.GitHubReporter, Now: time.Now, Log: log},
 		Log: logr.Discard()}
 	mux := http.NewServeMux()
 	mux.Handle(serve.LeakReportsPath, h)
@@ -95,7 +120,8 @@ func (r *leakReceiver) report(t testing.TB, key string, forged bool) (int, []str
 func TestASignedLeakReportStopsTheKeyAndAForgedOrReplayedOneChangesNothing(t *testing.T) {
 	testenv.Need(t)
 	c := startCluster(t)
-	r := startLeakReceiver(c)
+	var logs syncBuffer
+	r := startLeakReceiverLogging(c, funcr.New(func(prefix, args string) { logs.WriteString(prefix + args + "\n") }, funcr.Options{}))
 	if err := env.Client.Create(context.Background(), &keywardv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: c.ns}}); err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +154,9 @@ func TestASignedLeakReportStopsTheKeyAndAForgedOrReplayedOneChangesNothing(t *te
 	}
 	if again := c.get("orders"); again.Status.Revision != 2 || len(again.Status.Leaks) != 1 {
 		t.Errorf("the replay changed the APIKey: revision %d, leaks %+v", again.Status.Revision, again.Status.Leaks)
+	}
+	if got := logs.String(); !strings.Contains(got, keys.Sum(k1).ID()) || strings.Contains(got, k1) {
+		t.Errorf("the replay is not recorded by its key ID, or the log holds the key:\n%s", got)
 	}
 
 	// A second report is added beside the first.

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keywardv1alpha1 "github.com/keyward-dev/keyward/api/v1alpha1"
+	"github.com/keyward-dev/keyward/internal/keys"
 	"github.com/keyward-dev/keyward/internal/leakreport"
 	"github.com/keyward-dev/keyward/pkg/verifier"
 )
@@ -46,6 +47,15 @@ func (r *LeakRecorder) Respond(ctx context.Context, matches []leakreport.Match) 
 	for i, m := range matches {
 		owners := r.Index.Owners(m.Token)
 		out[i] = len(owners) > 0
+		if len(owners) == 0 {
+			if _, err := keys.Parse(m.Token); err == nil {
+				// A Keyward key no APIKey has in force (stopped already, or never ours): nothing changes, and
+				// the report is recorded here by its public key ID, never by the token.
+				r.Log.Info("A leak report named a Keyward key that no APIKey has in force; nothing changed",
+					"keyID", keys.Sum(m.Token).ID(), "url", m.URL, "source", m.Source)
+			}
+			continue
+		}
 		for _, o := range owners {
 			if err := r.record(ctx, o, m); err != nil {
 				r.Log.Error(err, "Recording a leak report failed; GitHub sends reports again", "namespace", o.Namespace, "name", o.Name, "keyID", o.KeyID)
