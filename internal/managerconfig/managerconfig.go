@@ -68,7 +68,7 @@ const maxKeptAnnotation = 4096
 // and lifecycle metadata, the annotations that ask Keyward for something, Keyward's own finalizer, the spec
 // but its display name, description, scopes, rate limit and webhook CA bundle (the verifier's and the
 // delivery's business: the delivery controller reads the APIKey from the API server before each attempt),
-// and of status the fields the manager owns (keywardv1alpha1.StatusFieldOwners), the approvers' decisions and leak reports (which the key controller acts on) and, of the verifier's usage
+// and of status the fields the manager owns (keywardv1alpha1.StatusFieldOwners), who decided an approval and when, the leak reports (which the key controller acts on) and, of the verifier's usage
 // counts, each key's last use (whether a previous key is still in use). Every one of the kept fields is bounded by the CRD or the admission policies.
 //
 // The manager writes APIKeys only with merge patches computed between two cached copies (status, and the
@@ -98,6 +98,11 @@ func trimCachedAPIKey(obj any) (any, error) {
 		kept.Finalizers = []string{keywardv1alpha1.WebhookFinalizer}
 	}
 	kept.Spec.DisplayName, kept.Spec.Description, kept.Spec.Scopes, kept.Spec.RateLimit = "", "", nil, nil
+	if a := kept.Status.Approval; a != nil {
+		// Of a decision, who, when and why: enough to notice a new one and to tell it. What it covers (up to 256 scopes) is read
+		// from the API server when a policy asks for an approval, as the spec's scopes are.
+		kept.Status.Approval = &keywardv1alpha1.ApprovalStatus{Approved: decidedBy(a.Approved), Denied: decidedBy(a.Denied)}
+	}
 	if kept.Spec.Webhook != nil {
 		w := *kept.Spec.Webhook
 		w.CABundle = ""
@@ -124,4 +129,12 @@ func trimCachedSecret(obj any) (any, error) {
 		return keyrecord.TrimSecret(s), nil
 	}
 	return cache.TransformStripManagedFields()(obj)
+}
+
+// decidedBy is d without what it covers: who, when and why (at most 1,024 characters, for the events).
+func decidedBy(d *keywardv1alpha1.ApprovalDecision) *keywardv1alpha1.ApprovalDecision {
+	if d == nil {
+		return nil
+	}
+	return &keywardv1alpha1.ApprovalDecision{By: d.By, At: d.At, Reason: d.Reason}
 }

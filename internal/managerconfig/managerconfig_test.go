@@ -89,6 +89,17 @@ func TestTheManagersCacheKeepsOfAnAPIKeyOnlyWhatItReads(t *testing.T) {
 	if kept := out.(*keywardv1alpha1.APIKey).Status; !reflect.DeepEqual(kept.OwnedBy(managers...), ak.Status.OwnedBy(managers...)) {
 		t.Errorf("the cache changed status fields the manager owns: %+v", kept)
 	}
+	// Of an approval, who decided, when and why, not the (up to 256) scopes it covers.
+	ak.Status.Approval = &keywardv1alpha1.ApprovalStatus{Approved: &keywardv1alpha1.ApprovalDecision{By: "bob", At: used, Reason: "ok",
+		Covers: keywardv1alpha1.ApprovedSpec{Scopes: []keywardv1alpha1.Scope{"a:b"}}}}
+	out, err = transform(ak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := out.(*keywardv1alpha1.APIKey).Status.Approval; a == nil || a.Denied != nil ||
+		!reflect.DeepEqual(*a.Approved, keywardv1alpha1.ApprovalDecision{By: "bob", At: used, Reason: "ok"}) || len(ak.Status.Approval.Approved.Covers.Scopes) != 1 {
+		t.Errorf("cached approval %+v; want who, when and why alone (and the informer's copy untouched)", a)
+	}
 	if got.Annotations[keywardv1alpha1.RotateAnnotation] != "t1" || got.Status.KeyID != "kid_1" || got.Name != "k" {
 		t.Errorf("the transform dropped what the manager reads: %+v", got)
 	}
