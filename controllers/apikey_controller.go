@@ -280,16 +280,18 @@ func (r *APIKeyReconciler) judgePolicies(ctx context.Context, ak *keywardv1alpha
 		out.violations = append(out.violations, v.String())
 	}
 	out.maxValidity, _ = period.Parse(guardrail.StrictestMaxValidity(applying)) // "" parses to an error: no cap
-	out.approval = approvalOf(guardrail.ApprovalRequired(applying, full.Spec), full, full.Status.Approval)
+	out.approval = approvalOf(guardrail.ApprovalRequired(applying, full.Spec), full)
 	if full.Status.Approval != nil {
 		out.approved = full.Status.Approval.Approved
 	}
 	return out, nil
 }
 
-// approvalOf is what the policies' requirement and the approvers' decisions (decided) mean for full's spec as it is. A denial does not withdraw an approval that
-// covers the same spec.
-func approvalOf(req guardrail.Requirement, full *keywardv1alpha1.APIKey, decided *keywardv1alpha1.ApprovalStatus) policy.Approval {
+// approvalOf is what the policies' requirement and the approvers' decisions (full's status.approval, read
+// from the API server) mean for full's spec as it is. A denial does not withdraw an approval that covers
+// the same spec.
+func approvalOf(req guardrail.Requirement, full *keywardv1alpha1.APIKey) policy.Approval {
+	decided := full.Status.Approval
 	if !req.Needed() {
 		return policy.Approval{Obsolete: decided != nil}
 	}

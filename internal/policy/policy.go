@@ -359,8 +359,7 @@ func PlanFor(o Observation) Plan {
 	if hold && p.Mint != nil {
 		// Disable: what the revocations stop, stops (below, as for a Secret that cannot be written); no
 		// successor is minted until a new rotate token.
-		p.WriteSecret, p.Mint, p.RenewalTime = false, nil, time.Time{}
-		p.NextCheck = nextCheck(now, time.Time{}, served)
+		p, _ = withoutMint(p, served, o.Revoke, now)
 		p.Health = stalled(keywardv1alpha1.ReasonKeyLeaked, "A key of this APIKey was reported leaked and leakResponse is Disable: "+
 			"every key is stopped, and none is minted until a new value of the "+keywardv1alpha1.RotateAnnotation+
 			" annotation asks for one (kubectl keyward rotate)")
@@ -482,16 +481,23 @@ func recordAccepts(r keyrecord.Record, keyID string) bool {
 		slices.ContainsFunc(r.Previous, func(p keyrecord.PreviousKey) bool { return keys.IDFromHash(p.Hash) == keyID })
 }
 
+// withoutMint is p with its mint held back (an approval or a leak hold): the Secret is not written, so
+// PlanFor shows served without what revoke stops (revokedFrom, returned), as for a Secret it cannot write;
+// no renewal is planned, and the next look is when something in what it shows ends.
+func withoutMint(p Plan, served keyrecord.Record, revoke []string, now time.Time) (Plan, keyrecord.Record) {
+	p.WriteSecret, p.Mint, p.RenewalTime = false, nil, time.Time{}
+	shown := revokedFrom(served, revoke, now)
+	p.NextCheck = nextCheck(now, time.Time{}, shown)
+	return p, shown
+}
+
 // waitForApproval is plan p while the spec waits for an approval: nothing is minted that no approval covers
 // (with no earlier approval, the renewal, the recreated Secret and the first key all wait), what p stops
 // still stops, and a key in place keeps working. Ready says AwaitingApproval, or ApprovalDenied (stalled,
 // until the spec changes) when an approver denied the spec as it is.
 func waitForApproval(a Approval, p Plan, served keyrecord.Record, revoke []string, now time.Time) Plan {
 	if p.Mint != nil && !a.Granted {
-		// PlanFor shows served without what revoke stops (revokedFrom), as for a Secret it cannot write.
-		p.WriteSecret, p.Mint, p.RenewalTime = false, nil, time.Time{}
-		served = revokedFrom(served, revoke, now)
-		p.NextCheck = nextCheck(now, time.Time{}, served)
+		p, served = withoutMint(p, served, revoke, now)
 	} else if p.Health == nil || !p.Health.Ready {
 		return p // disabled, expired or invalid says more than the wait
 	}
